@@ -1,0 +1,1 @@
+//! Host tuning: sizing arithmetic, `doctor` and `apply`.
