@@ -1,1 +1,3 @@
-//! shardcast engine
+//! shardcast: a thread-per-core WebSocket fan-out engine.
+
+pub mod driver;
