@@ -1,45 +1,200 @@
 //! Server → client JSON: replies to commands, and pushes (serialized once per publication).
+//!
+//! Everything is written by hand into one buffer: the shapes are fixed by PROTOCOL.md, and
+//! a publication's `data` must be spliced in verbatim, which a generic serializer cannot do.
 
+use crate::command::error_code;
+use crate::frame::OpCode;
 use crate::prepared::PreparedFrame;
 
 /// The push frame for one publication, byte-identical for every subscriber:
 /// `{"channel":"news","offset":42,"epoch":"E","data":<raw data>}` in one text frame.
 pub fn push(channel: &str, offset: u64, epoch: &str, data: &[u8]) -> PreparedFrame {
-    todo!("{channel} {offset} {epoch} {data:?}")
+    let mut digits = [0u8; U64_DIGITS_MAX];
+    let offset = format_u64(offset, &mut digits);
+    // Channel names are validated to need no escaping, and epochs are server-made, so the
+    // common case splices the caller's strings straight in; only odd input costs a copy.
+    if !needs_escape(channel) && !needs_escape(epoch) {
+        return PreparedFrame::from_parts(
+            OpCode::Text,
+            &[
+                b"{\"channel\":\"",
+                channel.as_bytes(),
+                b"\",\"offset\":",
+                offset,
+                b",\"epoch\":\"",
+                epoch.as_bytes(),
+                b"\",\"data\":",
+                data,
+                b"}",
+            ],
+        );
+    }
+    let mut head = Vec::with_capacity(48 + channel.len() + epoch.len());
+    push_head(&mut head, channel, offset, epoch);
+    PreparedFrame::from_parts(OpCode::Text, &[&head, data, b"}"])
 }
 
 /// The JSON text of a push (no frame header), for SSE and tests.
 pub fn push_json(channel: &str, offset: u64, epoch: &str, data: &[u8]) -> Vec<u8> {
-    todo!("{channel} {offset} {epoch} {data:?}")
+    let mut digits = [0u8; U64_DIGITS_MAX];
+    let offset = format_u64(offset, &mut digits);
+    let mut out = Vec::with_capacity(48 + channel.len() + epoch.len() + data.len());
+    push_head(&mut out, channel, offset, epoch);
+    out.extend_from_slice(data);
+    out.push(b'}');
+    out
+}
+
+/// Everything of a push before the data: `{"channel":…,"offset":…,"epoch":…,"data":`.
+fn push_head(out: &mut Vec<u8>, channel: &str, offset: &[u8], epoch: &str) {
+    out.extend_from_slice(b"{\"channel\":");
+    write_json_str(out, channel);
+    out.extend_from_slice(b",\"offset\":");
+    out.extend_from_slice(offset);
+    out.extend_from_slice(b",\"epoch\":");
+    write_json_str(out, epoch);
+    out.extend_from_slice(b",\"data\":");
 }
 
 /// `{"id":1,"ok":{"channel":"news","epoch":"E","offset":41}}`; with `recovered` when given.
-pub fn ok_subscribe(id: Option<u64>, channel: &str, epoch: &str, offset: u64, recovered: Option<bool>) -> Vec<u8> {
-    todo!("{id:?} {channel} {epoch} {offset} {recovered:?}")
+pub fn ok_subscribe(
+    id: Option<u64>,
+    channel: &str,
+    epoch: &str,
+    offset: u64,
+    recovered: Option<bool>,
+) -> Vec<u8> {
+    let mut out = open_reply(id, 64 + channel.len() + epoch.len());
+    out.extend_from_slice(b"\"ok\":{\"channel\":");
+    write_json_str(&mut out, channel);
+    out.extend_from_slice(b",\"epoch\":");
+    write_json_str(&mut out, epoch);
+    out.extend_from_slice(b",\"offset\":");
+    write_u64(&mut out, offset);
+    match recovered {
+        Some(true) => out.extend_from_slice(b",\"recovered\":true"),
+        Some(false) => out.extend_from_slice(b",\"recovered\":false"),
+        None => {}
+    }
+    out.extend_from_slice(b"}}");
+    out
 }
 
 /// `{"id":3,"ok":{}}`.
 pub fn ok_empty(id: Option<u64>) -> Vec<u8> {
-    todo!("{id:?}")
+    let mut out = open_reply(id, 8);
+    out.extend_from_slice(b"\"ok\":{}}");
+    out
 }
 
 /// `{"id":4,"ok":{"offset":12}}`.
 pub fn ok_publish(id: Option<u64>, offset: u64) -> Vec<u8> {
-    todo!("{id:?} {offset}")
+    let mut out = open_reply(id, 40);
+    out.extend_from_slice(b"\"ok\":{\"offset\":");
+    write_u64(&mut out, offset);
+    out.extend_from_slice(b"}}");
+    out
 }
 
 /// `{"id":9,"error":{"code":103,"message":"permission denied","temporary":false}}`
 /// (`temporary` from [`crate::command::error_code::is_temporary`]).
 pub fn error(id: Option<u64>, code: u16, message: &str) -> Vec<u8> {
-    todo!("{id:?} {code} {message}")
+    let mut out = open_reply(id, 64 + message.len());
+    out.extend_from_slice(b"\"error\":{\"code\":");
+    write_u64(&mut out, u64::from(code));
+    out.extend_from_slice(b",\"message\":");
+    write_json_str(&mut out, message);
+    if error_code::is_temporary(code) {
+        out.extend_from_slice(b",\"temporary\":true}}");
+    } else {
+        out.extend_from_slice(b",\"temporary\":false}}");
+    }
+    out
 }
 
 /// `{"op":"pong"}`, or `{"id":N,"op":"pong"}` when the ping had an id.
 pub fn pong(id: Option<u64>) -> Vec<u8> {
-    todo!("{id:?}")
+    let mut out = open_reply(id, 12);
+    out.extend_from_slice(b"\"op\":\"pong\"}");
+    out
+}
+
+/// `{` plus `"id":N,` when there is an id; `extra` is the caller's size estimate for the rest.
+fn open_reply(id: Option<u64>, extra: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(28 + extra);
+    out.push(b'{');
+    if let Some(id) = id {
+        out.extend_from_slice(b"\"id\":");
+        write_u64(&mut out, id);
+        out.push(b',');
+    }
+    out
 }
 
 /// Append `s` as a JSON string literal (quotes and escapes) to `out`.
+///
+/// Only `"`, `\` and control characters are escaped (RFC 8259 §7); everything else,
+/// including non-ASCII, is valid as is inside a JSON string.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    todo!("{out:?} {s}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if short.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn needs_escape(s: &str) -> bool {
+    s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// `u64::MAX` has 20 decimal digits.
+const U64_DIGITS_MAX: usize = 20;
+
+/// Decimal digits of `n`, written to the end of `buf`; returns the digits.
+/// Formatting by hand avoids `core::fmt`'s machinery on the per-reply path.
+fn format_u64(mut n: u64, buf: &mut [u8; U64_DIGITS_MAX]) -> &[u8] {
+    let mut i = U64_DIGITS_MAX;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn write_u64(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [0u8; U64_DIGITS_MAX];
+    out.extend_from_slice(format_u64(n, &mut buf));
 }
