@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::frame::OpCode;
+use crate::frame::{FrameHeader, OpCode, HEADER_BYTES_MAX};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedFrame(Bytes);
@@ -15,7 +15,24 @@ impl PreparedFrame {
     }
     /// One FIN frame whose payload is the concatenation of `parts` (single allocation).
     pub fn from_parts(opcode: OpCode, parts: &[&[u8]]) -> PreparedFrame {
-        todo!("{opcode:?} {parts:?}")
+        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: payload_len as u64,
+        };
+        // Exact capacity: `Bytes::from(Vec)` then adopts the allocation as it is.
+        let mut buf = Vec::with_capacity(header.len() + payload_len);
+        let mut head = [0u8; HEADER_BYTES_MAX];
+        let head_len = header.encode(&mut head);
+        buf.extend_from_slice(&head[..head_len]);
+        for part in parts {
+            buf.extend_from_slice(part);
+        }
+        debug_assert_eq!(buf.len(), buf.capacity());
+        PreparedFrame(Bytes::from(buf))
     }
     pub fn text(payload: &[u8]) -> PreparedFrame {
         PreparedFrame::new(OpCode::Text, payload)
