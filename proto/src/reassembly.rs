@@ -408,3 +408,83 @@ where
     }
     Ok(Flow::Continue)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::encode_frame;
+
+    fn cfg() -> DecoderConfig {
+        DecoderConfig {
+            role: Role::Server,
+            message_bytes_max: 1 << 16,
+        }
+    }
+
+    #[test]
+    fn idle_decoder_is_one_pointer() {
+        assert_eq!(std::mem::size_of::<Decoder>(), 8);
+    }
+
+    #[test]
+    fn box_exists_only_while_something_is_incomplete() {
+        let mut wire = Vec::new();
+        encode_frame(&mut wire, OpCode::Text, false, b"Hel", Some([1, 2, 3, 4]));
+        encode_frame(
+            &mut wire,
+            OpCode::Continuation,
+            true,
+            b"lo",
+            Some([5, 6, 7, 8]),
+        );
+        let mut decoder = Decoder::default();
+        let mut got = Vec::new();
+
+        // Whole frames in one input: nothing is kept.
+        let mut whole = wire.clone();
+        decoder
+            .feed(&cfg(), &mut whole, |m| got.push(format!("{m:?}")))
+            .unwrap();
+        assert!(decoder.partial.is_none());
+
+        // Cut inside the header, then inside the payload, then between fragments.
+        for cut in [1, 5, 7, 9] {
+            let mut input = wire.clone();
+            let (a, b) = input.split_at_mut(cut);
+            decoder
+                .feed(&cfg(), a, |m| got.push(format!("{m:?}")))
+                .unwrap();
+            assert!(decoder.partial.is_some(), "cut {cut}");
+            assert!(decoder.buffered_bytes() > 0);
+            decoder
+                .feed(&cfg(), b, |m| got.push(format!("{m:?}")))
+                .unwrap();
+            assert!(
+                decoder.partial.is_none(),
+                "cut {cut}: box kept after the message completed"
+            );
+            assert_eq!(decoder.buffered_bytes(), 0);
+        }
+        assert_eq!(got.len(), 5);
+        assert!(
+            got.iter().all(|m| m == "Text([72, 101, 108, 108, 111])"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn message_buffer_capacity_never_exceeds_what_was_announced() {
+        let mut buf = Vec::new();
+        let mut announced = 0;
+        for piece in [3usize, 1, 1, 7, 50, 1, 1, 1] {
+            announced += piece;
+            reserve_within(&mut buf, piece, announced);
+            buf.extend(std::iter::repeat_n(0u8, piece));
+            assert!(
+                buf.capacity() <= announced,
+                "{} > {announced}",
+                buf.capacity()
+            );
+        }
+    }
+}
