@@ -1,3 +1,26 @@
 //! shardcast: a thread-per-core WebSocket fan-out engine.
+//!
+//! Reading order: [`engine`] starts one [`shard`] per core; a shard owns a
+//! [`driver`] (io_uring or epoll), a [`conn`] slab and a socket-agnostic
+//! [`registry`]; [`fanout`] turns a publication into one shared frame that
+//! [`mesh`] carries to every shard with subscribers.
 
+pub mod config;
+pub mod conn;
+mod dispatch;
 pub mod driver;
+pub mod engine;
+pub mod fanout;
+mod http_api;
+mod lifecycle;
+pub mod mesh;
+pub mod registry;
+mod session;
+pub mod shard;
+pub mod stats;
+
+pub use config::{Config, IoConfig, Limits};
+pub use driver::DriverKind;
+pub use engine::{Engine, Handle, PublishError};
+pub use mesh::Published;
+pub use stats::Stats;

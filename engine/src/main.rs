@@ -1,1 +1,215 @@
-fn main() {}
+//! The `shardcast` server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use shardcast::{Config, DriverKind, Engine};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Thread-per-core WebSocket fan-out engine.
+///
+/// Flags override the TOML config file, which overrides the built-in defaults.
+/// With no options it serves on 127.0.0.1:8080 with one shard per CPU.
+#[derive(Parser, Debug)]
+#[command(name = "shardcast", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// TOML config file (see docs/configuration.md).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Listen address shared by all shards (SO_REUSEPORT).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Shard threads (0: one per CPU).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// I/O driver; `auto` tries io_uring and falls back to epoll.
+    #[arg(long, value_enum)]
+    driver: Option<DriverArg>,
+    /// Require `Authorization: Bearer <KEY>` on /api/*.
+    #[arg(long, env = "SHARDCAST_API_KEY")]
+    api_key: Option<String>,
+    /// Echo messages back instead of reading commands (conformance testing).
+    #[arg(long)]
+    echo: bool,
+    /// Do not pin shard threads to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Largest WebSocket message in bytes (close 1009 past it).
+    #[arg(long)]
+    message_bytes_max: Option<usize>,
+    /// Outbound bytes queued per connection before closing it with 4008.
+    #[arg(long)]
+    queue_bytes_max: Option<usize>,
+    /// WebSocket connections per shard before upgrades get 503.
+    #[arg(long)]
+    conns_per_shard_max: Option<u32>,
+    /// Channels per connection before subscribe gets error 113.
+    #[arg(long)]
+    channels_per_conn_max: Option<usize>,
+    /// Time allowed to send a complete HTTP request, in ms.
+    #[arg(long)]
+    handshake_timeout_ms: Option<u64>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Check this host's limits for a target connection count (see docs/tuning.md).
+    Doctor {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Show or apply the sysctl changes for a target (dry run unless --apply).
+    Tune {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DriverArg {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(cmd) = cli.cmd {
+        let (name, args) = match cmd {
+            Cmd::Doctor { args } => ("doctor", args),
+            Cmd::Tune { args } => ("apply", args),
+        };
+        let argv = std::iter::once("shardcast".to_string()).chain(std::iter::once(name.to_string())).chain(args).collect();
+        let _: Vec<String> = argv; return ExitCode::from(2); // TUNING_PENDING
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cfg = match build_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shardcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        print!("{}", toml::to_string(&cfg).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    run(cfg)
+}
+
+fn build_config(cli: &Cli) -> Result<Config, String> {
+    let mut cfg = match &cli.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Config::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(v) = cli.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = cli.shards {
+        cfg.shards = v;
+    }
+    if let Some(d) = cli.driver {
+        cfg.driver = match d {
+            DriverArg::Auto => None,
+            DriverArg::Uring => Some(DriverKind::Uring),
+            DriverArg::Epoll => Some(DriverKind::Epoll),
+        };
+    }
+    if cli.api_key.is_some() {
+        cfg.api_key = cli.api_key.clone();
+    }
+    cfg.echo |= cli.echo;
+    if cli.no_pin {
+        cfg.pin_cores = false;
+    }
+    let l = &mut cfg.limits;
+    if let Some(v) = cli.message_bytes_max {
+        l.message_bytes_max = v;
+    }
+    if let Some(v) = cli.queue_bytes_max {
+        l.queue_bytes_max = v;
+    }
+    if let Some(v) = cli.conns_per_shard_max {
+        l.conns_per_shard_max = v;
+    }
+    if let Some(v) = cli.channels_per_conn_max {
+        l.channels_per_conn_max = v;
+    }
+    if let Some(v) = cli.handshake_timeout_ms {
+        l.handshake_timeout_ms = v;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn run(cfg: Config) -> ExitCode {
+    match tuning_pending_raise() {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
+    }
+    if cfg.api_key.is_none() {
+        tracing::warn!("no api_key configured: /api/* accepts any caller (development default)");
+    }
+    tracing::warn!("no token secret configured: anonymous WebSocket connections are accepted (development default)");
+    let signals = block_signals();
+    let handle = match Engine::start(cfg.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, listen = %cfg.listen, "failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        listen = %handle.local_addr(),
+        shards = handle.shards(),
+        driver = handle.driver().as_str(),
+        conns_per_shard_max = cfg.limits.conns_per_shard_max,
+        "shardcast serving"
+    );
+    let sig = wait_signal(&signals);
+    tracing::info!(signal = sig, "shutting down");
+    handle.shutdown();
+    ExitCode::SUCCESS
+}
+
+/// Block SIGINT/SIGTERM in every thread (shards inherit the mask), so the main
+/// thread alone receives them with `sigwait`.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; the sig* calls only touch the local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` and `sig` are live for the call.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+// TUNING_PENDING
+fn tuning_pending_raise() -> std::io::Result<(u64, u64)> {
+    Err(std::io::Error::other("pending"))
+}

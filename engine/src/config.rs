@@ -1,0 +1,151 @@
+//! Every limit and knob in one place, with its default and why.
+//! Loaded from TOML (`--config`), then overridden by command-line flags.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::driver::{DriverConfig, DriverKind};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every shard binds with SO_REUSEPORT.
+    pub listen: SocketAddr,
+    /// Shard threads; 0 means one per CPU.
+    pub shards: usize,
+    /// `uring`, `epoll`, or absent for io_uring with automatic epoll fallback.
+    pub driver: Option<DriverKind>,
+    /// Pin shard i to core i (off when shards exceed cores, e.g. in tests).
+    pub pin_cores: bool,
+    /// When set, `/api/*` requires `Authorization: Bearer <api_key>`.
+    pub api_key: Option<String>,
+    /// Echo every text/binary message back instead of reading commands (conformance testing only).
+    pub echo: bool,
+    pub limits: Limits,
+    pub io: IoConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket message accepted; past it the connection closes with 1009.
+    /// 64 KiB covers control commands and typical publications.
+    pub message_bytes_max: usize,
+    /// Channels one connection may subscribe to; past it the command gets error 113.
+    pub channels_per_conn_max: usize,
+    /// Connections one shard holds; further upgrades get 503. Bounded by the
+    /// descriptor table (per ring for io_uring, per process for epoll).
+    pub conns_per_shard_max: u32,
+    /// Time a new connection has to complete its HTTP request (slowloris guard).
+    pub handshake_timeout_ms: u64,
+    /// Bytes queued for one connection; past it the connection closes with 4008
+    /// so one slow reader cannot hold unbounded memory or delay others.
+    pub queue_bytes_max: usize,
+    /// Request line plus headers; past it → 431.
+    pub header_bytes_max: usize,
+    /// HTTP API request bodies; past it → 413.
+    pub http_body_bytes_max: usize,
+    /// After our close frame, how long to wait for the peer's before closing the socket.
+    pub close_linger_ms: u64,
+    /// Messages waiting in one shard's inbox from other shards and API callers.
+    /// External publishes beyond it are refused (HTTP 503, `PublishError::Overloaded`).
+    pub inbox_msgs_max: usize,
+    /// Channels a shard keeps offsets for after their last subscriber left; idle
+    /// ones past this count are forgotten (a new epoch tells clients so).
+    pub idle_channels_max: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IoConfig {
+    /// Receive buffers per shard, shared by all its connections (power of two).
+    pub recv_bufs: u16,
+    /// Size of each receive buffer.
+    pub recv_buf_bytes: u32,
+    /// io_uring submission queue entries.
+    pub ring_entries: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            shards: 0,
+            driver: None,
+            pin_cores: true,
+            api_key: None,
+            echo: false,
+            limits: Limits::default(),
+            io: IoConfig::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            message_bytes_max: 64 * 1024,
+            channels_per_conn_max: 128,
+            conns_per_shard_max: 20_000,
+            handshake_timeout_ms: 10_000,
+            queue_bytes_max: 256 * 1024,
+            header_bytes_max: 8 * 1024,
+            http_body_bytes_max: 1024 * 1024,
+            close_linger_ms: 2_000,
+            inbox_msgs_max: 65_536,
+            idle_channels_max: 100_000,
+        }
+    }
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        IoConfig { recv_bufs: 1024, recv_buf_bytes: 16 * 1024, ring_entries: 4096 }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Shards to run: the configured count, or one per CPU.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    /// Reject combinations that cannot work, with a message naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        if !self.io.recv_bufs.is_power_of_two() {
+            return Err(format!("io.recv_bufs must be a power of two, got {}", self.io.recv_bufs));
+        }
+        if l.message_bytes_max < 125 {
+            return Err("limits.message_bytes_max must be at least 125".into());
+        }
+        if l.queue_bytes_max < l.message_bytes_max {
+            return Err("limits.queue_bytes_max must be at least limits.message_bytes_max".into());
+        }
+        if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 {
+            return Err("limits.conns_per_shard_max and limits.inbox_msgs_max must be positive".into());
+        }
+        if self.shard_count() > 64 {
+            return Err("at most 64 shards are supported".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn driver_config(&self) -> DriverConfig {
+        DriverConfig {
+            conns_max: self.limits.conns_per_shard_max,
+            recv_bufs: self.io.recv_bufs,
+            recv_buf_bytes: self.io.recv_buf_bytes,
+            ring_entries: self.io.ring_entries,
+        }
+    }
+}

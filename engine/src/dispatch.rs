@@ -1,0 +1,108 @@
+//! Messages from the inbox: the owner's side of fan-out and the answers it sends back.
+
+use std::sync::Arc;
+
+use shardcast_proto::{reply, PreparedFrame};
+
+use crate::conn::Enqueue;
+use crate::mesh::{Published, ReplyTo, ShardMsg};
+use crate::registry::Position;
+use crate::shard::Core;
+use crate::stats::ShardStats;
+
+impl Core {
+    pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Interest { channel, from, on } => {
+                let (epoch, offset) = self.owner.interest(&channel, from, on);
+                if on {
+                    self.send_to(from, ShardMsg::InterestAck { channel, epoch, offset });
+                }
+            }
+            ShardMsg::InterestAck { channel, epoch, offset } => self.interest_ack(channel, epoch, offset),
+            ShardMsg::Publish { channel, data, reply } => {
+                let fanned = self.owner.publish(&channel, &data);
+                ShardStats::inc(&self.stats.publications);
+                let mut bits = fanned.interest;
+                while bits != 0 {
+                    let to = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let frame = fanned.frame.clone();
+                    let (channel, epoch) = (channel.clone(), fanned.epoch.clone());
+                    self.send_to(to, ShardMsg::Deliver { channel, offset: fanned.offset, epoch, frame });
+                }
+                let result = Published { offset: fanned.offset, epoch: fanned.epoch };
+                match reply {
+                    ReplyTo::Nobody => {}
+                    ReplyTo::External(tx) => {
+                        let _ = tx.try_send(result);
+                    }
+                    ReplyTo::Ws { conn, .. } | ReplyTo::Http { conn, .. } => {
+                        self.send_to(conn.shard, ShardMsg::Published { reply, result })
+                    }
+                }
+            }
+            ShardMsg::Deliver { channel, offset, epoch, frame } => self.deliver(&channel, offset, epoch, frame),
+            ShardMsg::Published { reply, result } => match reply {
+                ReplyTo::Ws { conn, id } => {
+                    if self.conns.get_gen(conn.key, conn.gen).is_some() {
+                        self.send_json(conn.key, &reply::ok_publish(id, result.offset));
+                    }
+                }
+                ReplyTo::Http { conn, req, index } => self.http_result(conn, req, index, result),
+                ReplyTo::Nobody | ReplyTo::External(_) => {}
+            },
+            ShardMsg::Shutdown => self.stop(),
+        }
+    }
+
+    /// The owner acknowledged this shard's interest: waiting subscribers join at `offset`.
+    fn interest_ack(&mut self, channel: Arc<str>, epoch: Arc<str>, offset: u64) {
+        let Some(ch) = self.registry.lookup(&channel) else { return };
+        let c = self.registry.get_mut(ch).expect("looked up");
+        c.position = Position::Active { epoch: epoch.clone(), offset };
+        let waiters = std::mem::take(&mut c.waiters);
+        for w in waiters {
+            let Some(conn) = self.conns.get_gen(w.key, w.gen) else { continue };
+            if conn.phase != crate::conn::Phase::Ws {
+                continue;
+            }
+            let slot = self.registry.add(ch, w.key);
+            if let Some(conn) = self.conns.get_mut(w.key) {
+                conn.subs.push((ch, slot));
+            }
+            let recovered = w.since.map(|s| s.epoch == *epoch && s.offset == offset);
+            self.send_json(w.key, &reply::ok_subscribe(w.id, &channel, &epoch, offset, recovered));
+        }
+        if self.registry.get(ch).is_some_and(|c| c.subscribers.is_empty()) {
+            self.release_channel(ch);
+        }
+    }
+
+    /// Hand one shared frame to every local subscriber; close the ones that cannot keep up.
+    fn deliver(&mut self, channel: &str, offset: u64, epoch: Arc<str>, frame: PreparedFrame) {
+        let Some(ch) = self.registry.lookup(channel) else { return };
+        let c = self.registry.get_mut(ch).expect("looked up");
+        match &c.position {
+            // Sent before our interest was acknowledged: older than the ack's offset.
+            Position::Pending => return,
+            Position::Active { offset: last, epoch: e } if *e == epoch && *last >= offset => return,
+            Position::Active { .. } => {}
+        }
+        c.position = Position::Active { epoch, offset };
+        let subscribers = std::mem::take(&mut c.subscribers);
+        let bytes = frame.into_bytes();
+        let mut slow = Vec::new();
+        for &key in &subscribers {
+            if self.send_frame_no_close(key, bytes.clone()) == Enqueue::Backpressure {
+                slow.push(key);
+            }
+        }
+        if let Some(c) = self.registry.get_mut(ch) {
+            c.subscribers = subscribers;
+        }
+        for key in slow {
+            self.slow_consumer(key);
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Starting the shards, and the handle the embedding program keeps:
+//! publish from any thread, read stats, shut down.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::driver::{self, DriverKind};
+use crate::mesh::{self, owner_of, Peer, Published, ReplyTo, ShardMsg};
+use crate::shard::Shard;
+use crate::stats::{ShardStats, Stats};
+
+/// State every shard can read (never on the per-message path).
+#[derive(Debug)]
+pub struct Shared {
+    pub stats: Vec<Arc<ShardStats>>,
+    /// Per shard: channels with local subscriber counts, refreshed a few times a second.
+    pub channels: Vec<Mutex<Vec<(Arc<str>, u32)>>>,
+    /// Set while draining: `/ready` answers 503.
+    pub draining: AtomicBool,
+}
+
+/// Why a publication from the embedding API was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    /// Channel name is not 1–255 bytes of `[A-Za-z0-9_.:/-]`.
+    BadChannel,
+    /// `data` is not a single valid JSON value.
+    BadData,
+    /// The owner shard's inbox is full: retry later (backpressure, not loss).
+    Overloaded,
+    /// The engine has stopped.
+    Stopped,
+    /// No answer within the wait (the publication may still happen).
+    Timeout,
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PublishError::BadChannel => "bad channel name",
+            PublishError::BadData => "data is not valid JSON",
+            PublishError::Overloaded => "owner shard overloaded, retry later",
+            PublishError::Stopped => "engine stopped",
+            PublishError::Timeout => "no answer from the owner shard in time",
+        })
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+pub struct Engine;
+
+impl Engine {
+    /// Bind, start one shard per configured core, and return the handle.
+    pub fn start(cfg: Config) -> io::Result<Handle> {
+        cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let cfg = Arc::new(cfg);
+        let n = cfg.shard_count();
+        let mut listeners = Vec::with_capacity(n);
+        let mut addr = cfg.listen;
+        for _ in 0..n {
+            let l = listener(addr)?;
+            // Port 0: every shard must share the port the first one got.
+            addr = l.local_addr()?.as_socket().expect("inet socket");
+            listeners.push(l);
+        }
+        let shared = Arc::new(Shared {
+            stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
+            channels: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+            draining: AtomicBool::new(false),
+        });
+        let mut peers = Vec::with_capacity(n);
+        let mut inboxes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (p, i) = mesh::inbox(cfg.limits.inbox_msgs_max)?;
+            peers.push(p);
+            inboxes.push(i);
+        }
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let pin = cfg.pin_cores && n <= cores.len();
+        let dcfg = cfg.driver_config();
+        let mut threads = Vec::with_capacity(n);
+        let mut kind = DriverKind::Epoll;
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(n);
+        for (id, (l, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+            let (cfg, peers, shared, dcfg, ready_tx) = (cfg.clone(), peers.clone(), shared.clone(), dcfg.clone(), ready_tx.clone());
+            let core = cores.get(id).copied();
+            let t = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
+                if let (true, Some(core)) = (pin, core) {
+                    core_affinity::set_for_current(core);
+                }
+                // Each shard builds its own ring on its own thread (SINGLE_ISSUER).
+                match driver::build(cfg.driver, l, inbox.waker.fd(), &dcfg) {
+                    Ok(d) => {
+                        let _ = ready_tx.send(Ok(d.kind()));
+                        Shard::new(id, cfg, d, peers, inbox, shared).run();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })?;
+            threads.push(t);
+        }
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(k)) => kind = k,
+                Ok(Err(e)) => {
+                    for p in &peers {
+                        let _ = p.try_send(ShardMsg::Shutdown);
+                        p.wake();
+                    }
+                    return Err(e);
+                }
+                Err(_) => return Err(io::Error::other("shard thread died during start")),
+            }
+        }
+        Ok(Handle { peers, shared, threads, local_addr: addr, driver: kind, shards: n })
+    }
+}
+
+fn listener(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    // Inherited by accepted sockets: pushes are small and latency-bound.
+    s.set_tcp_nodelay(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s)
+}
+
+/// The running engine. Dropping it without `shutdown` leaves the shards running.
+pub struct Handle {
+    peers: Vec<Peer>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    local_addr: SocketAddr,
+    driver: DriverKind,
+    shards: usize,
+}
+
+impl Handle {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn driver(&self) -> DriverKind {
+        self.driver
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Publish raw JSON `data` to `channel` without waiting for its offset.
+    /// Callable from any thread, including async tasks (never blocks).
+    pub fn publish_nowait(&self, channel: &str, data: impl Into<Bytes>) -> Result<(), PublishError> {
+        self.submit(channel, data.into(), ReplyTo::Nobody)
+    }
+
+    /// Publish and wait (at most `wait`) for the offset and epoch the owner assigned.
+    pub fn publish(&self, channel: &str, data: impl Into<Bytes>, wait: Duration) -> Result<Published, PublishError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(channel, data.into(), ReplyTo::External(tx))?;
+        rx.recv_timeout(wait).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => PublishError::Timeout,
+            crossbeam_channel::RecvTimeoutError::Disconnected => PublishError::Stopped,
+        })
+    }
+
+    fn submit(&self, channel: &str, data: Bytes, reply: ReplyTo) -> Result<(), PublishError> {
+        if !shardcast_proto::command::is_valid_channel(channel) {
+            return Err(PublishError::BadChannel);
+        }
+        let mut check = data.to_vec();
+        if simd_json::to_borrowed_value(&mut check).is_err() {
+            return Err(PublishError::BadData);
+        }
+        let owner = owner_of(channel, self.shards);
+        let msg = ShardMsg::Publish { channel: Arc::from(channel), data, reply };
+        self.peers[owner].try_send(msg).map_err(|_| PublishError::Overloaded)?;
+        self.peers[owner].wake();
+        Ok(())
+    }
+
+    /// Counters summed over shards.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for st in &self.shared.stats {
+            s.add(st);
+        }
+        s
+    }
+
+    /// Close every connection with 1001 and stop the shards; returns when they have exited.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        for p in &self.peers {
+            // A full inbox drains within a turn; keep trying until the message fits.
+            let mut msg = ShardMsg::Shutdown;
+            loop {
+                match p.try_send(msg) {
+                    Ok(()) => break,
+                    Err(m) => {
+                        msg = m;
+                        p.wake();
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+            p.wake();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The HTTP side of the port: WebSocket upgrades and the backend API
+//! (`/api/publish`, `/api/broadcast`, `/api/channels`, `/health`, `/ready`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use shardcast_proto::command::{self, CommandError};
+use shardcast_proto::handshake;
+use shardcast_proto::http::{self, HttpError, Request};
+
+use crate::conn::Phase;
+use crate::driver::ConnKey;
+use crate::mesh::{owner_of, ConnRef, Published, ReplyTo, ShardMsg};
+use crate::shard::Core;
+use crate::stats::ShardStats;
+
+/// An API request waiting for owner shards to assign offsets.
+#[derive(Debug)]
+pub struct Waiting {
+    pub req: u32,
+    pub broadcast: bool,
+    pub keep_alive: bool,
+    pub channels: Vec<Arc<str>>,
+    pub results: Vec<Option<Published>>,
+}
+
+impl Core {
+    pub(crate) fn on_http_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(h) = conn.http.as_mut() else { return };
+        if h.buf.len() + data.len() > self.http_limits.header_bytes_max + self.http_limits.body_bytes_max {
+            self.reject(key, HttpError { status: 413, message: "request too large" });
+            return;
+        }
+        h.buf.extend_from_slice(data);
+        self.process_http(key);
+    }
+
+    /// Handle complete requests in the buffer, one at a time (a request waiting
+    /// for a publish result holds back the ones pipelined behind it).
+    fn process_http(&mut self, key: ConnKey) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if conn.phase != Phase::Http {
+                return;
+            }
+            let Some(h) = conn.http.as_mut() else { return };
+            if h.waiting.is_some() || h.buf.is_empty() {
+                return;
+            }
+            let (req, used) = match http::parse_request(&h.buf, &self.http_limits) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => return self.reject(key, e),
+            };
+            h.buf.drain(..used);
+            self.route(key, req);
+        }
+    }
+
+    fn route(&mut self, key: ConnKey, req: Request) {
+        let keep_alive = req.keep_alive();
+        match (req.method.as_str(), req.path.as_str()) {
+            (_, "/ws") => self.upgrade(key, req),
+            ("GET", "/health") => self.respond(key, 200, "text/plain", b"ok", keep_alive),
+            ("GET", "/ready") => {
+                if self.shared.draining.load(Ordering::Relaxed) {
+                    self.respond(key, 503, "text/plain", b"draining", keep_alive)
+                } else {
+                    self.respond(key, 200, "text/plain", b"ready", keep_alive)
+                }
+            }
+            ("GET", "/api/channels") => {
+                if self.api_authorized(key, &req) {
+                    let body = self.channels_json();
+                    self.respond(key, 200, "application/json", &body, keep_alive);
+                }
+            }
+            ("POST", "/api/publish") | ("POST", "/api/broadcast") => {
+                if self.api_authorized(key, &req) {
+                    self.api_publish(key, req, keep_alive);
+                }
+            }
+            (_, "/health" | "/ready" | "/api/channels" | "/api/publish" | "/api/broadcast") => {
+                self.reject(key, HttpError { status: 405, message: "method not allowed" })
+            }
+            _ => self.respond(key, 404, "text/plain", b"not found", keep_alive),
+        }
+    }
+
+    fn upgrade(&mut self, key: ConnKey, req: Request) {
+        let up = match handshake::validate_upgrade(&req) {
+            Ok(up) => up,
+            Err(e) => return self.reject(key, e),
+        };
+        let ws_open = self.stats.ws_open.load(Ordering::Relaxed);
+        if ws_open >= self.cfg.limits.conns_per_shard_max as u64 || self.stopping {
+            ShardStats::inc(&self.stats.rejected_full);
+            let body = b"server full";
+            let resp = http::response(503, "text/plain", &[("Retry-After", "5")], body, false);
+            self.send_raw(key, resp);
+            return self.close_after_response(key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let leftover = conn.http.take().map(|h| h.buf).unwrap_or_default();
+        conn.phase = Phase::Ws;
+        ShardStats::inc(&self.stats.upgrades);
+        ShardStats::inc(&self.stats.ws_open);
+        self.send_raw(key, handshake::upgrade_response(&up));
+        if let Some(list) = req.query_param("subscribe") {
+            for channel in list.split(',').filter(|c| !c.is_empty()) {
+                if command::is_valid_channel(channel) {
+                    self.subscribe(key, None, channel, None);
+                } else {
+                    let e = shardcast_proto::reply::error(None, command::error_code::BAD_CHANNEL, "bad channel name");
+                    self.send_json(key, &e);
+                }
+            }
+        }
+        if !leftover.is_empty() {
+            // Frames sent right behind the request, in the same segment.
+            let mut leftover = leftover;
+            self.on_ws_bytes(key, &mut leftover);
+        }
+    }
+
+    fn api_authorized(&mut self, key: ConnKey, req: &Request) -> bool {
+        let Some(want) = self.cfg.api_key.as_deref() else { return true };
+        let given = req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        if given == Some(want) {
+            return true;
+        }
+        let body = br#"{"error":{"code":101,"message":"unauthorized","temporary":false}}"#;
+        self.respond(key, 401, "application/json", body, req.keep_alive());
+        false
+    }
+
+    fn api_publish(&mut self, key: ConnKey, mut req: Request, keep_alive: bool) {
+        let broadcast = req.path == "/api/broadcast";
+        let parsed = if broadcast {
+            command::parse_broadcast_body(&mut req.body).map(|b| (b.channels, b.data))
+        } else {
+            command::parse_publish_body(&mut req.body).map(|p| (vec![p.channel], p.data))
+        };
+        let (channels, data) = match parsed {
+            Ok(p) => p,
+            Err(CommandError { code, message, .. }) => {
+                let body = shardcast_proto::reply::error(None, code, &message);
+                return self.respond(key, 400, "application/json", &body, keep_alive);
+            }
+        };
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let conn_ref = ConnRef { shard: self.id, key, gen: conn.gen };
+        self.next_req = self.next_req.wrapping_add(1);
+        let req_id = self.next_req;
+        let channels: Vec<Arc<str>> = channels.into_iter().map(Arc::from).collect();
+        let n = channels.len();
+        if let Some(h) = conn.http.as_mut() {
+            h.waiting = Some(Waiting { req: req_id, broadcast, keep_alive, channels: channels.clone(), results: vec![None; n] });
+        }
+        for (index, channel) in channels.into_iter().enumerate() {
+            let owner = owner_of(&channel, self.shards);
+            let reply = ReplyTo::Http { conn: conn_ref, req: req_id, index: index as u16 };
+            self.send_to(owner, ShardMsg::Publish { channel, data: data.clone(), reply });
+        }
+    }
+
+    /// An owner answered one channel of a waiting API request.
+    pub(crate) fn http_result(&mut self, conn: ConnRef, req: u32, index: u16, result: Published) {
+        let Some(c) = self.conns.get_gen(conn.key, conn.gen) else { return };
+        let Some(h) = c.http.as_mut() else { return };
+        let Some(w) = h.waiting.as_mut().filter(|w| w.req == req) else { return };
+        if let Some(slot) = w.results.get_mut(index as usize) {
+            *slot = Some(result);
+        }
+        if w.results.iter().any(Option::is_none) {
+            return;
+        }
+        let w = h.waiting.take().expect("checked above");
+        let body = publish_response(&w);
+        self.respond(conn.key, 200, "application/json", &body, w.keep_alive);
+        self.process_http(conn.key);
+    }
+
+    fn channels_json(&self) -> Vec<u8> {
+        let mut counts: std::collections::BTreeMap<Arc<str>, u64> = Default::default();
+        for shard in self.shared.channels.iter() {
+            for (name, n) in shard.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                *counts.entry(name.clone()).or_default() += *n as u64;
+            }
+        }
+        let mut out = b"{\"channels\":[".to_vec();
+        for (i, (name, n)) in counts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"channel\":");
+            shardcast_proto::reply::write_json_str(&mut out, name);
+            out.extend_from_slice(format!(",\"subscribers\":{n}}}").as_bytes());
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+
+    fn respond(&mut self, key: ConnKey, status: u16, content_type: &str, body: &[u8], keep_alive: bool) {
+        if status >= 400 {
+            ShardStats::inc(&self.stats.rejected_bad_request);
+        }
+        self.send_raw(key, http::response(status, content_type, &[], body, keep_alive));
+        if keep_alive {
+            self.arm_http_deadline(key);
+        } else {
+            self.close_after_response(key);
+        }
+    }
+
+    /// Refuse a request with its status and close the connection.
+    fn reject(&mut self, key: ConnKey, e: HttpError) {
+        ShardStats::inc(&self.stats.rejected_bad_request);
+        self.send_raw(key, e.response());
+        self.close_after_response(key);
+    }
+}
+
+fn publish_response(w: &Waiting) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let item = |out: &mut Vec<u8>, p: &Published| {
+        out.extend_from_slice(format!("\"offset\":{},\"epoch\":", p.offset).as_bytes());
+        shardcast_proto::reply::write_json_str(out, &p.epoch);
+    };
+    if !w.broadcast {
+        out.push(b'{');
+        item(&mut out, w.results[0].as_ref().expect("complete"));
+        out.push(b'}');
+        return out;
+    }
+    out.extend_from_slice(b"{\"results\":[");
+    for (i, (ch, p)) in w.channels.iter().zip(&w.results).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"channel\":");
+        shardcast_proto::reply::write_json_str(&mut out, ch);
+        out.push(b',');
+        item(&mut out, p.as_ref().expect("complete"));
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}

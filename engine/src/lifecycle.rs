@@ -1,0 +1,209 @@
+//! A connection's life on its shard: bytes in, writes finished, closing.
+//!
+//! Closing is always orderly when the peer is still there: our close frame (or
+//! final HTTP response) is queued behind what is being written, the write side
+//! is shut after it drains, and the socket is closed when the peer closes too
+//! or `close_linger_ms` passes. Only a dead peer gets an immediate close.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use shardcast_proto::PreparedFrame;
+
+use crate::conn::{Enqueue, Phase};
+use crate::driver::ConnKey;
+use crate::shard::Core;
+use crate::stats::ShardStats;
+
+impl Core {
+    pub(crate) fn on_data(&mut self, key: ConnKey, data: &mut [u8]) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match conn.phase {
+            Phase::Http => self.on_http_bytes(key, data),
+            Phase::Ws => self.on_ws_bytes(key, data),
+            // The peer's reply to our close, or data we no longer read.
+            Phase::Closing | Phase::Dead => {}
+        }
+    }
+
+    pub(crate) fn on_read_closed(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.read_closed = true;
+        match conn.phase {
+            Phase::Closing if !conn.out.is_empty() => {}
+            Phase::Dead => {}
+            _ => self.abort(key),
+        }
+    }
+
+    pub(crate) fn on_sent(&mut self, key: ConnKey, result: Result<usize, i32>) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match result {
+            Ok(n) => {
+                ShardStats::add(&self.stats.bytes_out, n as u64);
+                ShardStats::sub(&self.stats.queued_bytes, n as u64);
+                conn.consume(n);
+                if !conn.out.is_empty() {
+                    self.mark_dirty(key);
+                } else if conn.close_after_flush {
+                    self.flushed_before_close(key);
+                }
+            }
+            Err(_) => {
+                conn.inflight = 0;
+                self.abort(key);
+            }
+        }
+    }
+
+    pub(crate) fn on_closed(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.remove(key) else { return };
+        ShardStats::sub(&self.stats.conns_open, 1);
+        ShardStats::sub(&self.stats.queued_bytes, conn.queued_bytes as u64);
+        debug_assert!(conn.subs.is_empty());
+    }
+
+    pub(crate) fn mark_dirty(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Queue a data frame; a connection past its byte budget is closed with 4008.
+    pub(crate) fn send_frame(&mut self, key: ConnKey, frame: Bytes) {
+        if self.send_frame_no_close(key, frame) == Enqueue::Backpressure {
+            self.slow_consumer(key);
+        }
+    }
+
+    /// Queue a data frame, reporting backpressure to the caller, who must then
+    /// call [`Core::slow_consumer`] (done later when the caller is iterating a channel).
+    pub(crate) fn send_frame_no_close(&mut self, key: ConnKey, frame: Bytes) -> Enqueue {
+        let limit = self.cfg.limits.queue_bytes_max;
+        let Some(conn) = self.conns.get_mut(key) else { return Enqueue::Ok };
+        if conn.phase != Phase::Ws {
+            return Enqueue::Ok;
+        }
+        let len = frame.len() as u64;
+        let r = conn.enqueue(frame, limit);
+        if r == Enqueue::Ok {
+            ShardStats::inc(&self.stats.frames_out);
+            ShardStats::add(&self.stats.queued_bytes, len);
+            self.mark_dirty(key);
+        }
+        r
+    }
+
+    /// Queue a reply (JSON text) for a WebSocket client.
+    pub(crate) fn send_json(&mut self, key: ConnKey, json: &[u8]) {
+        self.send_frame(key, PreparedFrame::text(json).into_bytes());
+    }
+
+    /// Queue raw bytes (HTTP responses); not subject to the WebSocket budget.
+    pub(crate) fn send_raw(&mut self, key: ConnKey, bytes: Vec<u8>) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        ShardStats::add(&self.stats.queued_bytes, bytes.len() as u64);
+        conn.queued_bytes += bytes.len() as u32;
+        conn.out.push_back(Bytes::from(bytes));
+        self.mark_dirty(key);
+    }
+
+    pub(crate) fn slow_consumer(&mut self, key: ConnKey) {
+        ShardStats::inc(&self.stats.slow_consumer_closes);
+        if let Some(conn) = self.conns.get_mut(key) {
+            let before = conn.queued_bytes;
+            conn.discard_unsent();
+            ShardStats::sub(&self.stats.queued_bytes, (before - conn.queued_bytes) as u64);
+        }
+        self.close_ws(key, shardcast_proto::error::close_code::SLOW_CONSUMER, "slow consumer");
+    }
+
+    /// Close a WebSocket with `code`: leave every channel, queue the close frame
+    /// behind data already queued, then shut down once it is written.
+    pub(crate) fn close_ws(&mut self, key: ConnKey, code: u16, reason: &str) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match conn.phase {
+            Phase::Ws => {}
+            Phase::Http => return self.close_after_response(key),
+            Phase::Closing | Phase::Dead => return,
+        }
+        let frame = PreparedFrame::close(code, reason).into_bytes();
+        conn.queued_bytes += frame.len() as u32;
+        ShardStats::add(&self.stats.queued_bytes, frame.len() as u64);
+        conn.out.push_back(frame);
+        self.leave_ws(key);
+        self.close_after_response(key);
+    }
+
+    /// The connection stops being a WebSocket: unsubscribe and count it out.
+    fn leave_ws(&mut self, key: ConnKey) {
+        self.unsubscribe_all(key);
+        ShardStats::sub(&self.stats.ws_open, 1);
+    }
+
+    /// Finish writing what is queued, then shut down the write side.
+    pub(crate) fn close_after_response(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.phase = Phase::Closing;
+        conn.close_after_flush = true;
+        if conn.out.is_empty() && conn.inflight == 0 {
+            self.flushed_before_close(key);
+        } else {
+            self.mark_dirty(key);
+        }
+    }
+
+    fn flushed_before_close(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.read_closed {
+            return self.abort(key);
+        }
+        conn.close_after_flush = false;
+        let gen = conn.gen;
+        self.to_shutdown.push(key);
+        let deadline = self.now + Duration::from_millis(self.cfg.limits.close_linger_ms);
+        self.lingers.push_back((deadline, key, gen));
+    }
+
+    /// Close the socket now (peer gone, write failed, linger over).
+    pub(crate) fn abort(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match conn.phase {
+            Phase::Dead => return,
+            Phase::Ws => {
+                conn.phase = Phase::Dead;
+                self.leave_ws(key);
+            }
+            _ => conn.phase = Phase::Dead,
+        }
+        self.to_close.push(key);
+    }
+
+    /// (Re)start the time a connection has to send a complete HTTP request.
+    pub(crate) fn arm_http_deadline(&mut self, key: ConnKey) {
+        let deadline = self.now + Duration::from_millis(self.cfg.limits.handshake_timeout_ms);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let gen = conn.gen;
+        if let Some(h) = conn.http.as_mut() {
+            h.deadline = Some(deadline);
+        }
+        self.http_deadlines.push_back((deadline, key, gen));
+    }
+
+    pub(crate) fn http_deadline_passed(&mut self, key: ConnKey, gen: u32) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_gen(key, gen) else { return };
+        if conn.phase != Phase::Http {
+            return;
+        }
+        let expired = conn.http.as_ref().is_some_and(|h| h.waiting.is_none() && h.deadline.is_some_and(|d| d <= now));
+        if expired {
+            // Slowloris guard: a request that never completes holds nothing for long.
+            self.send_raw(key, shardcast_proto::http::HttpError { status: 408, message: "request timeout" }.response());
+            self.close_after_response(key);
+        }
+    }
+}

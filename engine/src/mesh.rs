@@ -1,0 +1,136 @@
+//! How shards (and threads outside the engine) talk: one bounded crossbeam
+//! inbox per shard plus an eventfd wake-up. Nothing is shared but the queues.
+//!
+//! Ordering: messages from one sender to one shard arrive in the order sent.
+//! The fan-out protocol relies on it: an owner's subscribe acknowledgement is
+//! always followed, never preceded, by the publications after that offset.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use shardcast_proto::PreparedFrame;
+
+use crate::driver::{ConnKey, Waker};
+
+/// Index of a shard.
+pub type ShardId = usize;
+
+/// A connection on a given shard, with the generation that guards slot reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    pub shard: ShardId,
+    pub key: ConnKey,
+    pub gen: u32,
+}
+
+/// Result of a publication, as seen by the publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+/// Where the owner sends a publication's result.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// Nobody waits (fire and forget).
+    Nobody,
+    /// A WebSocket client's `publish` command with this id.
+    Ws { conn: ConnRef, id: Option<u64> },
+    /// An HTTP API request in flight on a connection: slot `index` of request `req`.
+    Http { conn: ConnRef, req: u32, index: u16 },
+    /// A thread using the embedding API.
+    External(Sender<Published>),
+}
+
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// To the owner: shard `from` starts (`on`) or stops wanting the channel's publications.
+    Interest { channel: Arc<str>, from: ShardId, on: bool },
+    /// To a shard that asked for interest: current position; later publications follow.
+    InterestAck { channel: Arc<str>, epoch: Arc<str>, offset: u64 },
+    /// To the owner: assign an offset and fan out.
+    Publish { channel: Arc<str>, data: Bytes, reply: ReplyTo },
+    /// To a shard with subscribers: one publication, already framed once for all.
+    Deliver { channel: Arc<str>, offset: u64, epoch: Arc<str>, frame: PreparedFrame },
+    /// To the publisher's shard: the result for an in-engine publisher.
+    Published { reply: ReplyTo, result: Published },
+    /// Begin a graceful stop.
+    Shutdown,
+}
+
+/// The sending side of one shard's inbox.
+#[derive(Clone)]
+pub struct Peer {
+    tx: Sender<ShardMsg>,
+    waker: Arc<Waker>,
+    sleeping: Arc<AtomicBool>,
+}
+
+/// What a shard owns of its inbox.
+pub struct Inbox {
+    pub rx: Receiver<ShardMsg>,
+    pub waker: Arc<Waker>,
+    pub sleeping: Arc<AtomicBool>,
+}
+
+pub fn inbox(capacity: usize) -> std::io::Result<(Peer, Inbox)> {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let waker = Arc::new(Waker::new()?);
+    let sleeping = Arc::new(AtomicBool::new(false));
+    Ok((
+        Peer { tx, waker: waker.clone(), sleeping: sleeping.clone() },
+        Inbox { rx, waker, sleeping },
+    ))
+}
+
+impl Peer {
+    /// Queue without waking; the caller wakes once per loop turn with [`Peer::wake_if_sleeping`].
+    pub fn try_send(&self, msg: ShardMsg) -> Result<(), ShardMsg> {
+        self.tx.try_send(msg).map_err(|e| match e {
+            TrySendError::Full(m) | TrySendError::Disconnected(m) => m,
+        })
+    }
+
+    /// Wake the shard only if it is (about to be) blocked: a busy shard drains its
+    /// inbox every turn anyway, so this saves a syscall per message under load.
+    pub fn wake_if_sleeping(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+}
+
+impl Inbox {
+    /// Announce that the shard is about to block; returns false if it must not
+    /// (messages arrived meanwhile). Pairs with [`Peer::wake_if_sleeping`].
+    pub fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if !self.rx.is_empty() {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    pub fn woke(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The owner shard of a channel: a stable hash of its name (FNV-1a, so every
+/// process and node agrees without coordination).
+pub fn owner_of(channel: &str, shards: usize) -> ShardId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in channel.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards as u64) as ShardId
+}

@@ -1,0 +1,173 @@
+//! An open WebSocket: frames in, commands executed, replies out.
+
+use std::sync::Arc;
+
+use shardcast_proto::command::{self, error_code, Command, Op, Since};
+use shardcast_proto::error::close_code;
+use shardcast_proto::{reply, Message, PreparedFrame};
+
+use crate::conn::Phase;
+use crate::driver::ConnKey;
+use crate::mesh::{owner_of, ConnRef, ReplyTo, ShardMsg};
+use crate::registry::{Position, Waiter};
+use crate::stats::ShardStats;
+
+impl crate::shard::Core {
+    pub(crate) fn on_ws_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        // The decoder leaves the connection while it runs, so message handlers
+        // may use the whole shard; it is put back afterwards.
+        let mut decoder = std::mem::take(&mut conn.decoder);
+        let cfg = self.dec_cfg.clone();
+        let result = decoder.feed(&cfg, data, |msg| self.on_message(key, msg));
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.decoder = decoder;
+        }
+        if let Err(e) = result {
+            ShardStats::inc(&self.stats.protocol_closes);
+            tracing::debug!(shard = self.id, conn = key, error = %e, "protocol violation");
+            self.close_ws(key, e.close_code(), &e.to_string());
+        }
+    }
+
+    fn on_message(&mut self, key: ConnKey, msg: Message<'_>) {
+        // Frames after our close frame (or a violation) are not acted on.
+        if self.conns.get(key).map(|c| c.phase) != Some(Phase::Ws) {
+            return;
+        }
+        ShardStats::inc(&self.stats.msgs_in);
+        match msg {
+            Message::Text(p) if self.cfg.echo => self.send_frame(key, PreparedFrame::text(p).into_bytes()),
+            Message::Binary(p) if self.cfg.echo => self.send_frame(key, PreparedFrame::binary(p).into_bytes()),
+            Message::Text(p) | Message::Binary(p) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(p);
+                let mut buf = std::mem::take(&mut self.scratch);
+                match command::parse_command(&mut buf) {
+                    Ok(cmd) => self.on_command(key, cmd),
+                    Err(e) => self.send_json(key, &reply::error(e.id, e.code, &e.message)),
+                }
+                self.scratch = buf;
+                return;
+            }
+            Message::Ping(p) => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.enqueue_control(PreparedFrame::pong(p).into_bytes());
+                    self.mark_dirty(key);
+                }
+                return;
+            }
+            Message::Pong(_) => return,
+            Message::Close(c) => {
+                // Echo the peer's code (RFC 6455 §5.5.1); an empty close gets 1000.
+                let code = c.map(|(code, _)| code).unwrap_or(close_code::NORMAL);
+                return self.close_ws(key, code, "");
+            }
+        };
+    }
+
+    fn on_command(&mut self, key: ConnKey, cmd: Command) {
+        let id = cmd.id;
+        match cmd.op {
+            Op::Subscribe { channel, since } => self.subscribe(key, id, &channel, since),
+            Op::Unsubscribe { channel } => self.unsubscribe(key, id, &channel),
+            Op::Publish { channel, data } => {
+                let Some(conn) = self.conns.get(key) else { return };
+                let conn = ConnRef { shard: self.id, key, gen: conn.gen };
+                let channel: Arc<str> = Arc::from(channel);
+                let owner = owner_of(&channel, self.shards);
+                self.send_to(owner, ShardMsg::Publish { channel, data, reply: ReplyTo::Ws { conn, id } });
+            }
+            Op::Ping => self.send_json(key, &reply::pong(id)),
+            Op::History { .. } | Op::Presence { .. } | Op::Refresh { .. } => {
+                let msg = "op not supported by this server";
+                self.send_json(key, &reply::error(id, error_code::UNKNOWN_OP, msg));
+            }
+        }
+    }
+
+    /// Subscribe now when this shard already receives the channel, else ask its
+    /// owner and answer when the owner acknowledges (see `interest_ack`).
+    pub(crate) fn subscribe(&mut self, key: ConnKey, id: Option<u64>, channel: &str, since: Option<Since>) {
+        let max = self.cfg.limits.channels_per_conn_max;
+        let Some(conn) = self.conns.get(key) else { return };
+        let gen = conn.gen;
+        if conn.subs.len() >= max {
+            let msg = format!("channel limit reached ({max} per connection)");
+            return self.send_json(key, &reply::error(id, error_code::LIMIT_EXCEEDED, &msg));
+        }
+        let (ch, created) = self.registry.get_or_create(channel);
+        let c = self.registry.get(ch).expect("just created");
+        let already = conn.subs.iter().any(|(s, _)| *s == ch) || c.waiters.iter().any(|w| w.key == key && w.gen == gen);
+        if already {
+            return self.send_json(key, &reply::error(id, error_code::ALREADY_SUBSCRIBED, "already subscribed"));
+        }
+        match c.position.clone() {
+            Position::Active { epoch, offset } => {
+                let slot = self.registry.add(ch, key);
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.subs.push((ch, slot));
+                }
+                let recovered = since.map(|s| s.epoch == *epoch && s.offset == offset);
+                self.send_json(key, &reply::ok_subscribe(id, channel, &epoch, offset, recovered));
+            }
+            Position::Pending => {
+                let c = self.registry.get_mut(ch).expect("exists");
+                c.waiters.push(Waiter { key, gen, id, since });
+                if created {
+                    let name = c.name.clone();
+                    let owner = owner_of(&name, self.shards);
+                    self.send_to(owner, ShardMsg::Interest { channel: name, from: self.id, on: true });
+                }
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, key: ConnKey, id: Option<u64>, channel: &str) {
+        let Some(ch) = self.registry.lookup(channel) else {
+            return self.send_json(key, &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"));
+        };
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(pos) = conn.subs.iter().position(|(c, _)| *c == ch) else {
+            return self.send_json(key, &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"));
+        };
+        let (_, slot) = conn.subs.swap_remove(pos);
+        self.remove_subscriber(ch, slot, key);
+        self.send_json(key, &reply::ok_empty(id));
+    }
+
+    /// Leave every channel (the connection is closing).
+    pub(crate) fn unsubscribe_all(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let subs = std::mem::take(&mut conn.subs);
+        for (ch, slot) in subs {
+            self.remove_subscriber(ch, slot, key);
+        }
+    }
+
+    fn remove_subscriber(&mut self, ch: u32, slot: u32, key: ConnKey) {
+        let removed = self.registry.remove(ch, slot, key);
+        if let Some((moved, new_slot)) = removed.moved {
+            if let Some(m) = self.conns.get_mut(moved) {
+                if let Some(s) = m.subs.iter_mut().find(|(c, _)| *c == ch) {
+                    s.1 = new_slot;
+                }
+            }
+        }
+        if removed.now_empty {
+            self.release_channel(ch);
+        }
+    }
+
+    /// Forget an empty, active channel and tell its owner to stop sending it here.
+    pub(crate) fn release_channel(&mut self, ch: u32) {
+        let Some(c) = self.registry.get(ch) else { return };
+        if c.position == Position::Pending {
+            return; // released when the acknowledgement arrives
+        }
+        if let Some(c) = self.registry.drop_channel(ch) {
+            let owner = owner_of(&c.name, self.shards);
+            self.send_to(owner, ShardMsg::Interest { channel: c.name, from: self.id, on: false });
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! One shard: a pinned thread with its own listener, driver, connections,
+//! registry and owned channels. Its loop, top-down:
+//!
+//! 1. `driver.poll` reaps completions into a vector (no logic runs while reaping);
+//! 2. each completion is handled: accepts, received bytes, finished sends, closes;
+//! 3. the inbox from other shards and API callers is drained (bounded per turn);
+//! 4. timers fire (handshake deadlines, close lingers);
+//! 5. every connection with queued bytes and no send in flight gets one vectored write;
+//! 6. messages for other shards are flushed and sleeping shards woken once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shardcast_proto::{http, DecoderConfig, Role};
+
+use crate::config::Config;
+use crate::conn::{Phase, Slab};
+use crate::driver::{Completion, ConnKey, Driver};
+use crate::engine::Shared;
+use crate::fanout::Owner;
+use crate::mesh::{Inbox, Peer, ShardId, ShardMsg};
+use crate::registry::Registry;
+use crate::stats::ShardStats;
+
+/// Inbox messages handled per loop turn, so sockets are served between bursts.
+const INBOX_PER_TURN: usize = 8192;
+/// How often a shard refreshes its channel snapshot for `/api/channels`.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
+
+pub struct Shard {
+    driver: Box<dyn Driver>,
+    pub(crate) core: Core,
+}
+
+/// Everything but the driver, so received bytes (borrowed from the driver)
+/// can be handed to the logic without aliasing.
+pub(crate) struct Core {
+    pub id: ShardId,
+    pub shards: usize,
+    pub cfg: Arc<Config>,
+    pub dec_cfg: DecoderConfig,
+    pub http_limits: http::Limits,
+    pub conns: Slab,
+    pub registry: Registry,
+    pub owner: Owner,
+    pub peers: Vec<Peer>,
+    pub inbox: Inbox,
+    /// Messages for a shard whose inbox was full, resent in order next turn.
+    pub overflow: Vec<VecDeque<ShardMsg>>,
+    /// Messages this shard sends to itself (it owns the channel).
+    pub local: VecDeque<ShardMsg>,
+    pub to_wake: u64,
+    /// Connections with bytes queued and possibly no send in flight.
+    pub dirty: Vec<ConnKey>,
+    pub to_shutdown: Vec<ConnKey>,
+    pub to_close: Vec<ConnKey>,
+    pub http_deadlines: VecDeque<(Instant, ConnKey, u32)>,
+    pub lingers: VecDeque<(Instant, ConnKey, u32)>,
+    pub stats: Arc<ShardStats>,
+    pub shared: Arc<Shared>,
+    pub scratch: Vec<u8>,
+    pub next_req: u32,
+    pub stopping: bool,
+    pub snapshot_version: u64,
+    pub snapshot_at: Instant,
+    pub now: Instant,
+}
+
+impl Shard {
+    pub(crate) fn new(id: ShardId, cfg: Arc<Config>, driver: Box<dyn Driver>, peers: Vec<Peer>, inbox: Inbox, shared: Arc<Shared>) -> Shard {
+        let shards = peers.len();
+        let dec_cfg = DecoderConfig { role: Role::Server, message_bytes_max: cfg.limits.message_bytes_max };
+        let http_limits = http::Limits {
+            header_bytes_max: cfg.limits.header_bytes_max,
+            body_bytes_max: cfg.limits.http_body_bytes_max,
+            ..http::Limits::default()
+        };
+        let now = Instant::now();
+        let core = Core {
+            id,
+            shards,
+            owner: Owner::new(id, cfg.limits.idle_channels_max),
+            dec_cfg,
+            http_limits,
+            conns: Slab::default(),
+            registry: Registry::default(),
+            peers,
+            inbox,
+            overflow: (0..shards).map(|_| VecDeque::new()).collect(),
+            local: VecDeque::new(),
+            to_wake: 0,
+            dirty: Vec::new(),
+            to_shutdown: Vec::new(),
+            to_close: Vec::new(),
+            http_deadlines: VecDeque::new(),
+            lingers: VecDeque::new(),
+            stats: shared.stats[id].clone(),
+            shared,
+            scratch: Vec::new(),
+            next_req: 0,
+            stopping: false,
+            snapshot_version: u64::MAX,
+            snapshot_at: now,
+            now,
+            cfg,
+        };
+        Shard { driver, core }
+    }
+
+    pub fn run(mut self) {
+        tracing::debug!(shard = self.core.id, driver = self.driver.kind().as_str(), "shard started");
+        let mut completions = Vec::with_capacity(1024);
+        let mut batch = Vec::with_capacity(crate::driver::SEND_IOVECS_MAX);
+        loop {
+            let timeout = self.core.poll_timeout();
+            let may_sleep = timeout != Some(Duration::ZERO) && self.core.inbox.prepare_sleep();
+            let res = self.driver.poll(if may_sleep { timeout } else { Some(Duration::ZERO) }, &mut completions);
+            self.core.inbox.woke();
+            if let Err(e) = res {
+                tracing::error!(shard = self.core.id, error = %e, "driver poll failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.core.now = Instant::now();
+            for c in completions.drain(..) {
+                self.complete(c);
+            }
+            self.core.drain_inbox();
+            self.core.tick();
+            self.flush(&mut batch);
+            self.core.flush_peers();
+            if self.core.stopping && self.core.conns.is_empty() {
+                break;
+            }
+        }
+        tracing::debug!(shard = self.core.id, "shard stopped");
+    }
+
+    fn complete(&mut self, c: Completion) {
+        let core = &mut self.core;
+        match c {
+            Completion::Accepted { sock } => {
+                let key = core.conns.insert(sock);
+                ShardStats::inc(&core.stats.conns_open);
+                core.arm_http_deadline(key);
+                if core.stopping {
+                    core.abort(key);
+                } else {
+                    self.driver.start_recv(sock, key);
+                }
+            }
+            Completion::Recv { conn, buf, len } => {
+                let data = self.driver.recv_buf(buf, len);
+                core.on_data(conn, data);
+                self.driver.release(buf);
+            }
+            Completion::RecvClosed { conn, .. } => core.on_read_closed(conn),
+            Completion::Sent { conn, result } => core.on_sent(conn, result),
+            Completion::Closed { conn } => core.on_closed(conn),
+            Completion::Wake => {}
+        }
+    }
+
+    /// Step 5 of the loop: one vectored write per connection with queued bytes.
+    fn flush(&mut self, batch: &mut Vec<Bytes>) {
+        let core = &mut self.core;
+        for key in core.dirty.drain(..) {
+            let Some(conn) = core.conns.get_mut(key) else { continue };
+            conn.dirty = false;
+            if conn.inflight > 0 || conn.phase == Phase::Dead {
+                continue;
+            }
+            if conn.out.is_empty() {
+                continue;
+            }
+            let n = conn.next_batch(batch);
+            conn.inflight = n as u8;
+            self.driver.send(conn.sock, key, batch);
+        }
+        batch.clear();
+        for key in core.to_shutdown.drain(..) {
+            if let Some(conn) = core.conns.get(key) {
+                self.driver.shutdown_write(conn.sock, key);
+            }
+        }
+        for key in core.to_close.drain(..) {
+            if let Some(conn) = core.conns.get(key) {
+                self.driver.close(conn.sock, key);
+            }
+        }
+    }
+}
+
+impl Core {
+    /// How long the loop may block: zero when work is pending, else until the next timer.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.local.is_empty() || self.overflow.iter().any(|q| !q.is_empty()) || !self.dirty.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let next = [self.http_deadlines.front(), self.lingers.front()].into_iter().flatten().map(|(t, _, _)| *t).min();
+        let mut wait = SNAPSHOT_EVERY;
+        if let Some(t) = next {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
+        }
+        if self.stopping {
+            wait = wait.min(Duration::from_millis(10));
+        }
+        Some(wait)
+    }
+
+    /// Queue a message for shard `to` (possibly this one).
+    pub fn send_to(&mut self, to: ShardId, msg: ShardMsg) {
+        if to == self.id {
+            self.local.push_back(msg);
+            return;
+        }
+        self.to_wake |= 1 << to;
+        if !self.overflow[to].is_empty() {
+            self.overflow[to].push_back(msg);
+            return;
+        }
+        if let Err(msg) = self.peers[to].try_send(msg) {
+            self.overflow[to].push_back(msg);
+        }
+    }
+
+    fn flush_peers(&mut self) {
+        for to in 0..self.shards {
+            while let Some(msg) = self.overflow[to].pop_front() {
+                if let Err(msg) = self.peers[to].try_send(msg) {
+                    self.overflow[to].push_front(msg);
+                    break;
+                }
+            }
+        }
+        let mut bits = std::mem::take(&mut self.to_wake);
+        while bits != 0 {
+            let to = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            self.peers[to].wake_if_sleeping();
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        let mut budget = INBOX_PER_TURN;
+        while budget > 0 {
+            budget -= 1;
+            let msg = match self.local.pop_front() {
+                Some(m) => m,
+                None => match self.inbox.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            self.handle_msg(msg);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now;
+        while let Some(&(deadline, key, gen)) = self.http_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.http_deadlines.pop_front();
+            self.http_deadline_passed(key, gen);
+        }
+        while let Some(&(deadline, key, gen)) = self.lingers.front() {
+            if deadline > now {
+                break;
+            }
+            self.lingers.pop_front();
+            if self.conns.get_gen(key, gen).is_some() {
+                self.abort(key);
+            }
+        }
+        if now.duration_since(self.snapshot_at) >= SNAPSHOT_EVERY {
+            self.snapshot_at = now;
+            self.publish_snapshot();
+            self.owner.trim_idle();
+        }
+    }
+
+    fn publish_snapshot(&mut self) {
+        if self.snapshot_version == self.registry.version {
+            return;
+        }
+        self.snapshot_version = self.registry.version;
+        let snap: Vec<(Arc<str>, u32)> = self
+            .registry
+            .iter()
+            .filter(|c| !c.subscribers.is_empty())
+            .map(|c| (c.name.clone(), c.subscribers.len() as u32))
+            .collect();
+        *self.shared.channels[self.id].lock().unwrap_or_else(|e| e.into_inner()) = snap;
+    }
+
+    /// Begin a graceful stop: close every connection with 1001.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+        let keys: Vec<ConnKey> = self.conns.keys().collect();
+        for key in keys {
+            self.close_ws(key, shardcast_proto::error::close_code::GOING_AWAY, "server shutting down");
+        }
+    }
+}

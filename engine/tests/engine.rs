@@ -1,0 +1,296 @@
+//! End-to-end tests: a real engine on loopback driven by real clients.
+//! Every scenario runs on both drivers (see the `both_drivers!` list at the end).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use shardcast::{Config, DriverKind};
+use shardcast_proto::frame::OpCode;
+
+fn pub_cross_shard(d: DriverKind) {
+    let h = start(config(d));
+    let addr = h.local_addr();
+    // One channel per owner shard: whichever shard a client lands on, one is remote.
+    let chans = [channel_owned_by("x", 0, 2), channel_owned_by("x", 1, 2)];
+    let mut subs: Vec<Ws> = (0..4).map(|_| ws(addr, "/ws")).collect();
+    for s in subs.iter_mut() {
+        for (i, c) in chans.iter().enumerate() {
+            subscribe(s, i as u64 + 1, c);
+        }
+    }
+    let mut publisher = ws(addr, "/ws");
+    const N: u64 = 50;
+    for n in 0..N {
+        for (i, c) in chans.iter().enumerate() {
+            send(&mut publisher, &format!(r#"{{"id":{},"op":"publish","channel":"{c}","data":{{"n":{n}}}}}"#, n * 2 + i as u64));
+        }
+    }
+    let mut acks = 0;
+    while acks < 2 * N {
+        let r = recv_json(&mut publisher);
+        assert!(r["ok"]["offset"].as_u64().unwrap() >= 1, "{r}");
+        acks += 1;
+    }
+    for s in subs.iter_mut() {
+        let mut last = [0u64; 2];
+        for _ in 0..2 * N {
+            let p = recv_json(s);
+            let i = chans.iter().position(|c| p["channel"] == c.as_str()).expect("known channel");
+            let off = p["offset"].as_u64().unwrap();
+            assert_eq!(off, last[i] + 1, "offsets rise by exactly one: {p}");
+            assert_eq!(p["data"]["n"], off - 1);
+            last[i] = off;
+        }
+        assert_eq!(last, [N, N]);
+    }
+    h.shutdown();
+}
+
+fn http_publish_reaches_subscribers(d: DriverKind) {
+    let h = start(config(d));
+    let addr = h.local_addr();
+    let mut a = ws(addr, "/ws?subscribe=news,sport");
+    let first = recv_json(&mut a);
+    let second = recv_json(&mut a);
+    assert!(first["ok"].is_object() && second["ok"].is_object());
+    let data = r#"{"b": [1, 2,  "x\"y"], "f": 1.0e10}"#;
+    let body = format!(r#"{{"channel":"news","data":{data}}}"#);
+    let (status, resp) = http(addr, "POST", "/api/publish", &[("Content-Type", "application/json")], body.as_bytes());
+    assert_eq!(status, 200, "{resp}");
+    let r: serde_json::Value = serde_json::from_str(body_of(&resp)).unwrap();
+    assert_eq!(r["offset"], 1);
+    let epoch = r["epoch"].as_str().unwrap().to_string();
+    // The push carries the published JSON byte for byte.
+    let push = match a.read().unwrap() {
+        tungstenite::Message::Text(t) => t.to_string(),
+        m => panic!("{m:?}"),
+    };
+    assert_eq!(push, format!(r#"{{"channel":"news","offset":1,"epoch":"{epoch}","data":{data}}}"#));
+
+    let body = br#"{"channels":["news","sport"],"data":"hi"}"#;
+    let (status, resp) = http(addr, "POST", "/api/broadcast", &[], body);
+    assert_eq!(status, 200, "{resp}");
+    let r: serde_json::Value = serde_json::from_str(body_of(&resp)).unwrap();
+    assert_eq!(r["results"][0]["channel"], "news");
+    assert_eq!(r["results"][0]["offset"], 2);
+    assert_eq!(r["results"][1]["offset"], 1);
+    let got: Vec<String> = (0..2).map(|_| recv_json(&mut a)["channel"].as_str().unwrap().to_string()).collect();
+    assert!(got.contains(&"news".into()) && got.contains(&"sport".into()));
+
+    eventually("channel snapshot", || {
+        let (_, resp) = http(addr, "GET", "/api/channels", &[], b"");
+        body_of(&resp).contains(r#"{"channel":"news","subscribers":1}"#)
+    });
+    let (status, resp) = http(addr, "POST", "/api/publish", &[], br#"{"channel":"bad channel","data":1}"#);
+    assert_eq!(status, 400);
+    assert!(body_of(&resp).contains(r#""code":104"#), "{resp}");
+    let (status, _) = http(addr, "POST", "/api/publish", &[], b"{not json");
+    assert_eq!(status, 400);
+    h.shutdown();
+}
+
+fn slow_consumer_closed_others_unaffected(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.limits.queue_bytes_max = 64 * 1024;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    // The slow client advertises a tiny receive window and never reads.
+    let slow_sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    slow_sock.set_recv_buffer_size(4096).unwrap();
+    slow_sock.connect(&addr.into()).unwrap();
+    let slow_stream: std::net::TcpStream = slow_sock.into();
+    let (mut slow, _) = tungstenite::client(format!("ws://{addr}/ws"), tungstenite::stream::MaybeTlsStream::Plain(slow_stream)).unwrap();
+    send(&mut slow, r#"{"id":1,"op":"subscribe","channel":"firehose"}"#);
+    assert!(recv_json(&mut slow)["ok"].is_object());
+    let mut fast = ws(addr, "/ws");
+    subscribe(&mut fast, 1, "firehose");
+
+    let payload = format!("\"{}\"", "x".repeat(1024));
+    let mut published = 0u64;
+    let mut last = 0u64;
+    while h.stats().slow_consumer_closes == 0 {
+        assert!(published < 100_000, "slow consumer never detected");
+        for _ in 0..16 {
+            h.publish_nowait("firehose", payload.clone()).unwrap();
+            published += 1;
+        }
+        // Keep the fast reader current (well inside its budget), checking order as we go.
+        while last < published {
+            let p = recv_json(&mut fast);
+            assert_eq!(p["offset"].as_u64().unwrap(), last + 1);
+            last += 1;
+        }
+    }
+    for _ in 0..10 {
+        h.publish_nowait("firehose", payload.clone()).unwrap();
+        published += 1;
+    }
+    while last < published {
+        let p = recv_json(&mut fast);
+        assert_eq!(p["offset"].as_u64().unwrap(), last + 1, "fast subscriber misses nothing");
+        last += 1;
+    }
+    // The slow one, once it reads, finds its backlog then a 4008 close.
+    assert_eq!(recv_close_code(&mut slow), 4008);
+    assert_eq!(h.stats().slow_consumer_closes, 1);
+    h.shutdown();
+}
+
+fn protocol_violations_get_their_close_codes(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.limits.message_bytes_max = 1024;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let key = Some([1, 2, 3, 4]);
+
+    let mut r = Raw::connect(addr);
+    r.send_frame(OpCode::Text, true, &vec![b'a'; 2000], key);
+    assert_eq!(r.close_code(), Some(1009), "oversized message");
+
+    let mut r = Raw::connect(addr);
+    r.send_frame(OpCode::Text, true, &[0xff, 0xfe, 0x41], key);
+    assert_eq!(r.close_code(), Some(1007), "invalid UTF-8");
+
+    let mut r = Raw::connect(addr);
+    r.send_frame(OpCode::Text, true, br#"{"op":"ping"}"#, None);
+    assert_eq!(r.close_code(), Some(1002), "unmasked client frame");
+
+    let mut r = Raw::connect(addr);
+    r.send_bytes(&[0x83, 0x80, 0, 0, 0, 0]);
+    assert_eq!(r.close_code(), Some(1002), "reserved opcode");
+
+    let mut r = Raw::connect(addr);
+    r.send_frame(OpCode::Close, true, &1000u16.to_be_bytes(), key);
+    assert_eq!(r.close_code(), Some(1000), "close handshake echoes the code");
+
+    let (status, _) = http(addr, "GET", "/ws", &[("Upgrade", "websocket"), ("Connection", "Upgrade")], b"");
+    assert_eq!(status, 400, "upgrade without a key");
+    let hdrs = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "8")];
+    let (status, resp) = http(addr, "GET", "/ws", &hdrs, b"");
+    assert_eq!(status, 426);
+    assert!(resp.contains("Sec-WebSocket-Version: 13"));
+    // The engine is still serving after all of that.
+    let mut ok = ws(addr, "/ws");
+    subscribe(&mut ok, 1, "still-up");
+    h.shutdown();
+}
+
+fn commands_and_errors(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.limits.channels_per_conn_max = 2;
+    let h = start(cfg);
+    let mut c = ws(h.local_addr(), "/ws");
+    send(&mut c, r#"{"op":"ping"}"#);
+    assert_eq!(recv_json(&mut c), serde_json::json!({"op":"pong"}));
+    send(&mut c, r#"{"id":3,"op":"dance"}"#);
+    assert_eq!(recv_json(&mut c)["error"]["code"], 2);
+    send(&mut c, r#"{"id":4,"op":"subscribe","channel":"no spaces"}"#);
+    let r = recv_json(&mut c);
+    assert_eq!((r["id"].as_u64(), r["error"]["code"].as_u64()), (Some(4), Some(104)));
+    send(&mut c, r#"{"id":5,"op":"subscribe""#);
+    assert_eq!(recv_json(&mut c)["error"]["code"], 1);
+    subscribe(&mut c, 6, "a");
+    send(&mut c, r#"{"id":7,"op":"subscribe","channel":"a"}"#);
+    assert_eq!(recv_json(&mut c)["error"]["code"], 105);
+    subscribe(&mut c, 8, "b");
+    send(&mut c, r#"{"id":9,"op":"subscribe","channel":"c"}"#);
+    let r = recv_json(&mut c);
+    assert_eq!(r["error"]["code"], 113, "{r}");
+    send(&mut c, r#"{"id":10,"op":"unsubscribe","channel":"a"}"#);
+    assert_eq!(recv_json(&mut c), serde_json::json!({"id":10,"ok":{}}));
+    send(&mut c, r#"{"id":11,"op":"unsubscribe","channel":"a"}"#);
+    assert_eq!(recv_json(&mut c)["error"]["code"], 105);
+    // WebSocket-level ping gets a pong.
+    c.send(tungstenite::Message::Ping(b"hb".to_vec().into())).unwrap();
+    loop {
+        match c.read().unwrap() {
+            tungstenite::Message::Pong(p) => {
+                assert_eq!(&p[..], b"hb");
+                break;
+            }
+            m => panic!("expected pong, got {m:?}"),
+        }
+    }
+    // Resubscribing after leaving reports the current position.
+    h.publish("a", "1", Duration::from_secs(5)).unwrap();
+    let r = subscribe(&mut c, 12, "a");
+    assert_eq!(r["ok"]["offset"], 1);
+    h.shutdown();
+}
+
+fn limits_refuse_with_503_and_time_out_handshakes(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.shards = 1;
+    cfg.limits.conns_per_shard_max = 2;
+    cfg.limits.handshake_timeout_ms = 200;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let _a = ws(addr, "/ws");
+    let _b = ws(addr, "/ws");
+    let hdrs = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")];
+    let (status, resp) = http(addr, "GET", "/ws", &hdrs, b"");
+    assert_eq!(status, 503, "{resp}");
+    assert!(resp.contains("Retry-After"));
+    assert_eq!(h.stats().rejected_full, 1);
+    // A request that never completes is cut off.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    h.shutdown();
+}
+
+fn health_ready_and_api_key(d: DriverKind) {
+    let mut cfg: Config = config(d);
+    cfg.api_key = Some("s3cret".into());
+    let h = start(cfg);
+    let addr = h.local_addr();
+    assert_eq!(http(addr, "GET", "/health", &[], b"").0, 200);
+    assert_eq!(http(addr, "GET", "/ready", &[], b"").0, 200);
+    assert_eq!(http(addr, "GET", "/nope", &[], b"").0, 404);
+    let body = br#"{"channel":"a","data":1}"#;
+    let (status, resp) = http(addr, "POST", "/api/publish", &[], body);
+    assert_eq!(status, 401);
+    assert!(body_of(&resp).contains(r#""code":101"#));
+    let (status, _) = http(addr, "POST", "/api/publish", &[("Authorization", "Bearer s3cret")], body);
+    assert_eq!(status, 200);
+    assert_eq!(http(addr, "GET", "/api/publish", &[], b"").0, 405);
+    h.shutdown();
+}
+
+fn shutdown_closes_clients_with_1001(d: DriverKind) {
+    let h = start(config(d));
+    let mut c = ws(h.local_addr(), "/ws");
+    subscribe(&mut c, 1, "x");
+    let t = std::thread::spawn(move || h.shutdown());
+    assert_eq!(recv_close_code(&mut c), 1001);
+    drop(c);
+    t.join().unwrap();
+}
+
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod epoll {
+            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Epoll) })*
+        }
+        mod uring {
+            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Uring) })*
+        }
+    };
+}
+
+both_drivers!(
+    pub_cross_shard,
+    http_publish_reaches_subscribers,
+    slow_consumer_closed_others_unaffected,
+    protocol_violations_get_their_close_codes,
+    commands_and_errors,
+    limits_refuse_with_503_and_time_out_handshakes,
+    health_ready_and_api_key,
+    shutdown_closes_clients_with_1001,
+);
