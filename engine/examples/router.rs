@@ -20,7 +20,12 @@ fn main() -> std::io::Result<()> {
     let mut cfg = Config::default();
     cfg.listen = "127.0.0.1:8080".parse().expect("address");
     let engine = Engine::start(cfg)?;
-    println!("engine on {} ({} shards, {})", engine.local_addr(), engine.shards(), engine.driver().as_str());
+    println!(
+        "engine on {} ({} shards, {})",
+        engine.local_addr(),
+        engine.shards(),
+        engine.driver().as_str()
+    );
 
     let app = TcpListener::bind("127.0.0.1:8081")?;
     println!("router on 127.0.0.1:8081: POST /orders/<id>?status=<s>");
@@ -37,11 +42,17 @@ fn main() -> std::io::Result<()> {
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
         } else {
             // Raw JSON: it reaches subscribers byte for byte.
-            let data = format!(r#"{{"order":"{id}","status":"{}"}}"#, status.replace(['"', '\\'], ""));
+            let data = format!(
+                r#"{{"order":"{id}","status":"{}"}}"#,
+                status.replace(['"', '\\'], "")
+            );
             match engine.publish(&format!("orders:{id}"), data, Duration::from_secs(1)) {
                 Ok(p) => {
                     let body = format!(r#"{{"offset":{},"epoch":"{}"}}"#, p.offset, p.epoch);
-                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
                 }
                 Err(e) => {
                     let body = e.to_string();

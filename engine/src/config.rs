@@ -101,7 +101,11 @@ impl Default for Limits {
 
 impl Default for IoConfig {
     fn default() -> Self {
-        IoConfig { recv_bufs: 1024, recv_buf_bytes: 16 * 1024, ring_entries: 4096 }
+        IoConfig {
+            recv_bufs: 1024,
+            recv_buf_bytes: 16 * 1024,
+            ring_entries: 4096,
+        }
     }
 }
 
@@ -115,7 +119,9 @@ impl Config {
         if self.shards > 0 {
             self.shards
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 
@@ -123,7 +129,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let l = &self.limits;
         if !self.io.recv_bufs.is_power_of_two() {
-            return Err(format!("io.recv_bufs must be a power of two, got {}", self.io.recv_bufs));
+            return Err(format!(
+                "io.recv_bufs must be a power of two, got {}",
+                self.io.recv_bufs
+            ));
         }
         if l.message_bytes_max < 125 {
             return Err("limits.message_bytes_max must be at least 125".into());
@@ -132,7 +141,9 @@ impl Config {
             return Err("limits.queue_bytes_max must be at least limits.message_bytes_max".into());
         }
         if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 {
-            return Err("limits.conns_per_shard_max and limits.inbox_msgs_max must be positive".into());
+            return Err(
+                "limits.conns_per_shard_max and limits.inbox_msgs_max must be positive".into(),
+            );
         }
         if self.shard_count() > 64 {
             return Err("at most 64 shards are supported".into());

@@ -120,7 +120,9 @@ impl Conn {
         self.inflight = 0;
         self.queued_bytes -= n as u32;
         while n > 0 {
-            let Some(front) = self.out.front_mut() else { break };
+            let Some(front) = self.out.front_mut() else {
+                break;
+            };
             if front.len() <= n {
                 n -= front.len();
                 self.out.pop_front();
@@ -191,7 +193,11 @@ impl Slab {
     }
 
     pub fn keys(&self) -> impl Iterator<Item = ConnKey> + '_ {
-        self.entries.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(k, _)| k as ConnKey)
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some())
+            .map(|(k, _)| k as ConnKey)
     }
 }
 
@@ -203,7 +209,10 @@ mod tests {
     fn queue_is_bounded_and_partial_writes_advance() {
         let mut c = Conn::new(Sock(3), 1);
         assert_eq!(c.enqueue(Bytes::from_static(b"hello"), 8), Enqueue::Ok);
-        assert_eq!(c.enqueue(Bytes::from_static(b"world"), 8), Enqueue::Backpressure);
+        assert_eq!(
+            c.enqueue(Bytes::from_static(b"world"), 8),
+            Enqueue::Backpressure
+        );
         assert_eq!(c.enqueue(Bytes::from_static(b"abc"), 8), Enqueue::Ok);
         c.inflight = 2;
         c.consume(6);
@@ -229,7 +238,11 @@ mod tests {
     #[test]
     fn idle_connection_state_is_small() {
         // Guard against growth: the per-connection target is < 100 bytes of user space.
-        assert!(std::mem::size_of::<Option<Conn>>() <= 104, "{}", std::mem::size_of::<Option<Conn>>());
+        assert!(
+            std::mem::size_of::<Option<Conn>>() <= 104,
+            "{}",
+            std::mem::size_of::<Option<Conn>>()
+        );
     }
 
     #[test]

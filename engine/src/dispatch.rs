@@ -16,11 +16,26 @@ impl Core {
             ShardMsg::Interest { channel, from, on } => {
                 let (epoch, offset) = self.owner.interest(&channel, from, on);
                 if on {
-                    self.send_to(from, ShardMsg::InterestAck { channel, epoch, offset });
+                    self.send_to(
+                        from,
+                        ShardMsg::InterestAck {
+                            channel,
+                            epoch,
+                            offset,
+                        },
+                    );
                 }
             }
-            ShardMsg::InterestAck { channel, epoch, offset } => self.interest_ack(channel, epoch, offset),
-            ShardMsg::Publish { channel, data, reply } => {
+            ShardMsg::InterestAck {
+                channel,
+                epoch,
+                offset,
+            } => self.interest_ack(channel, epoch, offset),
+            ShardMsg::Publish {
+                channel,
+                data,
+                reply,
+            } => {
                 let fanned = self.owner.publish(&channel, &data);
                 ShardStats::inc(&self.stats.publications);
                 let mut bits = fanned.interest;
@@ -29,9 +44,20 @@ impl Core {
                     bits &= bits - 1;
                     let frame = fanned.frame.clone();
                     let (channel, epoch) = (channel.clone(), fanned.epoch.clone());
-                    self.send_to(to, ShardMsg::Deliver { channel, offset: fanned.offset, epoch, frame });
+                    self.send_to(
+                        to,
+                        ShardMsg::Deliver {
+                            channel,
+                            offset: fanned.offset,
+                            epoch,
+                            frame,
+                        },
+                    );
                 }
-                let result = Published { offset: fanned.offset, epoch: fanned.epoch };
+                let result = Published {
+                    offset: fanned.offset,
+                    epoch: fanned.epoch,
+                };
                 match reply {
                     ReplyTo::Nobody => {}
                     ReplyTo::External(tx) => {
@@ -42,7 +68,12 @@ impl Core {
                     }
                 }
             }
-            ShardMsg::Deliver { channel, offset, epoch, frame } => self.deliver(&channel, offset, epoch, frame),
+            ShardMsg::Deliver {
+                channel,
+                offset,
+                epoch,
+                frame,
+            } => self.deliver(&channel, offset, epoch, frame),
             ShardMsg::Published { reply, result } => match reply {
                 ReplyTo::Ws { conn, id } => {
                     if self.conns.get_gen(conn.key, conn.gen).is_some() {
@@ -58,12 +89,19 @@ impl Core {
 
     /// The owner acknowledged this shard's interest: waiting subscribers join at `offset`.
     fn interest_ack(&mut self, channel: Arc<str>, epoch: Arc<str>, offset: u64) {
-        let Some(ch) = self.registry.lookup(&channel) else { return };
+        let Some(ch) = self.registry.lookup(&channel) else {
+            return;
+        };
         let c = self.registry.get_mut(ch).expect("looked up");
-        c.position = Position::Active { epoch: epoch.clone(), offset };
+        c.position = Position::Active {
+            epoch: epoch.clone(),
+            offset,
+        };
         let waiters = std::mem::take(&mut c.waiters);
         for w in waiters {
-            let Some(conn) = self.conns.get_gen(w.key, w.gen) else { continue };
+            let Some(conn) = self.conns.get_gen(w.key, w.gen) else {
+                continue;
+            };
             if conn.phase != crate::conn::Phase::Ws {
                 continue;
             }
@@ -72,21 +110,33 @@ impl Core {
                 conn.subs.push((ch, slot));
             }
             let recovered = w.since.map(|s| s.epoch == *epoch && s.offset == offset);
-            self.send_json(w.key, &reply::ok_subscribe(w.id, &channel, &epoch, offset, recovered));
+            self.send_json(
+                w.key,
+                &reply::ok_subscribe(w.id, &channel, &epoch, offset, recovered),
+            );
         }
-        if self.registry.get(ch).is_some_and(|c| c.subscribers.is_empty()) {
+        if self
+            .registry
+            .get(ch)
+            .is_some_and(|c| c.subscribers.is_empty())
+        {
             self.release_channel(ch);
         }
     }
 
     /// Hand one shared frame to every local subscriber; close the ones that cannot keep up.
     fn deliver(&mut self, channel: &str, offset: u64, epoch: Arc<str>, frame: PreparedFrame) {
-        let Some(ch) = self.registry.lookup(channel) else { return };
+        let Some(ch) = self.registry.lookup(channel) else {
+            return;
+        };
         let c = self.registry.get_mut(ch).expect("looked up");
         match &c.position {
             // Sent before our interest was acknowledged: older than the ack's offset.
             Position::Pending => return,
-            Position::Active { offset: last, epoch: e } if *e == epoch && *last >= offset => return,
+            Position::Active {
+                offset: last,
+                epoch: e,
+            } if *e == epoch && *last >= offset => return,
             Position::Active { .. } => {}
         }
         c.position = Position::Active { epoch, offset };

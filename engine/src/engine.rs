@@ -17,12 +17,15 @@ use crate::mesh::{self, owner_of, Peer, Published, ReplyTo, ShardMsg};
 use crate::shard::Shard;
 use crate::stats::{ShardStats, Stats};
 
+/// Channels with their local subscriber counts, as one shard last saw them.
+pub type ChannelSnapshot = Vec<(Arc<str>, u32)>;
+
 /// State every shard can read (never on the per-message path).
 #[derive(Debug)]
 pub struct Shared {
     pub stats: Vec<Arc<ShardStats>>,
     /// Per shard: channels with local subscriber counts, refreshed a few times a second.
-    pub channels: Vec<Mutex<Vec<(Arc<str>, u32)>>>,
+    pub channels: Vec<Mutex<ChannelSnapshot>>,
     /// Set while draining: `/ready` answers 503.
     pub draining: AtomicBool,
 }
@@ -61,7 +64,8 @@ pub struct Engine;
 impl Engine {
     /// Bind, start one shard per configured core, and return the handle.
     pub fn start(cfg: Config) -> io::Result<Handle> {
-        cfg.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        cfg.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let cfg = Arc::new(cfg);
         let n = cfg.shard_count();
         let mut listeners = Vec::with_capacity(n);
@@ -91,23 +95,31 @@ impl Engine {
         let mut kind = DriverKind::Epoll;
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(n);
         for (id, (l, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
-            let (cfg, peers, shared, dcfg, ready_tx) = (cfg.clone(), peers.clone(), shared.clone(), dcfg.clone(), ready_tx.clone());
+            let (cfg, peers, shared, dcfg, ready_tx) = (
+                cfg.clone(),
+                peers.clone(),
+                shared.clone(),
+                dcfg.clone(),
+                ready_tx.clone(),
+            );
             let core = cores.get(id).copied();
-            let t = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
-                if let (true, Some(core)) = (pin, core) {
-                    core_affinity::set_for_current(core);
-                }
-                // Each shard builds its own ring on its own thread (SINGLE_ISSUER).
-                match driver::build(cfg.driver, l, inbox.waker.fd(), &dcfg) {
-                    Ok(d) => {
-                        let _ = ready_tx.send(Ok(d.kind()));
-                        Shard::new(id, cfg, d, peers, inbox, shared).run();
+            let t = std::thread::Builder::new()
+                .name(format!("shard-{id}"))
+                .spawn(move || {
+                    if let (true, Some(core)) = (pin, core) {
+                        core_affinity::set_for_current(core);
                     }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
+                    // Each shard builds its own ring on its own thread (SINGLE_ISSUER).
+                    match driver::build(cfg.driver, l, inbox.waker.fd(), &dcfg) {
+                        Ok(d) => {
+                            let _ = ready_tx.send(Ok(d.kind()));
+                            Shard::new(id, cfg, d, peers, inbox, shared).run();
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
                     }
-                }
-            })?;
+                })?;
             threads.push(t);
         }
         for _ in 0..n {
@@ -123,7 +135,14 @@ impl Engine {
                 Err(_) => return Err(io::Error::other("shard thread died during start")),
             }
         }
-        Ok(Handle { peers, shared, threads, local_addr: addr, driver: kind, shards: n })
+        Ok(Handle {
+            peers,
+            shared,
+            threads,
+            local_addr: addr,
+            driver: kind,
+            shards: n,
+        })
     }
 }
 
@@ -165,12 +184,21 @@ impl Handle {
 
     /// Publish raw JSON `data` to `channel` without waiting for its offset.
     /// Callable from any thread, including async tasks (never blocks).
-    pub fn publish_nowait(&self, channel: &str, data: impl Into<Bytes>) -> Result<(), PublishError> {
+    pub fn publish_nowait(
+        &self,
+        channel: &str,
+        data: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
         self.submit(channel, data.into(), ReplyTo::Nobody)
     }
 
     /// Publish and wait (at most `wait`) for the offset and epoch the owner assigned.
-    pub fn publish(&self, channel: &str, data: impl Into<Bytes>, wait: Duration) -> Result<Published, PublishError> {
+    pub fn publish(
+        &self,
+        channel: &str,
+        data: impl Into<Bytes>,
+        wait: Duration,
+    ) -> Result<Published, PublishError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.submit(channel, data.into(), ReplyTo::External(tx))?;
         rx.recv_timeout(wait).map_err(|e| match e {
@@ -188,8 +216,14 @@ impl Handle {
             return Err(PublishError::BadData);
         }
         let owner = owner_of(channel, self.shards);
-        let msg = ShardMsg::Publish { channel: Arc::from(channel), data, reply };
-        self.peers[owner].try_send(msg).map_err(|_| PublishError::Overloaded)?;
+        let msg = ShardMsg::Publish {
+            channel: Arc::from(channel),
+            data,
+            reply,
+        };
+        self.peers[owner]
+            .try_send(msg)
+            .map_err(|_| PublishError::Overloaded)?;
         self.peers[owner].wake();
         Ok(())
     }
@@ -209,7 +243,9 @@ impl Handle {
     }
 
     fn stop_and_join(&mut self) {
-        self.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         for p in &self.peers {
             // A full inbox drains within a turn; keep trying until the message fits.
             let mut msg = ShardMsg::Shutdown;

@@ -39,15 +39,26 @@ pub struct Owner {
 
 impl Owner {
     pub fn new(shard: ShardId, idle_channels_max: usize) -> Owner {
-        let boot_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        Owner { shard, channels: HashMap::new(), epoch_seq: 0, boot_nanos, idle_channels_max }
+        let boot_nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Owner {
+            shard,
+            channels: HashMap::new(),
+            epoch_seq: 0,
+            boot_nanos,
+            idle_channels_max,
+        }
     }
 
     /// A fresh epoch: unique per process start, shard and channel incarnation, so a
     /// client that saw another epoch knows the history it holds a position in is gone.
     fn new_epoch(&mut self) -> Arc<str> {
         self.epoch_seq += 1;
-        let mut h = self.boot_nanos ^ (self.shard as u64).rotate_left(48) ^ self.epoch_seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut h = self.boot_nanos
+            ^ (self.shard as u64).rotate_left(48)
+            ^ self.epoch_seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
         h ^= h >> 33;
@@ -57,7 +68,14 @@ impl Owner {
     fn entry(&mut self, channel: &Arc<str>) -> &mut Owned {
         if !self.channels.contains_key(channel) {
             let epoch = self.new_epoch();
-            self.channels.insert(channel.clone(), Owned { offset: 0, epoch, interest: 0 });
+            self.channels.insert(
+                channel.clone(),
+                Owned {
+                    offset: 0,
+                    epoch,
+                    interest: 0,
+                },
+            );
         }
         self.channels.get_mut(channel).expect("inserted above")
     }
@@ -78,7 +96,12 @@ impl Owner {
         let st = self.entry(channel);
         st.offset += 1;
         let frame = reply::push(channel, st.offset, &st.epoch, data);
-        Fanned { offset: st.offset, epoch: st.epoch.clone(), frame, interest: st.interest }
+        Fanned {
+            offset: st.offset,
+            epoch: st.epoch.clone(),
+            frame,
+            interest: st.interest,
+        }
     }
 
     /// Forget channels nobody listens to once there are too many of them.

@@ -26,10 +26,20 @@ pub struct Waiting {
 
 impl Core {
     pub(crate) fn on_http_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let Some(h) = conn.http.as_mut() else { return };
-        if h.buf.len() + data.len() > self.http_limits.header_bytes_max + self.http_limits.body_bytes_max {
-            self.reject(key, HttpError { status: 413, message: "request too large" });
+        if h.buf.len() + data.len()
+            > self.http_limits.header_bytes_max + self.http_limits.body_bytes_max
+        {
+            self.reject(
+                key,
+                HttpError {
+                    status: 413,
+                    message: "request too large",
+                },
+            );
             return;
         }
         h.buf.extend_from_slice(data);
@@ -40,7 +50,9 @@ impl Core {
     /// for a publish result holds back the ones pipelined behind it).
     fn process_http(&mut self, key: ConnKey) {
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
             if conn.phase != Phase::Http {
                 return;
             }
@@ -81,9 +93,14 @@ impl Core {
                     self.api_publish(key, req, keep_alive);
                 }
             }
-            (_, "/health" | "/ready" | "/api/channels" | "/api/publish" | "/api/broadcast") => {
-                self.reject(key, HttpError { status: 405, message: "method not allowed" })
-            }
+            (_, "/health" | "/ready" | "/api/channels" | "/api/publish" | "/api/broadcast") => self
+                .reject(
+                    key,
+                    HttpError {
+                        status: 405,
+                        message: "method not allowed",
+                    },
+                ),
             _ => self.respond(key, 404, "text/plain", b"not found", keep_alive),
         }
     }
@@ -101,7 +118,9 @@ impl Core {
             self.send_raw(key, resp);
             return self.close_after_response(key);
         }
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let leftover = conn.http.take().map(|h| h.buf).unwrap_or_default();
         conn.phase = Phase::Ws;
         ShardStats::inc(&self.stats.upgrades);
@@ -112,7 +131,11 @@ impl Core {
                 if command::is_valid_channel(channel) {
                     self.subscribe(key, None, channel, None);
                 } else {
-                    let e = shardcast_proto::reply::error(None, command::error_code::BAD_CHANNEL, "bad channel name");
+                    let e = shardcast_proto::reply::error(
+                        None,
+                        command::error_code::BAD_CHANNEL,
+                        "bad channel name",
+                    );
                     self.send_json(key, &e);
                 }
             }
@@ -125,8 +148,13 @@ impl Core {
     }
 
     fn api_authorized(&mut self, key: ConnKey, req: &Request) -> bool {
-        let Some(want) = self.cfg.api_key.as_deref() else { return true };
-        let given = req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        let Some(want) = self.cfg.api_key.as_deref() else {
+            return true;
+        };
+        let given = req
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
         if given == Some(want) {
             return true;
         }
@@ -149,27 +177,54 @@ impl Core {
                 return self.respond(key, 400, "application/json", &body, keep_alive);
             }
         };
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let conn_ref = ConnRef { shard: self.id, key, gen: conn.gen };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let conn_ref = ConnRef {
+            shard: self.id,
+            key,
+            gen: conn.gen,
+        };
         self.next_req = self.next_req.wrapping_add(1);
         let req_id = self.next_req;
         let channels: Vec<Arc<str>> = channels.into_iter().map(Arc::from).collect();
         let n = channels.len();
         if let Some(h) = conn.http.as_mut() {
-            h.waiting = Some(Waiting { req: req_id, broadcast, keep_alive, channels: channels.clone(), results: vec![None; n] });
+            h.waiting = Some(Waiting {
+                req: req_id,
+                broadcast,
+                keep_alive,
+                channels: channels.clone(),
+                results: vec![None; n],
+            });
         }
         for (index, channel) in channels.into_iter().enumerate() {
             let owner = owner_of(&channel, self.shards);
-            let reply = ReplyTo::Http { conn: conn_ref, req: req_id, index: index as u16 };
-            self.send_to(owner, ShardMsg::Publish { channel, data: data.clone(), reply });
+            let reply = ReplyTo::Http {
+                conn: conn_ref,
+                req: req_id,
+                index: index as u16,
+            };
+            self.send_to(
+                owner,
+                ShardMsg::Publish {
+                    channel,
+                    data: data.clone(),
+                    reply,
+                },
+            );
         }
     }
 
     /// An owner answered one channel of a waiting API request.
     pub(crate) fn http_result(&mut self, conn: ConnRef, req: u32, index: u16, result: Published) {
-        let Some(c) = self.conns.get_gen(conn.key, conn.gen) else { return };
+        let Some(c) = self.conns.get_gen(conn.key, conn.gen) else {
+            return;
+        };
         let Some(h) = c.http.as_mut() else { return };
-        let Some(w) = h.waiting.as_mut().filter(|w| w.req == req) else { return };
+        let Some(w) = h.waiting.as_mut().filter(|w| w.req == req) else {
+            return;
+        };
         if let Some(slot) = w.results.get_mut(index as usize) {
             *slot = Some(result);
         }
@@ -202,11 +257,21 @@ impl Core {
         out
     }
 
-    fn respond(&mut self, key: ConnKey, status: u16, content_type: &str, body: &[u8], keep_alive: bool) {
+    fn respond(
+        &mut self,
+        key: ConnKey,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        keep_alive: bool,
+    ) {
         if status >= 400 {
             ShardStats::inc(&self.stats.rejected_bad_request);
         }
-        self.send_raw(key, http::response(status, content_type, &[], body, keep_alive));
+        self.send_raw(
+            key,
+            http::response(status, content_type, &[], body, keep_alive),
+        );
         if keep_alive {
             self.arm_http_deadline(key);
         } else {

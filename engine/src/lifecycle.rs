@@ -17,7 +17,9 @@ use crate::stats::ShardStats;
 
 impl Core {
     pub(crate) fn on_data(&mut self, key: ConnKey, data: &mut [u8]) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         match conn.phase {
             Phase::Http => self.on_http_bytes(key, data),
             Phase::Ws => self.on_ws_bytes(key, data),
@@ -27,7 +29,9 @@ impl Core {
     }
 
     pub(crate) fn on_read_closed(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.read_closed = true;
         match conn.phase {
             Phase::Closing if !conn.out.is_empty() => {}
@@ -37,7 +41,9 @@ impl Core {
     }
 
     pub(crate) fn on_sent(&mut self, key: ConnKey, result: Result<usize, i32>) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         match result {
             Ok(n) => {
                 ShardStats::add(&self.stats.bytes_out, n as u64);
@@ -57,7 +63,9 @@ impl Core {
     }
 
     pub(crate) fn on_closed(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.remove(key) else { return };
+        let Some(conn) = self.conns.remove(key) else {
+            return;
+        };
         ShardStats::sub(&self.stats.conns_open, 1);
         ShardStats::sub(&self.stats.queued_bytes, conn.queued_bytes as u64);
         debug_assert!(conn.subs.is_empty());
@@ -83,7 +91,9 @@ impl Core {
     /// call [`Core::slow_consumer`] (done later when the caller is iterating a channel).
     pub(crate) fn send_frame_no_close(&mut self, key: ConnKey, frame: Bytes) -> Enqueue {
         let limit = self.cfg.limits.queue_bytes_max;
-        let Some(conn) = self.conns.get_mut(key) else { return Enqueue::Ok };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Enqueue::Ok;
+        };
         if conn.phase != Phase::Ws {
             return Enqueue::Ok;
         }
@@ -104,7 +114,9 @@ impl Core {
 
     /// Queue raw bytes (HTTP responses); not subject to the WebSocket budget.
     pub(crate) fn send_raw(&mut self, key: ConnKey, bytes: Vec<u8>) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         ShardStats::add(&self.stats.queued_bytes, bytes.len() as u64);
         conn.queued_bytes += bytes.len() as u32;
         conn.out.push_back(Bytes::from(bytes));
@@ -116,15 +128,24 @@ impl Core {
         if let Some(conn) = self.conns.get_mut(key) {
             let before = conn.queued_bytes;
             conn.discard_unsent();
-            ShardStats::sub(&self.stats.queued_bytes, (before - conn.queued_bytes) as u64);
+            ShardStats::sub(
+                &self.stats.queued_bytes,
+                (before - conn.queued_bytes) as u64,
+            );
         }
-        self.close_ws(key, shardcast_proto::error::close_code::SLOW_CONSUMER, "slow consumer");
+        self.close_ws(
+            key,
+            shardcast_proto::error::close_code::SLOW_CONSUMER,
+            "slow consumer",
+        );
     }
 
     /// Close a WebSocket with `code`: leave every channel, queue the close frame
     /// behind data already queued, then shut down once it is written.
     pub(crate) fn close_ws(&mut self, key: ConnKey, code: u16, reason: &str) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         match conn.phase {
             Phase::Ws => {}
             Phase::Http => return self.close_after_response(key),
@@ -146,7 +167,9 @@ impl Core {
 
     /// Finish writing what is queued, then shut down the write side.
     pub(crate) fn close_after_response(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.phase = Phase::Closing;
         conn.close_after_flush = true;
         if conn.out.is_empty() && conn.inflight == 0 {
@@ -157,7 +180,9 @@ impl Core {
     }
 
     fn flushed_before_close(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if conn.read_closed {
             return self.abort(key);
         }
@@ -170,7 +195,9 @@ impl Core {
 
     /// Close the socket now (peer gone, write failed, linger over).
     pub(crate) fn abort(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         match conn.phase {
             Phase::Dead => return,
             Phase::Ws => {
@@ -185,7 +212,9 @@ impl Core {
     /// (Re)start the time a connection has to send a complete HTTP request.
     pub(crate) fn arm_http_deadline(&mut self, key: ConnKey) {
         let deadline = self.now + Duration::from_millis(self.cfg.limits.handshake_timeout_ms);
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let gen = conn.gen;
         if let Some(h) = conn.http.as_mut() {
             h.deadline = Some(deadline);
@@ -195,14 +224,26 @@ impl Core {
 
     pub(crate) fn http_deadline_passed(&mut self, key: ConnKey, gen: u32) {
         let now = self.now;
-        let Some(conn) = self.conns.get_gen(key, gen) else { return };
+        let Some(conn) = self.conns.get_gen(key, gen) else {
+            return;
+        };
         if conn.phase != Phase::Http {
             return;
         }
-        let expired = conn.http.as_ref().is_some_and(|h| h.waiting.is_none() && h.deadline.is_some_and(|d| d <= now));
+        let expired = conn
+            .http
+            .as_ref()
+            .is_some_and(|h| h.waiting.is_none() && h.deadline.is_some_and(|d| d <= now));
         if expired {
             // Slowloris guard: a request that never completes holds nothing for long.
-            self.send_raw(key, shardcast_proto::http::HttpError { status: 408, message: "request timeout" }.response());
+            self.send_raw(
+                key,
+                shardcast_proto::http::HttpError {
+                    status: 408,
+                    message: "request timeout",
+                }
+                .response(),
+            );
             self.close_after_response(key);
         }
     }

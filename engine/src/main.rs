@@ -88,12 +88,17 @@ fn main() -> ExitCode {
             Cmd::Doctor { args } => ("doctor", args),
             Cmd::Tune { args } => ("apply", args),
         };
-        let argv = std::iter::once("shardcast".to_string()).chain(std::iter::once(name.to_string())).chain(args).collect();
-        let _: Vec<String> = argv; return ExitCode::from(2); // TUNING_PENDING
+        let argv = std::iter::once("shardcast".to_string())
+            .chain(std::iter::once(name.to_string()))
+            .chain(args)
+            .collect();
+        let _: Vec<String> = argv;
+        return ExitCode::from(2); // TUNING_PENDING
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     let cfg = match build_config(&cli) {

@@ -48,13 +48,30 @@ pub enum ReplyTo {
 #[derive(Debug)]
 pub enum ShardMsg {
     /// To the owner: shard `from` starts (`on`) or stops wanting the channel's publications.
-    Interest { channel: Arc<str>, from: ShardId, on: bool },
+    Interest {
+        channel: Arc<str>,
+        from: ShardId,
+        on: bool,
+    },
     /// To a shard that asked for interest: current position; later publications follow.
-    InterestAck { channel: Arc<str>, epoch: Arc<str>, offset: u64 },
+    InterestAck {
+        channel: Arc<str>,
+        epoch: Arc<str>,
+        offset: u64,
+    },
     /// To the owner: assign an offset and fan out.
-    Publish { channel: Arc<str>, data: Bytes, reply: ReplyTo },
+    Publish {
+        channel: Arc<str>,
+        data: Bytes,
+        reply: ReplyTo,
+    },
     /// To a shard with subscribers: one publication, already framed once for all.
-    Deliver { channel: Arc<str>, offset: u64, epoch: Arc<str>, frame: PreparedFrame },
+    Deliver {
+        channel: Arc<str>,
+        offset: u64,
+        epoch: Arc<str>,
+        frame: PreparedFrame,
+    },
     /// To the publisher's shard: the result for an in-engine publisher.
     Published { reply: ReplyTo, result: Published },
     /// Begin a graceful stop.
@@ -81,8 +98,16 @@ pub fn inbox(capacity: usize) -> std::io::Result<(Peer, Inbox)> {
     let waker = Arc::new(Waker::new()?);
     let sleeping = Arc::new(AtomicBool::new(false));
     Ok((
-        Peer { tx, waker: waker.clone(), sleeping: sleeping.clone() },
-        Inbox { rx, waker, sleeping },
+        Peer {
+            tx,
+            waker: waker.clone(),
+            sleeping: sleeping.clone(),
+        },
+        Inbox {
+            rx,
+            waker,
+            sleeping,
+        },
     ))
 }
 

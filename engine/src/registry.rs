@@ -75,7 +75,12 @@ impl Registry {
             return (id, false);
         }
         let name: Arc<str> = Arc::from(name);
-        let ch = Channel { name: name.clone(), subscribers: Vec::new(), position: Position::Pending, waiters: Vec::new() };
+        let ch = Channel {
+            name: name.clone(),
+            subscribers: Vec::new(),
+            position: Position::Pending,
+            waiters: Vec::new(),
+        };
         let id = match self.free.pop() {
             Some(id) => {
                 self.channels[id as usize] = Some(ch);
@@ -106,7 +111,10 @@ impl Registry {
         debug_assert_eq!(ch.subscribers.get(slot as usize), Some(&key));
         ch.subscribers.swap_remove(slot as usize);
         let moved = ch.subscribers.get(slot as usize).map(|&k| (k, slot));
-        Removed { moved, now_empty: ch.subscribers.is_empty() && ch.waiters.is_empty() }
+        Removed {
+            moved,
+            now_empty: ch.subscribers.is_empty() && ch.waiters.is_empty(),
+        }
     }
 
     /// Forget a channel (no subscribers, no waiters).
@@ -162,7 +170,12 @@ mod tests {
     fn waiters_keep_a_channel_alive() {
         let mut r = Registry::default();
         let (id, _) = r.get_or_create("a");
-        r.get_mut(id).unwrap().waiters.push(Waiter { key: 1, gen: 0, id: None, since: None });
+        r.get_mut(id).unwrap().waiters.push(Waiter {
+            key: 1,
+            gen: 0,
+            id: None,
+            since: None,
+        });
         let s = r.add(id, 2);
         assert!(!r.remove(id, s, 2).now_empty);
     }

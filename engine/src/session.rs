@@ -14,7 +14,9 @@ use crate::stats::ShardStats;
 
 impl crate::shard::Core {
     pub(crate) fn on_ws_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         // The decoder leaves the connection while it runs, so message handlers
         // may use the whole shard; it is put back afterwards.
         let mut decoder = std::mem::take(&mut conn.decoder);
@@ -37,8 +39,12 @@ impl crate::shard::Core {
         }
         ShardStats::inc(&self.stats.msgs_in);
         match msg {
-            Message::Text(p) if self.cfg.echo => self.send_frame(key, PreparedFrame::text(p).into_bytes()),
-            Message::Binary(p) if self.cfg.echo => self.send_frame(key, PreparedFrame::binary(p).into_bytes()),
+            Message::Text(p) if self.cfg.echo => {
+                self.send_frame(key, PreparedFrame::text(p).into_bytes())
+            }
+            Message::Binary(p) if self.cfg.echo => {
+                self.send_frame(key, PreparedFrame::binary(p).into_bytes())
+            }
             Message::Text(p) | Message::Binary(p) => {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(p);
@@ -48,22 +54,20 @@ impl crate::shard::Core {
                     Err(e) => self.send_json(key, &reply::error(e.id, e.code, &e.message)),
                 }
                 self.scratch = buf;
-                return;
             }
             Message::Ping(p) => {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.enqueue_control(PreparedFrame::pong(p).into_bytes());
                     self.mark_dirty(key);
                 }
-                return;
             }
-            Message::Pong(_) => return,
+            Message::Pong(_) => {}
             Message::Close(c) => {
                 // Echo the peer's code (RFC 6455 §5.5.1); an empty close gets 1000.
                 let code = c.map(|(code, _)| code).unwrap_or(close_code::NORMAL);
-                return self.close_ws(key, code, "");
+                self.close_ws(key, code, "");
             }
-        };
+        }
     }
 
     fn on_command(&mut self, key: ConnKey, cmd: Command) {
@@ -72,11 +76,24 @@ impl crate::shard::Core {
             Op::Subscribe { channel, since } => self.subscribe(key, id, &channel, since),
             Op::Unsubscribe { channel } => self.unsubscribe(key, id, &channel),
             Op::Publish { channel, data } => {
-                let Some(conn) = self.conns.get(key) else { return };
-                let conn = ConnRef { shard: self.id, key, gen: conn.gen };
+                let Some(conn) = self.conns.get(key) else {
+                    return;
+                };
+                let conn = ConnRef {
+                    shard: self.id,
+                    key,
+                    gen: conn.gen,
+                };
                 let channel: Arc<str> = Arc::from(channel);
                 let owner = owner_of(&channel, self.shards);
-                self.send_to(owner, ShardMsg::Publish { channel, data, reply: ReplyTo::Ws { conn, id } });
+                self.send_to(
+                    owner,
+                    ShardMsg::Publish {
+                        channel,
+                        data,
+                        reply: ReplyTo::Ws { conn, id },
+                    },
+                );
             }
             Op::Ping => self.send_json(key, &reply::pong(id)),
             Op::History { .. } | Op::Presence { .. } | Op::Refresh { .. } => {
@@ -88,9 +105,17 @@ impl crate::shard::Core {
 
     /// Subscribe now when this shard already receives the channel, else ask its
     /// owner and answer when the owner acknowledges (see `interest_ack`).
-    pub(crate) fn subscribe(&mut self, key: ConnKey, id: Option<u64>, channel: &str, since: Option<Since>) {
+    pub(crate) fn subscribe(
+        &mut self,
+        key: ConnKey,
+        id: Option<u64>,
+        channel: &str,
+        since: Option<Since>,
+    ) {
         let max = self.cfg.limits.channels_per_conn_max;
-        let Some(conn) = self.conns.get(key) else { return };
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
         let gen = conn.gen;
         if conn.subs.len() >= max {
             let msg = format!("channel limit reached ({max} per connection)");
@@ -98,9 +123,13 @@ impl crate::shard::Core {
         }
         let (ch, created) = self.registry.get_or_create(channel);
         let c = self.registry.get(ch).expect("just created");
-        let already = conn.subs.iter().any(|(s, _)| *s == ch) || c.waiters.iter().any(|w| w.key == key && w.gen == gen);
+        let already = conn.subs.iter().any(|(s, _)| *s == ch)
+            || c.waiters.iter().any(|w| w.key == key && w.gen == gen);
         if already {
-            return self.send_json(key, &reply::error(id, error_code::ALREADY_SUBSCRIBED, "already subscribed"));
+            return self.send_json(
+                key,
+                &reply::error(id, error_code::ALREADY_SUBSCRIBED, "already subscribed"),
+            );
         }
         match c.position.clone() {
             Position::Active { epoch, offset } => {
@@ -109,15 +138,30 @@ impl crate::shard::Core {
                     conn.subs.push((ch, slot));
                 }
                 let recovered = since.map(|s| s.epoch == *epoch && s.offset == offset);
-                self.send_json(key, &reply::ok_subscribe(id, channel, &epoch, offset, recovered));
+                self.send_json(
+                    key,
+                    &reply::ok_subscribe(id, channel, &epoch, offset, recovered),
+                );
             }
             Position::Pending => {
                 let c = self.registry.get_mut(ch).expect("exists");
-                c.waiters.push(Waiter { key, gen, id, since });
+                c.waiters.push(Waiter {
+                    key,
+                    gen,
+                    id,
+                    since,
+                });
                 if created {
                     let name = c.name.clone();
                     let owner = owner_of(&name, self.shards);
-                    self.send_to(owner, ShardMsg::Interest { channel: name, from: self.id, on: true });
+                    self.send_to(
+                        owner,
+                        ShardMsg::Interest {
+                            channel: name,
+                            from: self.id,
+                            on: true,
+                        },
+                    );
                 }
             }
         }
@@ -125,11 +169,19 @@ impl crate::shard::Core {
 
     fn unsubscribe(&mut self, key: ConnKey, id: Option<u64>, channel: &str) {
         let Some(ch) = self.registry.lookup(channel) else {
-            return self.send_json(key, &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"));
+            return self.send_json(
+                key,
+                &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"),
+            );
         };
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let Some(pos) = conn.subs.iter().position(|(c, _)| *c == ch) else {
-            return self.send_json(key, &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"));
+            return self.send_json(
+                key,
+                &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"),
+            );
         };
         let (_, slot) = conn.subs.swap_remove(pos);
         self.remove_subscriber(ch, slot, key);
@@ -138,7 +190,9 @@ impl crate::shard::Core {
 
     /// Leave every channel (the connection is closing).
     pub(crate) fn unsubscribe_all(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let subs = std::mem::take(&mut conn.subs);
         for (ch, slot) in subs {
             self.remove_subscriber(ch, slot, key);
@@ -161,13 +215,22 @@ impl crate::shard::Core {
 
     /// Forget an empty, active channel and tell its owner to stop sending it here.
     pub(crate) fn release_channel(&mut self, ch: u32) {
-        let Some(c) = self.registry.get(ch) else { return };
+        let Some(c) = self.registry.get(ch) else {
+            return;
+        };
         if c.position == Position::Pending {
             return; // released when the acknowledgement arrives
         }
         if let Some(c) = self.registry.drop_channel(ch) {
             let owner = owner_of(&c.name, self.shards);
-            self.send_to(owner, ShardMsg::Interest { channel: c.name, from: self.id, on: false });
+            self.send_to(
+                owner,
+                ShardMsg::Interest {
+                    channel: c.name,
+                    from: self.id,
+                    on: false,
+                },
+            );
         }
     }
 }

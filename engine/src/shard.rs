@@ -69,9 +69,19 @@ pub(crate) struct Core {
 }
 
 impl Shard {
-    pub(crate) fn new(id: ShardId, cfg: Arc<Config>, driver: Box<dyn Driver>, peers: Vec<Peer>, inbox: Inbox, shared: Arc<Shared>) -> Shard {
+    pub(crate) fn new(
+        id: ShardId,
+        cfg: Arc<Config>,
+        driver: Box<dyn Driver>,
+        peers: Vec<Peer>,
+        inbox: Inbox,
+        shared: Arc<Shared>,
+    ) -> Shard {
         let shards = peers.len();
-        let dec_cfg = DecoderConfig { role: Role::Server, message_bytes_max: cfg.limits.message_bytes_max };
+        let dec_cfg = DecoderConfig {
+            role: Role::Server,
+            message_bytes_max: cfg.limits.message_bytes_max,
+        };
         let http_limits = http::Limits {
             header_bytes_max: cfg.limits.header_bytes_max,
             body_bytes_max: cfg.limits.http_body_bytes_max,
@@ -110,13 +120,24 @@ impl Shard {
     }
 
     pub fn run(mut self) {
-        tracing::debug!(shard = self.core.id, driver = self.driver.kind().as_str(), "shard started");
+        tracing::debug!(
+            shard = self.core.id,
+            driver = self.driver.kind().as_str(),
+            "shard started"
+        );
         let mut completions = Vec::with_capacity(1024);
         let mut batch = Vec::with_capacity(crate::driver::SEND_IOVECS_MAX);
         loop {
             let timeout = self.core.poll_timeout();
             let may_sleep = timeout != Some(Duration::ZERO) && self.core.inbox.prepare_sleep();
-            let res = self.driver.poll(if may_sleep { timeout } else { Some(Duration::ZERO) }, &mut completions);
+            let res = self.driver.poll(
+                if may_sleep {
+                    timeout
+                } else {
+                    Some(Duration::ZERO)
+                },
+                &mut completions,
+            );
             self.core.inbox.woke();
             if let Err(e) = res {
                 tracing::error!(shard = self.core.id, error = %e, "driver poll failed");
@@ -166,7 +187,9 @@ impl Shard {
     fn flush(&mut self, batch: &mut Vec<Bytes>) {
         let core = &mut self.core;
         for key in core.dirty.drain(..) {
-            let Some(conn) = core.conns.get_mut(key) else { continue };
+            let Some(conn) = core.conns.get_mut(key) else {
+                continue;
+            };
             conn.dirty = false;
             if conn.inflight > 0 || conn.phase == Phase::Dead {
                 continue;
@@ -195,10 +218,17 @@ impl Shard {
 impl Core {
     /// How long the loop may block: zero when work is pending, else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.local.is_empty() || self.overflow.iter().any(|q| !q.is_empty()) || !self.dirty.is_empty() {
+        if !self.local.is_empty()
+            || self.overflow.iter().any(|q| !q.is_empty())
+            || !self.dirty.is_empty()
+        {
             return Some(Duration::ZERO);
         }
-        let next = [self.http_deadlines.front(), self.lingers.front()].into_iter().flatten().map(|(t, _, _)| *t).min();
+        let next = [self.http_deadlines.front(), self.lingers.front()]
+            .into_iter()
+            .flatten()
+            .map(|(t, _, _)| *t)
+            .min();
         let mut wait = SNAPSHOT_EVERY;
         if let Some(t) = next {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
@@ -293,7 +323,9 @@ impl Core {
             .filter(|c| !c.subscribers.is_empty())
             .map(|c| (c.name.clone(), c.subscribers.len() as u32))
             .collect();
-        *self.shared.channels[self.id].lock().unwrap_or_else(|e| e.into_inner()) = snap;
+        *self.shared.channels[self.id]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = snap;
     }
 
     /// Begin a graceful stop: close every connection with 1001.
@@ -301,7 +333,11 @@ impl Core {
         self.stopping = true;
         let keys: Vec<ConnKey> = self.conns.keys().collect();
         for key in keys {
-            self.close_ws(key, shardcast_proto::error::close_code::GOING_AWAY, "server shutting down");
+            self.close_ws(
+                key,
+                shardcast_proto::error::close_code::GOING_AWAY,
+                "server shutting down",
+            );
         }
     }
 }

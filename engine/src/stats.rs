@@ -49,6 +49,9 @@ impl ShardStats {
         c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
     pub fn sub(c: &AtomicU64, n: u64) {
-        c.store(c.load(Ordering::Relaxed).saturating_sub(n), Ordering::Relaxed);
+        c.store(
+            c.load(Ordering::Relaxed).saturating_sub(n),
+            Ordering::Relaxed,
+        );
     }
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{BufId, Completion, ConnKey, Driver, DriverConfig, DriverKind, Sock, Waker, SEND_IOVECS_MAX};
+use super::{
+    BufId, Completion, ConnKey, Driver, DriverConfig, DriverKind, Sock, Waker, SEND_IOVECS_MAX,
+};
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_WAKE: u64 = u64::MAX - 1;
@@ -62,16 +64,24 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 impl EpollDriver {
-    pub fn new(listener: socket2::Socket, wake_fd: RawFd, cfg: &DriverConfig) -> io::Result<EpollDriver> {
+    pub fn new(
+        listener: socket2::Socket,
+        wake_fd: RawFd,
+        cfg: &DriverConfig,
+    ) -> io::Result<EpollDriver> {
         listener.set_nonblocking(true)?;
         // SAFETY: plain syscall without pointers.
         let epfd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         let listener_fd = listener.into_raw_fd();
-        let bufs = (0..cfg.recv_bufs).map(|_| vec![0u8; cfg.recv_buf_bytes as usize].into_boxed_slice()).collect();
+        let bufs = (0..cfg.recv_bufs)
+            .map(|_| vec![0u8; cfg.recv_buf_bytes as usize].into_boxed_slice())
+            .collect();
         let d = EpollDriver {
             epfd,
             listener_fd,
@@ -84,8 +94,18 @@ impl EpollDriver {
             open: 0,
             accept_paused: false,
         };
-        d.ctl(libc::EPOLL_CTL_ADD, listener_fd, libc::EPOLLIN as u32, TOKEN_LISTENER)?;
-        d.ctl(libc::EPOLL_CTL_ADD, wake_fd, libc::EPOLLIN as u32, TOKEN_WAKE)?;
+        d.ctl(
+            libc::EPOLL_CTL_ADD,
+            listener_fd,
+            libc::EPOLLIN as u32,
+            TOKEN_LISTENER,
+        )?;
+        d.ctl(
+            libc::EPOLL_CTL_ADD,
+            wake_fd,
+            libc::EPOLLIN as u32,
+            TOKEN_WAKE,
+        )?;
         Ok(d)
     }
 
@@ -108,7 +128,9 @@ impl EpollDriver {
             };
             if fd >= 0 {
                 self.open += 1;
-                out.push(Completion::Accepted { sock: Sock(fd as u32) });
+                out.push(Completion::Accepted {
+                    sock: Sock(fd as u32),
+                });
                 continue;
             }
             match errno() {
@@ -116,7 +138,11 @@ impl EpollDriver {
                 e @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                     // Out of descriptors or memory: stop accepting until a connection
                     // closes, instead of spinning on a listener that stays readable.
-                    tracing::warn!(errno = e, open = self.open, "accept failed, pausing accepts");
+                    tracing::warn!(
+                        errno = e,
+                        open = self.open,
+                        "accept failed, pausing accepts"
+                    );
                     self.pause_accept(true);
                     return;
                 }
@@ -133,7 +159,15 @@ impl EpollDriver {
             return;
         }
         let events = if pause { 0 } else { libc::EPOLLIN as u32 };
-        if self.ctl(libc::EPOLL_CTL_MOD, self.listener_fd, events, TOKEN_LISTENER).is_ok() {
+        if self
+            .ctl(
+                libc::EPOLL_CTL_MOD,
+                self.listener_fd,
+                events,
+                TOKEN_LISTENER,
+            )
+            .is_ok()
+        {
             self.accept_paused = pause;
         }
     }
@@ -147,7 +181,11 @@ impl EpollDriver {
         // SAFETY: reads at most buf.len() bytes into a live, exclusively borrowed buffer.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n > 0 {
-            out.push(Completion::Recv { conn, buf: BufId(id), len: n as u32 });
+            out.push(Completion::Recv {
+                conn,
+                buf: BufId(id),
+                len: n as u32,
+            });
             return;
         }
         self.free.push(id);
@@ -156,14 +194,20 @@ impl EpollDriver {
             return;
         }
         // Read side over: stop read readiness (keep EPOLLOUT if a send is parked).
-        let keep = if self.parked.contains_key(&conn) { libc::EPOLLOUT as u32 } else { 0 };
+        let keep = if self.parked.contains_key(&conn) {
+            libc::EPOLLOUT as u32
+        } else {
+            0
+        };
         let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, keep, token(conn, fd));
         out.push(Completion::RecvClosed { conn, err });
     }
 
     fn retry_parked(&mut self, fd: RawFd, conn: ConnKey, out: &mut Vec<Completion>) {
-        let Some(p) = self.parked.remove(&conn) else { return };
-        match self.try_send(p.sock, conn, &p.bufs) {
+        let Some(p) = self.parked.remove(&conn) else {
+            return;
+        };
+        match self.try_send(p.sock, &p.bufs) {
             Some(result) => {
                 out.push(Completion::Sent { conn, result });
                 let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, READ_EVENTS, token(conn, fd));
@@ -174,8 +218,11 @@ impl EpollDriver {
         }
     }
 
-    fn try_send(&mut self, sock: Sock, conn: ConnKey, bufs: &[Bytes]) -> Option<Result<usize, i32>> {
-        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; SEND_IOVECS_MAX];
+    fn try_send(&mut self, sock: Sock, bufs: &[Bytes]) -> Option<Result<usize, i32>> {
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; SEND_IOVECS_MAX];
         let n = bufs.len().min(SEND_IOVECS_MAX);
         for (v, b) in iov.iter_mut().zip(&bufs[..n]) {
             v.iov_base = b.as_ptr() as *mut _;
@@ -198,7 +245,7 @@ impl EpollDriver {
         }
         match errno() {
             libc::EAGAIN => None,
-            libc::EINTR => self.try_send(sock, conn, bufs),
+            libc::EINTR => self.try_send(sock, bufs),
             e => Some(Err(e)),
         }
     }
@@ -213,17 +260,28 @@ impl Driver for EpollDriver {
         let timeout_ms = if !self.ready.is_empty() {
             0
         } else {
-            timeout.map(|t| t.as_millis().min(i32::MAX as u128) as i32).unwrap_or(-1)
+            timeout
+                .map(|t| t.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(-1)
         };
         out.append(&mut self.ready);
         // SAFETY: the kernel writes at most EVENTS_MAX events into the vector's spare capacity.
         let n = unsafe {
             self.events.set_len(0);
-            libc::epoll_wait(self.epfd, self.events.as_mut_ptr(), EVENTS_MAX as i32, timeout_ms)
+            libc::epoll_wait(
+                self.epfd,
+                self.events.as_mut_ptr(),
+                EVENTS_MAX as i32,
+                timeout_ms,
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         // SAFETY: epoll_wait initialised the first n entries.
         unsafe { self.events.set_len(n as usize) };
@@ -241,7 +299,8 @@ impl Driver for EpollDriver {
                     if flags & libc::EPOLLOUT as u32 != 0 {
                         self.retry_parked(fd, conn, out);
                     }
-                    let readable = libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP;
+                    let readable =
+                        libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP;
                     if flags & readable as u32 != 0 {
                         self.read_some(fd, conn, out);
                     }
@@ -256,7 +315,10 @@ impl Driver for EpollDriver {
         let fd = sock.0 as RawFd;
         if let Err(e) = self.ctl(libc::EPOLL_CTL_ADD, fd, READ_EVENTS, token(conn, fd)) {
             // Reported as a dead read side so the shard closes the connection.
-            self.ready.push(Completion::RecvClosed { conn, err: e.raw_os_error() });
+            self.ready.push(Completion::RecvClosed {
+                conn,
+                err: e.raw_os_error(),
+            });
         }
     }
 
@@ -269,12 +331,23 @@ impl Driver for EpollDriver {
     }
 
     fn send(&mut self, sock: Sock, conn: ConnKey, bufs: &[Bytes]) {
-        match self.try_send(sock, conn, bufs) {
+        match self.try_send(sock, bufs) {
             Some(result) => self.ready.push(Completion::Sent { conn, result }),
             None => {
-                self.parked.insert(conn, ParkedSend { sock, bufs: bufs.to_vec() });
+                self.parked.insert(
+                    conn,
+                    ParkedSend {
+                        sock,
+                        bufs: bufs.to_vec(),
+                    },
+                );
                 let fd = sock.0 as RawFd;
-                let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, READ_EVENTS | libc::EPOLLOUT as u32, token(conn, fd));
+                let _ = self.ctl(
+                    libc::EPOLL_CTL_MOD,
+                    fd,
+                    READ_EVENTS | libc::EPOLLOUT as u32,
+                    token(conn, fd),
+                );
             }
         }
     }

@@ -52,7 +52,10 @@ pub enum Completion {
     /// No further `Recv` follows for `conn`.
     RecvClosed { conn: ConnKey, err: Option<i32> },
     /// One `send` finished: bytes written (possibly fewer than submitted) or errno.
-    Sent { conn: ConnKey, result: Result<usize, i32> },
+    Sent {
+        conn: ConnKey,
+        result: Result<usize, i32>,
+    },
     /// The last completion for `conn`: the key may be reused.
     Closed { conn: ConnKey },
     /// Another thread signalled this shard's wake-up (see [`Waker`]).
