@@ -147,7 +147,7 @@ fn nofile_why(r: &Requirements) -> String {
 
 const MEMLOCK_WHY: &str = "RLIMIT_MEMLOCK: io_uring fixed buffers and provided-buffer rings are \
      pinned memory charged to this limit unless the process has CAP_IPC_LOCK. The engine's \
-     Config bounds its buffer pool, so the rlimit need not.";
+     Config bounds its buffer pool, so the rlimit does not have to.";
 
 /// The limits.d profile (pam_limits: login sessions, not systemd services).
 pub fn limits_profile(r: &Requirements) -> String {

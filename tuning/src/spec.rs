@@ -103,8 +103,9 @@ pub fn sysctl_specs(r: &Requirements) -> Vec<SysctlSpec> {
             .default_is(&[4096])
             .because(format!(
             "Caps every listen() backlog. A reconnect storm of {n} clients in {} s is {rate}/s; \
-             a shard pausing {} ms leaves that many waiting. Overflow drops handshakes and \
-             clients back off 1 s, 3 s, 7 s.",
+             a listener whose shard pauses {} ms queues that many. Sized as if one of the \
+             SO_REUSEPORT listeners took them all, since the hash spreads unevenly. Overflow drops \
+             handshakes and clients back off 1 s, 3 s, 7 s.",
             sizing::RECONNECT_STORM_SECS,
             sizing::ACCEPT_STALL_MS
         ));
@@ -203,21 +204,28 @@ pub fn sysctl_specs(r: &Requirements) -> Vec<SysctlSpec> {
             );
     }
     if let Some([time, intvl, probes]) = r.keepalive {
-        let why = format!(
-            "Sockets with SO_KEEPALIVE: {time} s idle is below common NAT and load-balancer \
-             timeouts (~350 s), and {probes} probes {intvl} s apart free a dead peer's socket and \
-             ~4 KB in {} s instead of 7875 s.",
-            time + intvl * probes
-        );
+        // Only sockets with SO_KEEPALIVE are probed; the engine's own WebSocket
+        // pings cover the rest.
         b.push("net.ipv4.tcp_keepalive_time", &[time], AtMost, Warn)
             .default_is(&[7200])
-            .because(why.clone());
+            .because(format!(
+                "Idle seconds before the first probe on SO_KEEPALIVE sockets: {time} s is below \
+                 common NAT and load-balancer idle timeouts (~350 s), so idle WebSocket peers keep \
+                 their mappings."
+            ));
         b.push("net.ipv4.tcp_keepalive_intvl", &[intvl], AtMost, Warn)
             .default_is(&[75])
-            .because(why.clone());
+            .because(format!(
+                "Seconds between probes: a dead peer is found after {time} + {probes} x {intvl} = {} s \
+                 instead of the default 7200 + 9 x 75 = 7875 s, and its fd and kernel memory are freed.",
+                time + intvl * probes
+            ));
         b.push("net.ipv4.tcp_keepalive_probes", &[probes], AtMost, Warn)
             .default_is(&[9])
-            .because(why);
+            .because(format!(
+                "Unanswered probes before the socket is closed: {probes} x {intvl} s rides out a short \
+                 outage without holding a dead connection for long."
+            ));
     }
     b.specs
 }
