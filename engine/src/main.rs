@@ -63,11 +63,13 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Check this host's limits for a target connection count (see docs/tuning.md).
+    #[command(disable_help_flag = true)]
     Doctor {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Show or apply the sysctl changes for a target (dry run unless --apply).
+    #[command(disable_help_flag = true)]
     Tune {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -92,8 +94,7 @@ fn main() -> ExitCode {
             .chain(std::iter::once(name.to_string()))
             .chain(args)
             .collect();
-        let _: Vec<String> = argv;
-        return ExitCode::from(2); // TUNING_PENDING
+        return ExitCode::from(shardcast_tuning::cli_main(argv).clamp(0, 255) as u8);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -164,7 +165,7 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
 }
 
 fn run(cfg: Config) -> ExitCode {
-    match tuning_pending_raise() {
+    match shardcast_tuning::raise_nofile_soft_to_hard() {
         Ok((soft, hard)) => tracing::info!(soft, hard, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
@@ -187,6 +188,7 @@ fn run(cfg: Config) -> ExitCode {
         conns_per_shard_max = cfg.limits.conns_per_shard_max,
         "shardcast serving"
     );
+    log_capacity(&handle, &cfg);
     let sig = wait_signal(&signals);
     tracing::info!(signal = sig, "shutting down");
     handle.shutdown();
@@ -214,7 +216,22 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
-// TUNING_PENDING
-fn tuning_pending_raise() -> std::io::Result<(u64, u64)> {
-    Err(std::io::Error::other("pending"))
+/// Log how many connections this host's fds and memory allow, and warn when the
+/// configured maximum is beyond it (see docs/tuning.md).
+fn log_capacity(handle: &shardcast::Handle, cfg: &Config) {
+    let probe = shardcast_tuning::HostProbe::live(&shardcast_tuning::sysctl::SysctlRoot::default());
+    let direct = handle.driver() == DriverKind::Uring;
+    // Design target per idle subscribed connection; docs/benchmarks.md has the measured figure.
+    let input =
+        shardcast_tuning::CapacityInput::from_probe(&probe, handle.shards() as u32, direct, 100);
+    let cap = shardcast_tuning::capacity_estimate(&input);
+    let configured = cfg.limits.conns_per_shard_max as u64 * handle.shards() as u64;
+    tracing::info!(capacity = %cap, configured_max = configured, "connection capacity");
+    if configured > cap.connections {
+        tracing::warn!(
+            configured_max = configured,
+            host_allows = cap.connections,
+            "limits.conns_per_shard_max x shards exceeds what this host allows; run `shardcast doctor --target N`"
+        );
+    }
 }
