@@ -329,10 +329,19 @@ fn apply_text(
         .iter()
         .filter(|p| matches!(p.action, Action::Change { .. }))
         .count();
+    let rlimit_hint = match t.role {
+        Role::Server => format!(
+            "the systemd drop-in (`shardcast-tune profile --kind systemd --target {}`) or tuning/limits.d/",
+            t.connections
+        ),
+        Role::Loadgen => format!(
+            "`shardcast-tune profile --kind limits --target {} --role loadgen` in /etc/security/limits.d/",
+            t.connections
+        ),
+    };
     let _ = writeln!(
         s,
-        "RLIMIT_NOFILE is not a sysctl: install tuning/limits.d/ or the systemd drop-in (`shardcast-tune profile --kind systemd --target {}`).",
-        t.connections
+        "RLIMIT_NOFILE is not a sysctl: install {rlimit_hint}; `doctor` checks it."
     );
     if !o.write {
         let _ = writeln!(s, "{changes} change(s); run with --apply as root to write them, add --persist to keep them across reboots.");
