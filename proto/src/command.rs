@@ -3,6 +3,8 @@
 //! A publication's `data` is kept as the raw JSON bytes the client sent: it is
 //! spliced into pushes verbatim, never parsed into a tree and re-encoded.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use simd_json::prelude::*;
 
@@ -80,11 +82,10 @@ pub struct CommandError {
 /// and is clobbered. Channel names are validated (error 104).
 pub fn parse_command(buf: &mut [u8]) -> Result<Command, CommandError> {
     let data = raw_member(buf, "data");
-    let tape = simd_json::to_tape(buf).map_err(|_| malformed(None, "malformed JSON"))?;
-    let root = tape.as_value();
-    if !root.is_object() {
-        return Err(malformed(None, "command must be a JSON object"));
-    }
+    with_object(buf, "command", |root| command_from(root, data))
+}
+
+fn command_from(root: JsonValue<'_, '_>, data: Option<Bytes>) -> Result<Command, CommandError> {
     let id = match optional(root.get("id")) {
         None => None,
         Some(v) => Some(
@@ -149,25 +150,24 @@ pub struct BroadcastRequest {
 
 pub fn parse_publish_body(buf: &mut [u8]) -> Result<PublishRequest, CommandError> {
     let data = raw_member(buf, "data");
-    let tape = simd_json::to_tape(buf).map_err(|_| malformed(None, "malformed JSON"))?;
-    let root = tape.as_value();
-    if !root.is_object() {
-        return Err(malformed(None, "body must be a JSON object"));
-    }
-    Ok(PublishRequest {
-        channel: channel(root, None)?,
-        data: data_bytes(root, data, None)?,
+    with_object(buf, "body", |root| {
+        Ok(PublishRequest {
+            channel: channel(root, None)?,
+            data: data_bytes(root, data, None)?,
+        })
     })
 }
 
 pub fn parse_broadcast_body(buf: &mut [u8]) -> Result<BroadcastRequest, CommandError> {
-    const NOT_A_LIST: &str = "field 'channels' must be a non-empty array of strings";
     let data = raw_member(buf, "data");
-    let tape = simd_json::to_tape(buf).map_err(|_| malformed(None, "malformed JSON"))?;
-    let root = tape.as_value();
-    if !root.is_object() {
-        return Err(malformed(None, "body must be a JSON object"));
-    }
+    with_object(buf, "body", |root| broadcast_from(root, data))
+}
+
+fn broadcast_from(
+    root: JsonValue<'_, '_>,
+    data: Option<Bytes>,
+) -> Result<BroadcastRequest, CommandError> {
+    const NOT_A_LIST: &str = "field 'channels' must be a non-empty array of strings";
     let list = match root.get("channels") {
         None => return Err(malformed(None, "missing field 'channels'")),
         Some(v) => v.as_array().ok_or_else(|| malformed(None, NOT_A_LIST))?,
@@ -201,6 +201,52 @@ pub fn namespace(channel: &str) -> &str {
 }
 
 type JsonValue<'t, 'i> = simd_json::tape::Value<'t, 'i>;
+
+/// Documents up to this size reuse the thread's parse buffers; larger ones (HTTP bodies of
+/// up to a MiB) get their own, so that one big body does not pin a MiB per thread forever.
+const REUSED_BUFFERS_BYTES_MAX: usize = 16 * 1024;
+
+thread_local! {
+    /// simd-json's scratch buffers and tape, kept between parses: allocating them anew costs
+    /// about as much as parsing a typical command. The tape is stored empty, which is what
+    /// lets [`Tape::reset`](simd_json::Tape::reset) give it back a fresh lifetime.
+    static SCRATCH: RefCell<(simd_json::Buffers, simd_json::Tape<'static>)> =
+        RefCell::new((simd_json::Buffers::new(REUSED_BUFFERS_BYTES_MAX), simd_json::Tape(Vec::new())));
+}
+
+/// Validate `buf` as JSON with simd-json and run `f` on its top-level value, which must
+/// be an object (`what` names the document in the error). Invalid JSON is error 1 with no
+/// id, since none could be read.
+fn with_object<R>(
+    buf: &mut [u8],
+    what: &str,
+    f: impl FnOnce(JsonValue<'_, '_>) -> Result<R, CommandError>,
+) -> Result<R, CommandError> {
+    let on_tape = |tape: &simd_json::Tape<'_>| {
+        let root = tape.as_value();
+        if root.is_object() {
+            f(root)
+        } else {
+            Err(malformed(None, &format!("{what} must be a JSON object")))
+        }
+    };
+    if buf.len() > REUSED_BUFFERS_BYTES_MAX {
+        let tape = simd_json::to_tape(buf).map_err(|_| malformed(None, "malformed JSON"))?;
+        return on_tape(&tape);
+    }
+    SCRATCH.with(|scratch| {
+        // Not re-entered: `f` only reads the tape.
+        let mut scratch = scratch.borrow_mut();
+        let (buffers, stored) = &mut *scratch;
+        let mut tape = std::mem::replace(stored, simd_json::Tape(Vec::new())).reset();
+        let result = match simd_json::fill_tape(buf, buffers, &mut tape) {
+            Ok(()) => on_tape(&tape),
+            Err(_) => Err(malformed(None, "malformed JSON")),
+        };
+        *stored = tape.reset();
+        result
+    })
+}
 
 fn malformed(id: Option<u64>, message: &str) -> CommandError {
     CommandError {

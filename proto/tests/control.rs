@@ -614,3 +614,31 @@ proptest! {
         let _ = parse_broadcast_body(&mut bytes.clone());
     }
 }
+
+#[test]
+fn large_documents_and_reuse_after_failures() {
+    // Bigger than the reused per-thread buffers: parsed with buffers of its own.
+    let data = format!(r#"{{"blob":"{}","n":[1,2,3]}}"#, "y".repeat(40_000));
+    let json = format!(r#"{{"op":"publish","channel":"big","data":{data}}}"#);
+    assert_eq!(data_of(&json), data.as_bytes());
+    let mut body = format!(r#"{{"channel":"big","data":{data}}}"#).into_bytes();
+    assert_eq!(
+        parse_publish_body(&mut body).unwrap().data.as_ref(),
+        data.as_bytes()
+    );
+    // A failed parse leaves nothing behind for the next one on this thread.
+    for _ in 0..3 {
+        assert_eq!(
+            refused(r#"{"id":1,"op":"subscribe","channel":"#),
+            (None, error_code::MALFORMED)
+        );
+        assert_eq!(refused("[1,2,3]"), (None, error_code::MALFORMED));
+        assert_eq!(
+            ok(r#"{"id":2,"op":"unsubscribe","channel":"x"}"#).op,
+            Op::Unsubscribe {
+                channel: "x".into()
+            }
+        );
+        assert_eq!(data_of(&json), data.as_bytes());
+    }
+}
