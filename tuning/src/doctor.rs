@@ -159,7 +159,7 @@ fn nofile_fix(p: &HostProbe, value: u64, role: Role) -> String {
         .sysctl("fs.nr_open")
         .map_or(sizing::NR_OPEN_DEFAULT, |v| v.first());
     let nr_open_step = if value > nr_open {
-        format!("first `sysctl -w fs.nr_open={value}` (the ceiling for any nofile limit, now {nr_open}); then ")
+        format!("first `sysctl -w fs.nr_open={value}` (the ceiling for any nofile limit, now {nr_open}), then ")
     } else {
         String::new()
     };
@@ -177,13 +177,13 @@ fn nofile_fix(p: &HostProbe, value: u64, role: Role) -> String {
     };
     if p.cap_sys_resource {
         format!(
-            "{nr_open_step}raise the hard limit (this process has CAP_SYS_RESOURCE): \
+            "Raise the hard limit (this process has CAP_SYS_RESOURCE): {nr_open_step}\
              `prlimit --pid <pid> --nofile={value}:{value}` or `ulimit -Hn {value}; ulimit -n {value}` \
              in the starting shell; persist with {persist}"
         )
     } else {
         format!(
-            "cannot be raised on this host: the hard limit is {} and this process lacks \
+            "Cannot be raised on this host: the hard limit is {} and this process lacks \
              CAP_SYS_RESOURCE (CapEff bit 24), so setrlimit may lower it but never raise it. \
              Fix it where the process is started, as root outside this container: {nr_open_step}{persist}; \
              or grant CAP_SYS_RESOURCE",
