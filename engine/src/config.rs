@@ -48,6 +48,12 @@ pub struct Limits {
     pub http_body_bytes_max: usize,
     /// After our close frame, how long to wait for the peer's before closing the socket.
     pub close_linger_ms: u64,
+    /// The server pings a connection that has sent nothing for this long.
+    pub ping_interval_ms: u64,
+    /// After a ping, the time allowed for a pong (or any traffic) before closing with 4009.
+    pub pong_timeout_ms: u64,
+    /// Close with 4009 a connection that sent no message (pongs aside) for this long; 0: off.
+    pub idle_timeout_ms: u64,
     /// Messages waiting in one shard's inbox from other shards and API callers.
     /// External publishes beyond it are refused (HTTP 503, `PublishError::Overloaded`).
     pub inbox_msgs_max: usize,
@@ -93,6 +99,9 @@ impl Default for Limits {
             header_bytes_max: 8 * 1024,
             http_body_bytes_max: 1024 * 1024,
             close_linger_ms: 2_000,
+            ping_interval_ms: 25_000,
+            pong_timeout_ms: 10_000,
+            idle_timeout_ms: 0,
             inbox_msgs_max: 65_536,
             idle_channels_max: 100_000,
         }
@@ -139,6 +148,11 @@ impl Config {
         }
         if l.queue_bytes_max < l.message_bytes_max {
             return Err("limits.queue_bytes_max must be at least limits.message_bytes_max".into());
+        }
+        if l.ping_interval_ms == 0 || l.pong_timeout_ms == 0 {
+            return Err(
+                "limits.ping_interval_ms and limits.pong_timeout_ms must be positive".into(),
+            );
         }
         if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 {
             return Err(

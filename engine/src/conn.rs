@@ -54,7 +54,12 @@ pub struct Conn {
     pub close_after_flush: bool,
     /// In the shard's dirty list already.
     pub dirty: bool,
+    /// A ping was sent and nothing has arrived since.
+    pub ping_outstanding: bool,
     pub queued_bytes: u32,
+    /// Heartbeat wheel tick of the last bytes received, and of the last data message.
+    pub last_rx_tick: u32,
+    pub last_msg_tick: u32,
     pub decoder: Decoder,
     pub out: VecDeque<Bytes>,
     /// (channel, slot in the channel's subscriber list).
@@ -72,7 +77,10 @@ impl Conn {
             read_closed: false,
             close_after_flush: false,
             dirty: false,
+            ping_outstanding: false,
             queued_bytes: 0,
+            last_rx_tick: 0,
+            last_msg_tick: 0,
             decoder: Decoder::default(),
             out: VecDeque::new(),
             subs: Vec::new(),

@@ -126,6 +126,7 @@ impl Core {
         ShardStats::inc(&self.stats.upgrades);
         ShardStats::inc(&self.stats.ws_open);
         self.send_raw(key, handshake::upgrade_response(&up));
+        self.heartbeat_start(key);
         if let Some(list) = req.query_param("subscribe") {
             for channel in list.split(',').filter(|c| !c.is_empty()) {
                 if command::is_valid_channel(channel) {

@@ -11,6 +11,7 @@ mod dispatch;
 pub mod driver;
 pub mod engine;
 pub mod fanout;
+mod heartbeat;
 mod http_api;
 mod lifecycle;
 pub mod mesh;
@@ -18,6 +19,7 @@ pub mod registry;
 mod session;
 pub mod shard;
 pub mod stats;
+pub mod timer;
 
 pub use config::{Config, IoConfig, Limits};
 pub use driver::DriverKind;

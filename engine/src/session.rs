@@ -14,6 +14,7 @@ use crate::stats::ShardStats;
 
 impl crate::shard::Core {
     pub(crate) fn on_ws_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
+        self.heartbeat_rx(key);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -38,6 +39,9 @@ impl crate::shard::Core {
             return;
         }
         ShardStats::inc(&self.stats.msgs_in);
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            self.heartbeat_msg(key);
+        }
         match msg {
             Message::Text(p) if self.cfg.echo => {
                 self.send_frame(key, PreparedFrame::text(p).into_bytes())

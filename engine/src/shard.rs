@@ -66,6 +66,9 @@ pub(crate) struct Core {
     pub snapshot_version: u64,
     pub snapshot_at: Instant,
     pub now: Instant,
+    pub wheel: crate::timer::Wheel,
+    pub beats: crate::heartbeat::Beats,
+    pub due: Vec<crate::timer::Entry>,
 }
 
 impl Shard {
@@ -88,7 +91,28 @@ impl Shard {
             ..http::Limits::default()
         };
         let now = Instant::now();
+        let l = &cfg.limits;
+        let tick =
+            crate::heartbeat::wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms);
+        let horizon = Duration::from_millis(
+            l.ping_interval_ms
+                .max(l.pong_timeout_ms)
+                .max(l.idle_timeout_ms),
+        );
+        let wheel = crate::timer::Wheel::new(tick, horizon, now);
+        let beats = crate::heartbeat::Beats {
+            ping: wheel.ticks(Duration::from_millis(l.ping_interval_ms)),
+            pong: wheel.ticks(Duration::from_millis(l.pong_timeout_ms)),
+            idle: if l.idle_timeout_ms == 0 {
+                0
+            } else {
+                wheel.ticks(Duration::from_millis(l.idle_timeout_ms))
+            },
+        };
         let core = Core {
+            wheel,
+            beats,
+            due: Vec::new(),
             id,
             shards,
             owner: Owner::new(id, cfg.limits.idle_channels_max),
@@ -229,6 +253,7 @@ impl Core {
             .flatten()
             .map(|(t, _, _)| *t)
             .min();
+        let next = next.into_iter().chain(self.wheel.next_deadline()).min();
         let mut wait = SNAPSHOT_EVERY;
         if let Some(t) = next {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
@@ -305,6 +330,7 @@ impl Core {
                 self.abort(key);
             }
         }
+        self.heartbeat_due();
         if now.duration_since(self.snapshot_at) >= SNAPSHOT_EVERY {
             self.snapshot_at = now;
             self.publish_snapshot();

@@ -24,7 +24,13 @@ fn pub_cross_shard(d: DriverKind) {
     const N: u64 = 50;
     for n in 0..N {
         for (i, c) in chans.iter().enumerate() {
-            send(&mut publisher, &format!(r#"{{"id":{},"op":"publish","channel":"{c}","data":{{"n":{n}}}}}"#, n * 2 + i as u64));
+            send(
+                &mut publisher,
+                &format!(
+                    r#"{{"id":{},"op":"publish","channel":"{c}","data":{{"n":{n}}}}}"#,
+                    n * 2 + i as u64
+                ),
+            );
         }
     }
     let mut acks = 0;
@@ -37,7 +43,10 @@ fn pub_cross_shard(d: DriverKind) {
         let mut last = [0u64; 2];
         for _ in 0..2 * N {
             let p = recv_json(s);
-            let i = chans.iter().position(|c| p["channel"] == c.as_str()).expect("known channel");
+            let i = chans
+                .iter()
+                .position(|c| p["channel"] == c.as_str())
+                .expect("known channel");
             let off = p["offset"].as_u64().unwrap();
             assert_eq!(off, last[i] + 1, "offsets rise by exactly one: {p}");
             assert_eq!(p["data"]["n"], off - 1);
@@ -57,7 +66,13 @@ fn http_publish_reaches_subscribers(d: DriverKind) {
     assert!(first["ok"].is_object() && second["ok"].is_object());
     let data = r#"{"b": [1, 2,  "x\"y"], "f": 1.0e10}"#;
     let body = format!(r#"{{"channel":"news","data":{data}}}"#);
-    let (status, resp) = http(addr, "POST", "/api/publish", &[("Content-Type", "application/json")], body.as_bytes());
+    let (status, resp) = http(
+        addr,
+        "POST",
+        "/api/publish",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
     assert_eq!(status, 200, "{resp}");
     let r: serde_json::Value = serde_json::from_str(body_of(&resp)).unwrap();
     assert_eq!(r["offset"], 1);
@@ -67,7 +82,10 @@ fn http_publish_reaches_subscribers(d: DriverKind) {
         tungstenite::Message::Text(t) => t.to_string(),
         m => panic!("{m:?}"),
     };
-    assert_eq!(push, format!(r#"{{"channel":"news","offset":1,"epoch":"{epoch}","data":{data}}}"#));
+    assert_eq!(
+        push,
+        format!(r#"{{"channel":"news","offset":1,"epoch":"{epoch}","data":{data}}}"#)
+    );
 
     let body = br#"{"channels":["news","sport"],"data":"hi"}"#;
     let (status, resp) = http(addr, "POST", "/api/broadcast", &[], body);
@@ -76,14 +94,22 @@ fn http_publish_reaches_subscribers(d: DriverKind) {
     assert_eq!(r["results"][0]["channel"], "news");
     assert_eq!(r["results"][0]["offset"], 2);
     assert_eq!(r["results"][1]["offset"], 1);
-    let got: Vec<String> = (0..2).map(|_| recv_json(&mut a)["channel"].as_str().unwrap().to_string()).collect();
+    let got: Vec<String> = (0..2)
+        .map(|_| recv_json(&mut a)["channel"].as_str().unwrap().to_string())
+        .collect();
     assert!(got.contains(&"news".into()) && got.contains(&"sport".into()));
 
     eventually("channel snapshot", || {
         let (_, resp) = http(addr, "GET", "/api/channels", &[], b"");
         body_of(&resp).contains(r#"{"channel":"news","subscribers":1}"#)
     });
-    let (status, resp) = http(addr, "POST", "/api/publish", &[], br#"{"channel":"bad channel","data":1}"#);
+    let (status, resp) = http(
+        addr,
+        "POST",
+        "/api/publish",
+        &[],
+        br#"{"channel":"bad channel","data":1}"#,
+    );
     assert_eq!(status, 400);
     assert!(body_of(&resp).contains(r#""code":104"#), "{resp}");
     let (status, _) = http(addr, "POST", "/api/publish", &[], b"{not json");
@@ -97,12 +123,20 @@ fn slow_consumer_closed_others_unaffected(d: DriverKind) {
     let h = start(cfg);
     let addr = h.local_addr();
     // The slow client advertises a tiny receive window and never reads.
-    let slow_sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let slow_sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     slow_sock.set_recv_buffer_size(4096).unwrap();
     slow_sock.connect(&addr.into()).unwrap();
     let slow_stream: std::net::TcpStream = slow_sock.into();
-    let (mut slow, _) = tungstenite::client(format!("ws://{addr}/ws"), tungstenite::stream::MaybeTlsStream::Plain(slow_stream)).unwrap();
-    send(&mut slow, r#"{"id":1,"op":"subscribe","channel":"firehose"}"#);
+    let (mut slow, _) = tungstenite::client(
+        format!("ws://{addr}/ws"),
+        tungstenite::stream::MaybeTlsStream::Plain(slow_stream),
+    )
+    .unwrap();
+    send(
+        &mut slow,
+        r#"{"id":1,"op":"subscribe","channel":"firehose"}"#,
+    );
     assert!(recv_json(&mut slow)["ok"].is_object());
     let mut fast = ws(addr, "/ws");
     subscribe(&mut fast, 1, "firehose");
@@ -129,7 +163,11 @@ fn slow_consumer_closed_others_unaffected(d: DriverKind) {
     }
     while last < published {
         let p = recv_json(&mut fast);
-        assert_eq!(p["offset"].as_u64().unwrap(), last + 1, "fast subscriber misses nothing");
+        assert_eq!(
+            p["offset"].as_u64().unwrap(),
+            last + 1,
+            "fast subscriber misses nothing"
+        );
         last += 1;
     }
     // The slow one, once it reads, finds its backlog then a 4008 close.
@@ -163,11 +201,26 @@ fn protocol_violations_get_their_close_codes(d: DriverKind) {
 
     let mut r = Raw::connect(addr);
     r.send_frame(OpCode::Close, true, &1000u16.to_be_bytes(), key);
-    assert_eq!(r.close_code(), Some(1000), "close handshake echoes the code");
+    assert_eq!(
+        r.close_code(),
+        Some(1000),
+        "close handshake echoes the code"
+    );
 
-    let (status, _) = http(addr, "GET", "/ws", &[("Upgrade", "websocket"), ("Connection", "Upgrade")], b"");
+    let (status, _) = http(
+        addr,
+        "GET",
+        "/ws",
+        &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+        b"",
+    );
     assert_eq!(status, 400, "upgrade without a key");
-    let hdrs = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "8")];
+    let hdrs = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "8"),
+    ];
     let (status, resp) = http(addr, "GET", "/ws", &hdrs, b"");
     assert_eq!(status, 426);
     assert!(resp.contains("Sec-WebSocket-Version: 13"));
@@ -188,7 +241,10 @@ fn commands_and_errors(d: DriverKind) {
     assert_eq!(recv_json(&mut c)["error"]["code"], 2);
     send(&mut c, r#"{"id":4,"op":"subscribe","channel":"no spaces"}"#);
     let r = recv_json(&mut c);
-    assert_eq!((r["id"].as_u64(), r["error"]["code"].as_u64()), (Some(4), Some(104)));
+    assert_eq!(
+        (r["id"].as_u64(), r["error"]["code"].as_u64()),
+        (Some(4), Some(104))
+    );
     send(&mut c, r#"{"id":5,"op":"subscribe""#);
     assert_eq!(recv_json(&mut c)["error"]["code"], 1);
     subscribe(&mut c, 6, "a");
@@ -203,7 +259,8 @@ fn commands_and_errors(d: DriverKind) {
     send(&mut c, r#"{"id":11,"op":"unsubscribe","channel":"a"}"#);
     assert_eq!(recv_json(&mut c)["error"]["code"], 105);
     // WebSocket-level ping gets a pong.
-    c.send(tungstenite::Message::Ping(b"hb".to_vec().into())).unwrap();
+    c.send(tungstenite::Message::Ping(b"hb".to_vec().into()))
+        .unwrap();
     loop {
         match c.read().unwrap() {
             tungstenite::Message::Pong(p) => {
@@ -229,7 +286,12 @@ fn limits_refuse_with_503_and_time_out_handshakes(d: DriverKind) {
     let addr = h.local_addr();
     let _a = ws(addr, "/ws");
     let _b = ws(addr, "/ws");
-    let hdrs = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")];
+    let hdrs = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
     let (status, resp) = http(addr, "GET", "/ws", &hdrs, b"");
     assert_eq!(status, 503, "{resp}");
     assert!(resp.contains("Retry-After"));
@@ -257,7 +319,13 @@ fn health_ready_and_api_key(d: DriverKind) {
     let (status, resp) = http(addr, "POST", "/api/publish", &[], body);
     assert_eq!(status, 401);
     assert!(body_of(&resp).contains(r#""code":101"#));
-    let (status, _) = http(addr, "POST", "/api/publish", &[("Authorization", "Bearer s3cret")], body);
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", "Bearer s3cret")],
+        body,
+    );
     assert_eq!(status, 200);
     assert_eq!(http(addr, "GET", "/api/publish", &[], b"").0, 405);
     h.shutdown();
@@ -271,6 +339,52 @@ fn shutdown_closes_clients_with_1001(d: DriverKind) {
     assert_eq!(recv_close_code(&mut c), 1001);
     drop(c);
     t.join().unwrap();
+}
+
+fn heartbeat_closes_silent_clients_only(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.limits.ping_interval_ms = 100;
+    cfg.limits.pong_timeout_ms = 150;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let started = std::time::Instant::now();
+    let mut silent = Raw::connect(addr); // reads, but never answers pings
+    let mut live = ws(addr, "/ws"); // tungstenite answers pings while reading
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = live.get_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    }
+    let silent = std::thread::spawn(move || {
+        let code = silent.close_code();
+        (code, started.elapsed())
+    });
+    let until = std::time::Instant::now() + Duration::from_millis(600);
+    while std::time::Instant::now() < until {
+        match live.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("live client dropped: {e}"),
+        }
+    }
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = live.get_mut() {
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    }
+    subscribe(&mut live, 1, "alive");
+    let (code, after) = silent.join().unwrap();
+    assert_eq!(code, Some(4009));
+    assert!(
+        after >= Duration::from_millis(250),
+        "not before ping + pong timeout: {after:?}"
+    );
+    h.shutdown();
+}
+
+fn idle_timeout_closes_connections_without_messages(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.limits.idle_timeout_ms = 200;
+    let h = start(cfg);
+    let mut c = ws(h.local_addr(), "/ws");
+    assert_eq!(recv_close_code(&mut c), 4009);
+    h.shutdown();
 }
 
 macro_rules! both_drivers {
@@ -293,4 +407,6 @@ both_drivers!(
     limits_refuse_with_503_and_time_out_handshakes,
     health_ready_and_api_key,
     shutdown_closes_clients_with_1001,
+    heartbeat_closes_silent_clients_only,
+    idle_timeout_closes_connections_without_messages,
 );

@@ -1,0 +1,138 @@
+//! A hashed timer wheel for heartbeats: O(1) to schedule, and each connection
+//! sits in at most one slot. A connection is visited once per ping interval
+//! (or pong timeout), never on every tick; traffic in between only updates a
+//! timestamp in the connection, and the visit reschedules lazily.
+
+use std::time::{Duration, Instant};
+
+/// A scheduled visit: connection key and generation.
+pub type Entry = (u32, u32);
+
+#[derive(Debug)]
+pub struct Wheel {
+    slots: Vec<Vec<Entry>>,
+    tick: Duration,
+    start: Instant,
+    /// The next tick to process.
+    current: u64,
+    len: usize,
+}
+
+impl Wheel {
+    /// A wheel with `tick` resolution that can schedule up to `horizon` ahead
+    /// (further deadlines are clamped and rescheduled at the visit).
+    pub fn new(tick: Duration, horizon: Duration, start: Instant) -> Wheel {
+        let tick = tick.max(Duration::from_millis(1));
+        let n = (horizon.as_nanos() / tick.as_nanos()) as usize + 2;
+        Wheel {
+            slots: (0..n.next_power_of_two()).map(|_| Vec::new()).collect(),
+            tick,
+            start,
+            current: 0,
+            len: 0,
+        }
+    }
+
+    /// The tick number of `now`.
+    pub fn tick_of(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.start).as_nanos() / self.tick.as_nanos()) as u64
+    }
+
+    pub fn ticks(&self, d: Duration) -> u64 {
+        (d.as_nanos() / self.tick.as_nanos()).max(1) as u64
+    }
+
+    /// Visit `e` at tick `at` (clamped into the wheel's window).
+    pub fn schedule(&mut self, at: u64, e: Entry) {
+        let last = self.current + self.slots.len() as u64 - 1;
+        let at = at.clamp(self.current, last);
+        let mask = self.slots.len() as u64 - 1;
+        self.slots[(at & mask) as usize].push(e);
+        self.len += 1;
+    }
+
+    /// Move every entry due at or before `now` into `out`.
+    pub fn advance(&mut self, now: Instant, out: &mut Vec<Entry>) {
+        let target = self.tick_of(now);
+        let mask = self.slots.len() as u64 - 1;
+        while self.current <= target {
+            if self.len == 0 {
+                self.current = target + 1;
+                break;
+            }
+            let slot = &mut self.slots[(self.current & mask) as usize];
+            self.len -= slot.len();
+            out.append(slot);
+            self.current += 1;
+        }
+    }
+
+    /// When the next non-empty tick is due (None when empty).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.len == 0 {
+            return None;
+        }
+        let mask = self.slots.len() as u64 - 1;
+        let ahead = (0..self.slots.len() as u64)
+            .find(|i| !self.slots[((self.current + i) & mask) as usize].is_empty())?;
+        Some(self.start + self.tick * (self.current + ahead + 1) as u32)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_fire_once_at_their_tick() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(Duration::from_millis(10), Duration::from_millis(100), t0);
+        w.schedule(3, (1, 1));
+        w.schedule(5, (2, 1));
+        let mut out = Vec::new();
+        w.advance(t0 + Duration::from_millis(29), &mut out);
+        assert!(out.is_empty());
+        w.advance(t0 + Duration::from_millis(35), &mut out);
+        assert_eq!(out, vec![(1, 1)]);
+        out.clear();
+        w.advance(t0 + Duration::from_millis(1000), &mut out);
+        assert_eq!(out, vec![(2, 1)]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn far_deadlines_are_clamped_not_lost() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(Duration::from_millis(10), Duration::from_millis(50), t0);
+        w.schedule(1_000, (7, 1));
+        let mut out = Vec::new();
+        w.advance(t0 + Duration::from_millis(200), &mut out);
+        assert_eq!(
+            out,
+            vec![(7, 1)],
+            "visited at the horizon, to be rescheduled by the caller"
+        );
+    }
+
+    #[test]
+    fn past_deadlines_fire_at_the_next_tick() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(Duration::from_millis(10), Duration::from_millis(50), t0);
+        let mut out = Vec::new();
+        w.advance(t0 + Duration::from_millis(100), &mut out);
+        w.schedule(2, (9, 9));
+        assert_eq!(w.next_deadline(), Some(t0 + Duration::from_millis(120)));
+        w.advance(t0 + Duration::from_millis(100), &mut out);
+        assert!(out.is_empty());
+        w.advance(t0 + Duration::from_millis(115), &mut out);
+        assert_eq!(out, vec![(9, 9)]);
+    }
+}
