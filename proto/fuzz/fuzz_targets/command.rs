@@ -15,7 +15,10 @@ fn assert_valid_json(data: &[u8]) {
             Op::Publish { data: again, .. } => assert_eq!(again.as_ref(), data),
             op => panic!("re-parsed as {op:?}"),
         },
-        Err(e) => panic!("accepted data is not valid JSON: {e:?} {:?}", String::from_utf8_lossy(data)),
+        Err(e) => panic!(
+            "accepted data is not valid JSON: {e:?} {:?}",
+            String::from_utf8_lossy(data)
+        ),
     }
 }
 
@@ -30,7 +33,12 @@ fuzz_target!(|data: &[u8]| {
                 assert_valid_json(&raw);
             }
         }
-        Err(e) => assert_ne!(e.message, SCANNER_MISSED_DATA, "{:?}", String::from_utf8_lossy(data)),
+        Err(e) => assert_ne!(
+            e.message,
+            SCANNER_MISSED_DATA,
+            "{:?}",
+            String::from_utf8_lossy(data)
+        ),
     }
     match parse_publish_body(&mut data.to_vec()) {
         Ok(req) => assert_valid_json(&req.data),
