@@ -206,6 +206,9 @@ type JsonValue<'t, 'i> = simd_json::tape::Value<'t, 'i>;
 /// up to a MiB) get their own, so that one big body does not pin a MiB per thread forever.
 const REUSED_BUFFERS_BYTES_MAX: usize = 16 * 1024;
 
+/// Tape nodes (24 bytes each) kept between parses; a typical command needs a few dozen.
+const TAPE_NODES_KEPT_MAX: usize = 1024;
+
 thread_local! {
     /// simd-json's scratch buffers and tape, kept between parses: allocating them anew costs
     /// about as much as parsing a typical command. The tape is stored empty, which is what
@@ -243,7 +246,11 @@ fn with_object<R>(
             Ok(()) => on_tape(&tape),
             Err(_) => Err(malformed(None, "malformed JSON")),
         };
-        *stored = tape.reset();
+        // A document of many tiny values leaves a tape far bigger than a command needs;
+        // let it go rather than keep it for the life of the thread.
+        if tape.0.capacity() <= TAPE_NODES_KEPT_MAX {
+            *stored = tape.reset();
+        }
         result
     })
 }

@@ -220,24 +220,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
         return Err(HttpError::new(400, "malformed request"));
     };
 
-    let mut content_length: Option<u64> = None;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HttpError::new(501, "transfer-encoding not supported"));
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = parse_content_length(h.value)?;
-            // Differing lengths are the classic request-smuggling shape; identical repeats are allowed.
-            if content_length.is_some_and(|prev| prev != n) {
-                return Err(HttpError::new(400, "conflicting content-length"));
-            }
-            content_length = Some(n);
-        }
-        if version == 0 && h.name.eq_ignore_ascii_case("upgrade") {
-            return Err(HttpError::new(400, "upgrade requires HTTP/1.1"));
-        }
-    }
-    let body_len = content_length.unwrap_or(0);
+    let body_len = body_length(req.headers, version)?;
     if body_len > limits.body_bytes_max as u64 {
         return Err(HttpError::new(413, "request body too large"));
     }
@@ -267,6 +250,30 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
         body: buf[head_len..total].to_vec(),
     };
     Ok(Some((request, total)))
+}
+
+/// The body length the headers announce (0 without `Content-Length`), after refusing what
+/// this server does not speak: chunked bodies, and upgrades over HTTP/1.0.
+fn body_length(headers: &[httparse::Header<'_>], version: u8) -> Result<u64, HttpError> {
+    let mut content_length: Option<u64> = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HttpError::new(501, "transfer-encoding not supported"));
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(h.value)?;
+            // Differing lengths are the classic request-smuggling shape; identical repeats
+            // are allowed (RFC 9110 §8.6).
+            if content_length.is_some_and(|prev| prev != n) {
+                return Err(HttpError::new(400, "conflicting content-length"));
+            }
+            content_length = Some(n);
+        }
+        if version == 0 && h.name.eq_ignore_ascii_case("upgrade") {
+            return Err(HttpError::new(400, "upgrade requires HTTP/1.1"));
+        }
+    }
+    Ok(content_length.unwrap_or(0))
 }
 
 /// `Content-Length` is `1*DIGIT` (RFC 9110 §8.6); anything else is refused rather than

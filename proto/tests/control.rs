@@ -626,6 +626,10 @@ fn large_documents_and_reuse_after_failures() {
         parse_publish_body(&mut body).unwrap().data.as_ref(),
         data.as_bytes()
     );
+    // Many small values in a small document: a long tape, dropped after use.
+    let many = format!("[{}0]", "0,".repeat(5000));
+    let json_many = format!(r#"{{"op":"publish","channel":"c","data":{many}}}"#);
+    assert_eq!(data_of(&json_many), many.as_bytes());
     // A failed parse leaves nothing behind for the next one on this thread.
     for _ in 0..3 {
         assert_eq!(
