@@ -70,6 +70,49 @@ pub fn parse_count(s: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+impl Options {
+    fn new(command: Command) -> Options {
+        Options {
+            command,
+            // Connections 0 stands for "no --target given".
+            target: Target::new(0, Role::Server),
+            shards: None,
+            page_size: None,
+            json: false,
+            write: false,
+            dry_run: false,
+            persist: false,
+            kind: "sysctl".into(),
+            sysctl_root: SysctlRoot::default(),
+            persist_path: PathBuf::from(PERSIST_PATH),
+        }
+    }
+
+    /// Rejects combinations that parse but make no sense.
+    fn validate(self) -> Result<Options, String> {
+        let t = &self.target;
+        if t.connections == 0 {
+            return Err("--target N (N > 0) is required".into());
+        }
+        if self.write && self.dry_run {
+            return Err("--dry-run and --apply exclude each other".into());
+        }
+        if self.persist && !self.write {
+            return Err("--persist needs --apply".into());
+        }
+        if self.shards == Some(0) || t.processes == 0 || t.source_ips == 0 || t.dest_endpoints == 0
+        {
+            return Err(
+                "--shards, --processes, --source-ips and --dest-endpoints must be > 0".into(),
+            );
+        }
+        if self.page_size == Some(0) {
+            return Err("--page-size must be > 0".into());
+        }
+        Ok(self)
+    }
+}
+
 fn parse(args: &[String]) -> Result<Options, String> {
     let command = match args.get(1).map(String::as_str) {
         Some("doctor") => Command::Doctor,
@@ -78,22 +121,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
         Some(other) => return Err(format!("unknown command '{other}'")),
         None => return Err("missing command".into()),
     };
-    let mut o = Options {
-        command,
-        target: Target::new(0, Role::Server),
-        shards: None,
-        page_size: None,
-        json: false,
-        write: false,
-        dry_run: false,
-        persist: false,
-        kind: "sysctl".into(),
-        sysctl_root: SysctlRoot::default(),
-        persist_path: PathBuf::from(PERSIST_PATH),
-    };
-    let mut have_target = false;
+    let mut o = Options::new(command);
     let mut it = args[2..].iter();
     while let Some(arg) = it.next() {
+        // Both `--flag value` and `--flag=value`.
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (arg.as_str(), None),
@@ -110,10 +141,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         };
         let t = &mut o.target;
         match flag {
-            "--target" => {
-                t.connections = count(value()?)?;
-                have_target = true;
-            }
+            "--target" => t.connections = count(value()?)?,
             "--role" => t.role = Role::parse(&value()?).ok_or("--role is server or loadgen")?,
             "--shards" => o.shards = Some(small(value()?)?),
             "--engine-bytes-per-conn" => t.engine_bytes_per_conn = count(value()?)?,
@@ -134,26 +162,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             _ => return Err(format!("unknown option '{arg}'")),
         }
     }
-    if !have_target || o.target.connections == 0 {
-        return Err("--target N (N > 0) is required".into());
-    }
-    if o.write && o.dry_run {
-        return Err("--dry-run and --apply exclude each other".into());
-    }
-    if o.persist && !o.write {
-        return Err("--persist needs --apply".into());
-    }
-    if o.shards == Some(0)
-        || o.target.processes == 0
-        || o.target.source_ips == 0
-        || o.target.dest_endpoints == 0
-    {
-        return Err("--shards, --processes, --source-ips and --dest-endpoints must be > 0".into());
-    }
-    if o.page_size == Some(0) {
-        return Err("--page-size must be > 0".into());
-    }
-    Ok(o)
+    o.validate()
 }
 
 /// Runs the command line `args` (`args[0]` is the program name, `args[1]`
@@ -288,6 +297,23 @@ fn run_apply(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
     Ok(i32::from(failures > 0 || persist_failed))
 }
 
+/// One line per key: `key: current → new` for a change (with the write's
+/// outcome once written), the kept value, or why it was skipped.
+fn plan_line(p: &apply::Planned, written: &[apply::Written]) -> String {
+    match &p.action {
+        Action::Change { from, to } => {
+            let outcome = match written.iter().find(|w| w.key == p.key).map(|w| &w.result) {
+                Some(Ok(())) => "  (set)".to_string(),
+                Some(Err(e)) => format!("  (FAILED: {e})"),
+                None => String::new(),
+            };
+            format!("  {}: {from} → {to}{outcome}", p.key)
+        }
+        Action::Keep { value } => format!("  {}: {value} (kept: needs {})", p.key, p.needed),
+        Action::Skip { reason } => format!("  {}: skipped, {reason}", p.key),
+    }
+}
+
 fn apply_text(
     o: &Options,
     plan: &[apply::Planned],
@@ -296,70 +322,54 @@ fn apply_text(
 ) -> String {
     use std::fmt::Write as _;
     let t = &o.target;
-    let mut s = String::new();
+    let n = t.connections;
     let mode = if o.write {
         "writing"
     } else {
         "dry run: nothing is written"
     };
-    let _ = writeln!(
-        s,
-        "shardcast-tune apply: {} connections, role {}, {} ({mode})",
-        t.connections,
-        t.role.as_str(),
-        o.sysctl_root.path().display()
+    let root = o.sysctl_root.path().display();
+    let mut s = format!(
+        "shardcast-tune apply: {n} connections, role {}, {root} ({mode})\n",
+        t.role.as_str()
     );
     for p in plan {
-        let _ = match &p.action {
-            Action::Change { from, to } => {
-                let outcome = match written.iter().find(|w| w.key == p.key).map(|w| &w.result) {
-                    Some(Ok(())) => "  (set)".to_string(),
-                    Some(Err(e)) => format!("  (FAILED: {e})"),
-                    None => String::new(),
-                };
-                writeln!(s, "  {}: {from} → {to}{outcome}", p.key)
-            }
-            Action::Keep { value } => {
-                writeln!(s, "  {}: {value} (kept: needs {})", p.key, p.needed)
-            }
-            Action::Skip { reason } => writeln!(s, "  {}: skipped, {reason}", p.key),
-        };
+        let _ = writeln!(s, "{}", plan_line(p, written));
     }
-    let changes = plan
-        .iter()
-        .filter(|p| matches!(p.action, Action::Change { .. }))
-        .count();
     let rlimit_hint = match t.role {
         Role::Server => format!(
-            "the systemd drop-in (`shardcast-tune profile --kind systemd --target {}`) or tuning/limits.d/",
-            t.connections
+            "the systemd drop-in (`shardcast-tune profile --kind systemd --target {n}`) or tuning/limits.d/"
         ),
         Role::Loadgen => format!(
-            "`shardcast-tune profile --kind limits --target {} --role loadgen` in /etc/security/limits.d/",
-            t.connections
+            "`shardcast-tune profile --kind limits --target {n} --role loadgen` in /etc/security/limits.d/"
         ),
     };
     let _ = writeln!(
         s,
         "RLIMIT_NOFILE is not a sysctl: install {rlimit_hint}; `doctor` checks it."
     );
-    if !o.write {
-        let _ = writeln!(s, "{changes} change(s); run with --apply as root to write them, add --persist to keep them across reboots.");
+    let changes = plan
+        .iter()
+        .filter(|p| matches!(p.action, Action::Change { .. }))
+        .count();
+    let failed = written.iter().filter(|w| w.result.is_err()).count();
+    let _ = if o.write {
+        writeln!(s, "{} of {changes} change(s) written.", changes - failed)
     } else {
-        let failed = written.iter().filter(|w| w.result.is_err()).count();
-        let _ = writeln!(s, "{} of {changes} change(s) written.", changes - failed);
-    }
-    match persisted {
-        Some(Ok(true)) => drop(writeln!(s, "persisted to {}", o.persist_path.display())),
-        Some(Ok(false)) => drop(writeln!(
+        writeln!(
             s,
-            "{} already up to date",
-            o.persist_path.display()
-        )),
-        Some(Err(e)) => drop(writeln!(s, "persist FAILED: {e}")),
-        None if o.persist => drop(writeln!(s, "not persisted: some writes failed")),
-        None => {}
-    }
+            "{changes} change(s); run with --apply as root to write them, add --persist to keep \
+             them across reboots."
+        )
+    };
+    let path = o.persist_path.display();
+    let _ = match persisted {
+        Some(Ok(true)) => writeln!(s, "persisted to {path}"),
+        Some(Ok(false)) => writeln!(s, "{path} already up to date"),
+        Some(Err(e)) => writeln!(s, "persist FAILED: {e}"),
+        None if o.persist => writeln!(s, "not persisted: some writes failed"),
+        None => Ok(()),
+    };
     s
 }
 

@@ -72,11 +72,22 @@ impl SysctlSpec {
 
 /// Every sysctl key `r` needs, in the order they are applied and shown.
 pub fn sysctl_specs(r: &Requirements) -> Vec<SysctlSpec> {
+    let mut b = Builder { specs: Vec::new() };
+    fd_specs(&mut b, r);
+    queue_specs(&mut b, r);
+    port_specs(&mut b, r);
+    buffer_specs(&mut b, r);
+    table_specs(&mut b, r);
+    keepalive_specs(&mut b, r);
+    b.specs
+}
+
+/// File handles: system-wide and the per-process ceiling.
+fn fd_specs(b: &mut Builder, r: &Requirements) {
     use Direction::*;
     use Status::*;
     let t = &r.target;
     let n = t.connections;
-    let mut b = Builder { specs: Vec::new() };
     b.push("fs.file-max", &[r.file_max], AtLeast, Blocker)
         .because(format!(
             "Every socket is a struct file, also when it lives only in an io_uring \
@@ -97,6 +108,14 @@ pub fn sysctl_specs(r: &Requirements) -> Vec<SysctlSpec> {
              Sized for {fd_users} + {} reserved fds.",
             sizing::FD_RESERVE_PER_PROCESS
         ));
+}
+
+/// Accept, SYN and input queues, sized for a reconnect storm.
+fn queue_specs(b: &mut Builder, r: &Requirements) {
+    use Direction::*;
+    use Status::*;
+    let t = &r.target;
+    let n = t.connections;
     let rate = n.div_ceil(sizing::RECONNECT_STORM_SECS);
     if let Some(v) = r.somaxconn {
         b.push("net.core.somaxconn", &[v], AtLeast, Warn)
@@ -131,6 +150,14 @@ pub fn sysctl_specs(r: &Requirements) -> Vec<SysctlSpec> {
         sizing::PACKETS_PER_HANDSHAKE,
         sizing::SOFTIRQ_STALL_MS
     ));
+}
+
+/// Outgoing connections: ephemeral ports and TIME_WAIT reuse (load generators).
+fn port_specs(b: &mut Builder, r: &Requirements) {
+    use Direction::*;
+    use Status::*;
+    let t = &r.target;
+    let n = t.connections;
     if let (Some(range), Some(ports)) = (r.ip_local_port_range, r.ports_per_pair) {
         b.push("net.ipv4.ip_local_port_range", &range, Wider, Blocker)
             .default_is(&[32_768, 60_999])
@@ -142,6 +169,24 @@ pub fn sysctl_specs(r: &Requirements) -> Vec<SysctlSpec> {
                 t.dest_endpoints.max(1)
             ));
     }
+    if let Some(v) = r.tcp_tw_reuse {
+        b.push("net.ipv4.tcp_tw_reuse", &[v], Ranked(TW_REUSE_ORDER), Warn)
+            .default_is(&[2])
+            .because(
+                "Lets connect() reuse a port still in TIME_WAIT (60 s) when timestamps prove it \
+                 safe; without it reconnect runs exhaust ports. Only affects outgoing connections; \
+                 the default 2 allows it on loopback only."
+                    .to_string(),
+            );
+    }
+}
+
+/// TCP buffer memory: the global ceiling and the per-socket sizes.
+fn buffer_specs(b: &mut Builder, r: &Requirements) {
+    use Direction::*;
+    use Status::*;
+    let t = &r.target;
+    let n = t.connections;
     let [_, _, max] = r.tcp_mem_pages;
     b.push("net.ipv4.tcp_mem", &r.tcp_mem_pages, AtLeast, Warn)
         .because(format!(
@@ -167,16 +212,14 @@ pub fn sysctl_specs(r: &Requirements) -> Vec<SysctlSpec> {
              own bounded queue per connection and autotuning grows sockets that need more.",
             t.wmem_default_bytes
         ));
-    if let Some(v) = r.tcp_tw_reuse {
-        b.push("net.ipv4.tcp_tw_reuse", &[v], Ranked(TW_REUSE_ORDER), Warn)
-            .default_is(&[2])
-            .because(
-                "Lets connect() reuse a port still in TIME_WAIT (60 s) when timestamps prove it \
-                 safe; without it reconnect runs exhaust ports. Only affects outgoing connections; \
-                 the default 2 allows it on loopback only."
-                    .to_string(),
-            );
-    }
+}
+
+/// Kernel tables that grow with connections, and io_uring itself.
+fn table_specs(b: &mut Builder, r: &Requirements) {
+    use Direction::*;
+    use Status::*;
+    let t = &r.target;
+    let n = t.connections;
     b.push("net.netfilter.nf_conntrack_max", &[r.nf_conntrack_max], AtLeast, Blocker)
         .optional()
         .because(format!(
@@ -203,6 +246,12 @@ pub fn sysctl_specs(r: &Requirements) -> Vec<SysctlSpec> {
                     .to_string(),
             );
     }
+}
+
+/// Dead-peer detection for SO_KEEPALIVE sockets.
+fn keepalive_specs(b: &mut Builder, r: &Requirements) {
+    use Direction::*;
+    use Status::*;
     if let Some([time, intvl, probes]) = r.keepalive {
         // Only sockets with SO_KEEPALIVE are probed; the engine's own WebSocket
         // pings cover the rest.
@@ -227,7 +276,6 @@ pub fn sysctl_specs(r: &Requirements) -> Vec<SysctlSpec> {
                  outage without holding a dead connection for long."
             ));
     }
-    b.specs
 }
 
 /// Keys `doctor` also reads besides the specs, for context.
