@@ -51,6 +51,7 @@ impl Core {
                             offset: fanned.offset,
                             epoch,
                             frame,
+                            published_at: self.now,
                         },
                     );
                 }
@@ -73,7 +74,12 @@ impl Core {
                 offset,
                 epoch,
                 frame,
-            } => self.deliver(&channel, offset, epoch, frame),
+                published_at,
+            } => {
+                if self.deliver(&channel, offset, epoch, frame) {
+                    self.delivered_at.push(published_at);
+                }
+            }
             ShardMsg::Published { reply, result } => match reply {
                 ReplyTo::Ws { conn, id } => {
                     if self.conns.get_gen(conn.key, conn.gen).is_some() {
@@ -125,18 +131,25 @@ impl Core {
     }
 
     /// Hand one shared frame to every local subscriber; close the ones that cannot keep up.
-    fn deliver(&mut self, channel: &str, offset: u64, epoch: Arc<str>, frame: PreparedFrame) {
+    /// Returns whether anyone here received it.
+    fn deliver(
+        &mut self,
+        channel: &str,
+        offset: u64,
+        epoch: Arc<str>,
+        frame: PreparedFrame,
+    ) -> bool {
         let Some(ch) = self.registry.lookup(channel) else {
-            return;
+            return false;
         };
         let c = self.registry.get_mut(ch).expect("looked up");
         match &c.position {
             // Sent before our interest was acknowledged: older than the ack's offset.
-            Position::Pending => return,
+            Position::Pending => return false,
             Position::Active {
                 offset: last,
                 epoch: e,
-            } if *e == epoch && *last >= offset => return,
+            } if *e == epoch && *last >= offset => return false,
             Position::Active { .. } => {}
         }
         c.position = Position::Active { epoch, offset };
@@ -154,5 +167,6 @@ impl Core {
         for key in slow {
             self.slow_consumer(key);
         }
+        true
     }
 }

@@ -221,9 +221,12 @@ impl Handle {
             data,
             reply,
         };
-        self.peers[owner]
-            .try_send(msg)
-            .map_err(|_| PublishError::Overloaded)?;
+        if self.peers[owner].try_send(msg).is_err() {
+            // The only counter written from outside a shard, hence the atomic add.
+            let c = &self.shared.stats[owner].rejected_overloaded;
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(PublishError::Overloaded);
+        }
         self.peers[owner].wake();
         Ok(())
     }

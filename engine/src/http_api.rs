@@ -82,6 +82,11 @@ impl Core {
                     self.respond(key, 200, "text/plain", b"ready", keep_alive)
                 }
             }
+            ("GET", "/metrics") => {
+                let body = crate::metrics::render(&self.shared);
+                let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                self.respond(key, 200, ct, body.as_bytes(), keep_alive);
+            }
             ("GET", "/api/channels") => {
                 if self.api_authorized(key, &req) {
                     let body = self.channels_json();
@@ -93,14 +98,17 @@ impl Core {
                     self.api_publish(key, req, keep_alive);
                 }
             }
-            (_, "/health" | "/ready" | "/api/channels" | "/api/publish" | "/api/broadcast") => self
-                .reject(
-                    key,
-                    HttpError {
-                        status: 405,
-                        message: "method not allowed",
-                    },
-                ),
+            (
+                _,
+                "/health" | "/ready" | "/metrics" | "/api/channels" | "/api/publish"
+                | "/api/broadcast",
+            ) => self.reject(
+                key,
+                HttpError {
+                    status: 405,
+                    message: "method not allowed",
+                },
+            ),
             _ => self.respond(key, 404, "text/plain", b"not found", keep_alive),
         }
     }

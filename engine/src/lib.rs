@@ -15,6 +15,7 @@ mod heartbeat;
 mod http_api;
 mod lifecycle;
 pub mod mesh;
+pub mod metrics;
 pub mod registry;
 mod session;
 pub mod shard;

@@ -71,6 +71,8 @@ pub enum ShardMsg {
         offset: u64,
         epoch: Arc<str>,
         frame: PreparedFrame,
+        /// When the owner assigned the offset (for the latency histogram).
+        published_at: std::time::Instant,
     },
     /// To the publisher's shard: the result for an in-engine publisher.
     Published { reply: ReplyTo, result: Published },

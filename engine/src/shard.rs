@@ -69,6 +69,8 @@ pub(crate) struct Core {
     pub wheel: crate::timer::Wheel,
     pub beats: crate::heartbeat::Beats,
     pub due: Vec<crate::timer::Entry>,
+    /// Publication times of this turn's deliveries, recorded once their writes are submitted.
+    pub delivered_at: Vec<Instant>,
 }
 
 impl Shard {
@@ -113,6 +115,7 @@ impl Shard {
             wheel,
             beats,
             due: Vec::new(),
+            delivered_at: Vec::new(),
             id,
             shards,
             owner: Owner::new(id, cfg.limits.idle_channels_max),
@@ -174,6 +177,7 @@ impl Shard {
             self.core.drain_inbox();
             self.core.tick();
             self.flush(&mut batch);
+            self.core.record_latency();
             self.core.flush_peers();
             if self.core.stopping && self.core.conns.is_empty() {
                 break;
@@ -196,6 +200,7 @@ impl Shard {
                 }
             }
             Completion::Recv { conn, buf, len } => {
+                ShardStats::add(&core.stats.bytes_in, len as u64);
                 let data = self.driver.recv_buf(buf, len);
                 core.on_data(conn, data);
                 self.driver.release(buf);
@@ -277,6 +282,16 @@ impl Core {
         }
         if let Err(msg) = self.peers[to].try_send(msg) {
             self.overflow[to].push_back(msg);
+        }
+    }
+
+    fn record_latency(&mut self) {
+        if self.delivered_at.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for t in self.delivered_at.drain(..) {
+            self.stats.latency.record(now.saturating_duration_since(t));
         }
     }
 

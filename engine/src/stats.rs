@@ -1,5 +1,7 @@
 //! Per-shard counters. Each shard writes only its own (relaxed atomics on its
 //! own cache line), so counting costs no cross-core traffic; readers sum.
+//! Increments are a relaxed load plus store, not a read-modify-write: there is
+//! exactly one writer per counter, so no update can be lost.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,6 +12,9 @@ macro_rules! counters {
         #[repr(align(128))]
         pub struct ShardStats {
             $(#[doc = $doc] pub $name: AtomicU64,)*
+            pub latency: LatencyHistogram,
+            /// 1 when this shard runs io_uring, 0 for epoll.
+            pub uring: AtomicU64,
         }
 
         /// A snapshot summed over shards.
@@ -33,12 +38,43 @@ counters! {
     rejected_full: "Upgrades refused with 503 because the shard was full.",
     rejected_bad_request: "Requests refused with a 4xx status.",
     msgs_in: "WebSocket messages received.",
+    bytes_in: "Bytes read from sockets.",
+    rejected_overloaded: "Publications refused because an inbox was full.",
     frames_out: "Frames queued to clients (pushes, replies, control).",
     bytes_out: "Bytes written to sockets.",
     publications: "Publications assigned an offset by this shard as owner.",
     slow_consumer_closes: "Connections closed with 4008.",
     protocol_closes: "Connections closed for a protocol violation (1002/1007/1009).",
     queued_bytes: "Bytes waiting in outbound queues (gauge).",
+}
+
+/// Upper bounds (seconds) of the publish-to-write latency histogram buckets.
+pub const LATENCY_BOUNDS_S: [f64; 14] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0,
+];
+
+/// Publish-to-write latency of one shard: from the owner assigning the offset
+/// to this shard submitting the write. Single writer, like the counters.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// One count per bound, plus the overflow (+Inf) bucket; not cumulative.
+    pub buckets: [AtomicU64; LATENCY_BOUNDS_S.len() + 1],
+    pub sum_ns: AtomicU64,
+    pub count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BOUNDS_S
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(LATENCY_BOUNDS_S.len());
+        ShardStats::inc(&self.buckets[i]);
+        ShardStats::add(&self.sum_ns, d.as_nanos() as u64);
+        ShardStats::inc(&self.count);
+    }
 }
 
 impl ShardStats {

@@ -387,6 +387,83 @@ fn idle_timeout_closes_connections_without_messages(d: DriverKind) {
     h.shutdown();
 }
 
+/// Sum of one metric's samples over its label sets, from OpenMetrics text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+fn metrics_are_valid_prometheus_text(d: DriverKind) {
+    let h = start(config(d));
+    let addr = h.local_addr();
+    let mut c = ws(addr, "/ws?subscribe=m");
+    recv_json(&mut c);
+    for i in 0..5 {
+        h.publish("m", format!("{i}"), Duration::from_secs(5))
+            .unwrap();
+        recv_json(&mut c);
+    }
+    let (status, resp) = http(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    assert!(
+        resp.contains("Content-Type: application/openmetrics-text"),
+        "{resp}"
+    );
+    let text = body_of(&resp);
+    assert_eq!(text.lines().last(), Some("# EOF"));
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| *l != "# EOF") {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            typed.insert(it.next().unwrap().to_string());
+            let kind = it.next().unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        // name{labels} value
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{line}"
+        );
+        assert!(
+            typed.iter().any(|t| name.starts_with(t.as_str())),
+            "sample before its TYPE: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(metric_sum(text, "shardcast_publications_total"), 5.0);
+    assert_eq!(metric_sum(text, "shardcast_websocket_connections"), 1.0);
+    assert_eq!(metric_sum(text, "shardcast_upgrades_total"), 1.0);
+    assert_eq!(
+        metric_sum(text, "shardcast_publish_to_write_seconds_count"),
+        5.0
+    );
+    let driver = format!("driver=\"{}\"", d.as_str());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("shardcast_driver{") && l.contains(&driver)),
+        "{text}"
+    );
+    h.shutdown();
+}
+
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {
         mod epoll {
@@ -409,4 +486,5 @@ both_drivers!(
     shutdown_closes_clients_with_1001,
     heartbeat_closes_silent_clients_only,
     idle_timeout_closes_connections_without_messages,
+    metrics_are_valid_prometheus_text,
 );

@@ -1,0 +1,168 @@
+//! `/metrics` in Prometheus text format, rendered at scrape time from the
+//! per-shard counters with `prometheus-client` (so the exposition format is the
+//! library's, not ours). Scrapes read the counters; they never block a shard.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::engine::Shared;
+use crate::stats::{ShardStats, LATENCY_BOUNDS_S};
+
+#[derive(Debug)]
+struct EngineCollector(Arc<Shared>);
+
+type Pick = fn(&ShardStats) -> &AtomicU64;
+
+const COUNTERS: &[(&str, &str, Pick)] = &[
+    (
+        "shardcast_upgrades",
+        "Successful WebSocket upgrades.",
+        |s| &s.upgrades,
+    ),
+    (
+        "shardcast_messages_in",
+        "WebSocket messages received.",
+        |s| &s.msgs_in,
+    ),
+    ("shardcast_bytes_in", "Bytes read from sockets.", |s| {
+        &s.bytes_in
+    }),
+    ("shardcast_frames_out", "Frames queued to clients.", |s| {
+        &s.frames_out
+    }),
+    ("shardcast_bytes_out", "Bytes written to sockets.", |s| {
+        &s.bytes_out
+    }),
+    (
+        "shardcast_publications",
+        "Publications assigned an offset (by owner shard).",
+        |s| &s.publications,
+    ),
+    (
+        "shardcast_slow_consumer_closes",
+        "Connections closed with 4008.",
+        |s| &s.slow_consumer_closes,
+    ),
+    (
+        "shardcast_protocol_closes",
+        "Connections closed for a protocol violation.",
+        |s| &s.protocol_closes,
+    ),
+];
+
+const GAUGES: &[(&str, &str, Pick)] = &[
+    (
+        "shardcast_connections",
+        "Open sockets (HTTP and WebSocket).",
+        |s| &s.conns_open,
+    ),
+    (
+        "shardcast_websocket_connections",
+        "Open WebSocket connections.",
+        |s| &s.ws_open,
+    ),
+    (
+        "shardcast_queued_bytes",
+        "Bytes waiting in outbound queues.",
+        |s| &s.queued_bytes,
+    ),
+];
+
+const REJECTIONS: &[(&str, Pick)] = &[
+    ("full", |s| &s.rejected_full),
+    ("bad_request", |s| &s.rejected_bad_request),
+    ("overloaded", |s| &s.rejected_overloaded),
+];
+
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let shards = &self.0.stats;
+        let label = |i: usize| [("shard", i.to_string())];
+        for (name, help, pick) in COUNTERS {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (i, s) in shards.iter().enumerate() {
+                ConstCounter::new(load(pick(s))).encode(m.encode_family(&label(i))?)?;
+            }
+        }
+        for (name, help, pick) in GAUGES {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (i, s) in shards.iter().enumerate() {
+                ConstGauge::new(load(pick(s)) as i64).encode(m.encode_family(&label(i))?)?;
+            }
+        }
+        let help = "Upgrades and requests refused, by reason.";
+        let mut m =
+            enc.encode_descriptor("shardcast_rejections", help, None, MetricType::Counter)?;
+        for (i, s) in shards.iter().enumerate() {
+            for (reason, pick) in REJECTIONS {
+                let labels = [("shard", i.to_string()), ("reason", reason.to_string())];
+                ConstCounter::new(load(pick(s))).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let help =
+            "From the owner assigning a publication's offset to this shard submitting the write.";
+        let mut m = enc.encode_descriptor(
+            "shardcast_publish_to_write_seconds",
+            help,
+            None,
+            MetricType::Histogram,
+        )?;
+        for (i, s) in shards.iter().enumerate() {
+            let mut cumulative = 0;
+            let mut buckets = Vec::with_capacity(LATENCY_BOUNDS_S.len() + 1);
+            for (j, b) in s.latency.buckets.iter().enumerate() {
+                cumulative += load(b);
+                buckets.push((
+                    LATENCY_BOUNDS_S.get(j).copied().unwrap_or(f64::INFINITY),
+                    cumulative,
+                ));
+            }
+            let sum = load(&s.latency.sum_ns) as f64 / 1e9;
+            let count = load(&s.latency.count);
+            m.encode_family(&label(i))?
+                .encode_histogram::<Vec<(String, String)>>(sum, count, &buckets, None)?;
+        }
+        let help = "The I/O driver each shard runs (value 1).";
+        let mut m = enc.encode_descriptor("shardcast_driver", help, None, MetricType::Gauge)?;
+        for (i, s) in shards.iter().enumerate() {
+            let driver = if load(&s.uring) == 1 {
+                "uring"
+            } else {
+                "epoll"
+            };
+            let labels = [("shard", i.to_string()), ("driver", driver.to_string())];
+            ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
+        }
+        let draining = self.0.draining.load(Ordering::Relaxed) as i64;
+        let m = enc.encode_descriptor(
+            "shardcast_draining",
+            "1 while draining.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(draining).encode(m)?;
+        Ok(())
+    }
+}
+
+/// The whole exposition, ready to serve.
+pub fn render(shared: &Arc<Shared>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(EngineCollector(shared.clone())));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        out.clear();
+    }
+    out
+}
