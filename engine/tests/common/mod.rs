@@ -74,7 +74,10 @@ pub fn recv_close_code(ws: &mut Ws) -> u16 {
 }
 
 pub fn subscribe(ws: &mut Ws, id: u64, channel: &str) -> serde_json::Value {
-    send(ws, &format!(r#"{{"id":{id},"op":"subscribe","channel":"{channel}"}}"#));
+    send(
+        ws,
+        &format!(r#"{{"id":{id},"op":"subscribe","channel":"{channel}"}}"#),
+    );
     let r = recv_json(ws);
     assert_eq!(r["id"], id, "{r}");
     assert!(r.get("ok").is_some(), "subscribe failed: {r}");
@@ -82,10 +85,19 @@ pub fn subscribe(ws: &mut Ws, id: u64, channel: &str) -> serde_json::Value {
 }
 
 /// A plain HTTP/1.1 request on a fresh connection; returns (status, headers+body text).
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -95,7 +107,11 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, text)
 }
 
@@ -115,7 +131,8 @@ impl Raw {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         let key = shardcast_proto::handshake::client_key([7; 16]);
-        let req = shardcast_proto::handshake::client_request(&addr.to_string(), "/ws", &key, &[], &[]);
+        let req =
+            shardcast_proto::handshake::client_request(&addr.to_string(), "/ws", &key, &[], &[]);
         s.write_all(&req).unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -123,12 +140,18 @@ impl Raw {
             let n = s.read(&mut chunk).unwrap();
             assert!(n > 0, "server closed during handshake");
             buf.extend_from_slice(&chunk[..n]);
-            if let Some((_, used)) = shardcast_proto::handshake::verify_response(&buf, &key).expect("101") {
+            if let Some((_, used)) =
+                shardcast_proto::handshake::verify_response(&buf, &key).expect("101")
+            {
                 buf.drain(..used);
                 break;
             }
         }
-        Raw { s, dec: Decoder::default(), buf }
+        Raw {
+            s,
+            dec: Decoder::default(),
+            buf,
+        }
     }
 
     pub fn send_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) {
@@ -143,7 +166,10 @@ impl Raw {
 
     /// Read frames until a close arrives; returns its code (None: EOF without close).
     pub fn close_code(&mut self) -> Option<u16> {
-        let cfg = DecoderConfig { role: Role::Client, message_bytes_max: 1 << 24 };
+        let cfg = DecoderConfig {
+            role: Role::Client,
+            message_bytes_max: 1 << 24,
+        };
         let deadline = Instant::now() + TIMEOUT;
         let mut chunk = [0u8; 8192];
         loop {
@@ -181,5 +207,8 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// A channel name whose owner is shard `want` of `shards`.
 pub fn channel_owned_by(prefix: &str, want: usize, shards: usize) -> String {
-    (0..).map(|i| format!("{prefix}{i}")).find(|c| shardcast::mesh::owner_of(c, shards) == want).unwrap()
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|c| shardcast::mesh::owner_of(c, shards) == want)
+        .unwrap()
 }
