@@ -1,0 +1,98 @@
+//! Half-close, and the cancel + close sequence that ends a connection.
+//!
+//! `close` must produce `Closed` only after the last CQE for the key. Closing a
+//! direct descriptor alone is not enough: a multishot recv (or a send waiting
+//! for socket space) holds its own reference to the socket and would never
+//! complete. So `close` submits, hard-linked in this order:
+//!
+//! 1. ASYNC_CANCEL matching every request on the fixed slot (only when some op
+//!    is in flight): the recv and a pending send complete with ECANCELED;
+//! 2. CLOSE of the fixed slot, freeing it for a later accept.
+//!
+//! The hard link makes the close wait for the cancel even when the cancel
+//! fails (ENOENT: the ops finished meanwhile), so the slot is never freed,
+//! and reused by an accept, while a request on it could still be found.
+//! Every CQE decrements the key's in-flight count; at zero, `Closed`.
+
+use io_uring::{opcode, squeue, types};
+
+use super::conns::{CLOSING, REARM_QUEUED, RECV_WANTED};
+use super::token::{self, Kind};
+use super::UringDriver;
+use crate::driver::{Completion, ConnKey, Sock};
+
+impl UringDriver {
+    pub(super) fn submit_shutdown(&mut self, sock: Sock, conn: ConnKey) {
+        let st = self.conns.get_mut(conn);
+        if st.has(CLOSING) {
+            debug_assert!(false, "shutdown_write on closing connection {conn}");
+            return;
+        }
+        st.pending += 1;
+        let sqe = opcode::Shutdown::new(types::Fixed(sock.0), libc::SHUT_WR)
+            .build()
+            .user_data(token::encode(Kind::Shutdown, conn));
+        self.push(&sqe);
+    }
+
+    pub(super) fn submit_close(&mut self, sock: Sock, conn: ConnKey) {
+        let st = self.conns.get_mut(conn);
+        if st.has(CLOSING) {
+            // `Closed` is already on its way; a second one would break the
+            // one-`Closed`-per-close contract.
+            debug_assert!(false, "close called twice for {conn}");
+            return;
+        }
+        st.slot = sock.0;
+        st.flags = (st.flags | CLOSING) & !(RECV_WANTED | REARM_QUEUED);
+        let cancel = st.pending > 0;
+        // Count both ops before pushing: a push may reap, and the count must
+        // not reach zero before the close is in.
+        st.pending += 1 + u16::from(cancel);
+        let close = opcode::Close::new(types::Fixed(sock.0))
+            .build()
+            .user_data(token::encode(Kind::Close, conn));
+        if cancel {
+            let builder = types::CancelBuilder::fd(types::Fixed(sock.0)).all();
+            let cancel = opcode::AsyncCancel2::new(builder)
+                .build()
+                .flags(squeue::Flags::IO_HARDLINK)
+                .user_data(token::encode(Kind::Cancel, conn));
+            self.push_all(&[cancel, close]);
+        } else {
+            self.push(&close);
+        }
+    }
+
+    pub(super) fn on_shutdown(&mut self, conn: ConnKey, res: i32, out: &mut Vec<Completion>) {
+        match -res {
+            0 => {}
+            // ENOTCONN: the peer already reset. ECANCELED: cancelled by close.
+            libc::ENOTCONN | libc::ECANCELED => {}
+            errno => tracing::debug!(conn, errno, "shutdown(SHUT_WR) failed"),
+        }
+        self.op_done(conn, out);
+    }
+
+    pub(super) fn on_cancel(&mut self, conn: ConnKey, res: i32, out: &mut Vec<Completion>) {
+        match -res {
+            // res >= 0: number of requests cancelled (matching "all").
+            n if n <= 0 => {}
+            // Nothing left to cancel, or a request already running to completion:
+            // either way its CQE arrives and is counted.
+            libc::ENOENT | libc::EALREADY => {}
+            errno => tracing::warn!(conn, errno, "cancel on close failed"),
+        }
+        self.op_done(conn, out);
+    }
+
+    pub(super) fn on_close(&mut self, conn: ConnKey, res: i32, out: &mut Vec<Completion>) {
+        match -res {
+            0 => self.open -= 1,
+            // EBADF/EINVAL: the slot held no socket (the shard closed a `Sock`
+            // that was never accepted, or twice); nothing was open to count down.
+            errno => tracing::warn!(conn, errno, "close of direct descriptor failed"),
+        }
+        self.op_done(conn, out);
+    }
+}

@@ -1,0 +1,141 @@
+//! Vectored sends: one SENDMSG per `send`, its memory owned by a slab.
+//!
+//! SENDMSG rather than WRITEV: MSG_NOSIGNAL keeps a write to a reset peer from
+//! raising SIGPIPE, and a socket's O_NONBLOCK flag cannot turn it into an EAGAIN
+//! completion. Without MSG_WAITALL a stream socket's short write completes as
+//! is; the shard resubmits the rest.
+//!
+//! The kernel reads the `msghdr`, the iovec array and the bytes they point at
+//! after `send` returns (at submission, or later if the socket buffer is full),
+//! so all three live in a slab entry until the CQE arrives: the `Bytes` clones
+//! keep the data alive, and the `msghdr` is boxed so that growing the slab never
+//! moves one the kernel has been given (the iovec array is a `Vec`'s heap block,
+//! which does not move either). Entries are reused, keeping their
+//! vectors' capacity, so steady-state sends allocate nothing.
+
+use bytes::Bytes;
+use io_uring::{opcode, types};
+
+use super::conns::CLOSING;
+use super::token::{self, Kind};
+use super::UringDriver;
+use crate::driver::{Completion, ConnKey, Sock, SEND_IOVECS_MAX};
+
+struct SendOp {
+    conn: ConnKey,
+    msg: Box<libc::msghdr>,
+    iov: Vec<libc::iovec>,
+    bufs: Vec<Bytes>,
+}
+
+#[derive(Default)]
+pub(super) struct SendSlab {
+    ops: Vec<SendOp>,
+    free: Vec<u32>,
+}
+
+impl SendSlab {
+    /// Store `bufs` for `conn`; returns the op id and the `msghdr` to submit.
+    fn insert(&mut self, conn: ConnKey, bufs: &[Bytes]) -> (u32, *const libc::msghdr) {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.ops.push(SendOp {
+                    conn,
+                    // SAFETY: msghdr is plain C data for which all-zero is valid
+                    // (null name and control, no iovecs).
+                    msg: Box::new(unsafe { std::mem::zeroed() }),
+                    iov: Vec::new(),
+                    bufs: Vec::new(),
+                });
+                (self.ops.len() - 1) as u32
+            }
+        };
+        let op = &mut self.ops[id as usize];
+        op.conn = conn;
+        op.bufs.extend_from_slice(bufs);
+        op.iov.extend(op.bufs.iter().map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
+        op.msg.msg_iov = op.iov.as_mut_ptr();
+        op.msg.msg_iovlen = op.iov.len() as _;
+        (id, &*op.msg)
+    }
+
+    /// The op finished: drop its `Bytes` and recycle the entry. Returns its connection.
+    fn remove(&mut self, id: u32) -> Option<ConnKey> {
+        let op = self.ops.get_mut(id as usize)?;
+        if op.iov.is_empty() {
+            return None;
+        }
+        op.iov.clear();
+        op.bufs.clear();
+        op.msg.msg_iov = std::ptr::null_mut();
+        op.msg.msg_iovlen = 0;
+        self.free.push(id);
+        Some(op.conn)
+    }
+
+    /// Sends in flight.
+    pub(super) fn in_flight(&self) -> usize {
+        self.ops.len() - self.free.len()
+    }
+}
+
+impl UringDriver {
+    pub(super) fn submit_send(&mut self, sock: Sock, conn: ConnKey, bufs: &[Bytes]) {
+        debug_assert!(
+            bufs.len() <= SEND_IOVECS_MAX,
+            "send with {} buffers",
+            bufs.len()
+        );
+        let st = self.conns.get_mut(conn);
+        if st.has(CLOSING) {
+            // A send after close (a shard bug): the slot may soon hold another
+            // socket, so never submit; the contract still owes one `Sent`.
+            debug_assert!(false, "send on closing connection {conn}");
+            self.backlog.push(Completion::Sent {
+                conn,
+                result: Err(libc::ECANCELED),
+            });
+            return;
+        }
+        if bufs.iter().all(|b| b.is_empty()) {
+            self.backlog.push(Completion::Sent {
+                conn,
+                result: Ok(0),
+            });
+            return;
+        }
+        st.pending += 1;
+        let (id, msg) = self.sends.insert(conn, bufs);
+        let sqe = opcode::SendMsg::new(types::Fixed(sock.0), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(token::encode(Kind::Send, id));
+        self.push(&sqe);
+    }
+
+    pub(super) fn on_send(&mut self, id: u32, res: i32, out: &mut Vec<Completion>) {
+        let Some(conn) = self.sends.remove(id) else {
+            tracing::error!(id, res, "send CQE for an unknown op");
+            return;
+        };
+        let result = if res >= 0 {
+            Ok(res as usize)
+        } else {
+            match -res {
+                // io_uring retries these itself; should one surface, "nothing
+                // written" makes the shard resubmit, which is what it means.
+                libc::EAGAIN | libc::EINTR => Ok(0),
+                // EPIPE/ECONNRESET: peer gone. ECANCELED: cancelled by `close`.
+                // ETIMEDOUT/EHOSTUNREACH: path gone. EBADF: stale slot. The shard
+                // decides what each means for the connection.
+                errno => Err(errno),
+            }
+        };
+        out.push(Completion::Sent { conn, result });
+        self.op_done(conn, out);
+    }
+}

@@ -1,0 +1,492 @@
+//! The io_uring driver, driven directly with std TcpStream clients on loopback.
+//!
+//! io_uring works on every machine this project builds and tests on, so a ring
+//! that cannot be set up fails these tests rather than skipping them.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shardcast::driver::uring::UringDriver;
+use shardcast::driver::{Completion, ConnKey, Driver, DriverConfig, Sock, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Every wait in these tests gives up (and fails) after this long.
+const DEADLINE: Duration = Duration::from_secs(15);
+const TICK: Duration = Duration::from_millis(20);
+
+fn listener() -> (Socket, SocketAddr) {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s.set_tcp_nodelay(true).unwrap();
+    s.set_nonblocking(true).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.listen(1024).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (s, addr)
+}
+
+fn config(conns_max: u32, recv_bufs: u16, recv_buf_bytes: u32) -> DriverConfig {
+    DriverConfig {
+        conns_max,
+        recv_bufs,
+        recv_buf_bytes,
+        ring_entries: 256,
+    }
+}
+
+/// A driver on a fresh listener. Field order matters: the driver polls the
+/// waker's eventfd, so it is dropped first.
+struct Harness {
+    d: UringDriver,
+    waker: Waker,
+    addr: SocketAddr,
+    until: Instant,
+}
+
+impl Harness {
+    fn new(cfg: DriverConfig) -> Harness {
+        let (l, addr) = listener();
+        let waker = Waker::new().unwrap();
+        let d = match UringDriver::new(l, waker.fd(), &cfg) {
+            Ok(d) => d,
+            Err(e) => panic!("io_uring driver setup failed on a machine that supports it: {e}"),
+        };
+        Harness {
+            d,
+            waker,
+            addr,
+            until: Instant::now() + DEADLINE,
+        }
+    }
+
+    /// One poll; fails the test once the deadline has passed.
+    fn poll(&mut self, what: &str) -> Vec<Completion> {
+        assert!(Instant::now() < self.until, "timed out waiting for {what}");
+        let mut out = Vec::new();
+        self.d.poll(Some(TICK), &mut out).unwrap();
+        out
+    }
+
+    fn connect(&self) -> TcpStream {
+        let c = TcpStream::connect(self.addr).unwrap();
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        c
+    }
+
+    /// Wait for `n` accepts (nothing else may happen meanwhile).
+    fn accept(&mut self, n: usize) -> Vec<Sock> {
+        let mut socks = Vec::new();
+        while socks.len() < n {
+            for c in self.poll("accepts") {
+                match c {
+                    Completion::Accepted { sock } => socks.push(sock),
+                    other => panic!("unexpected {other:?} while accepting"),
+                }
+            }
+        }
+        socks
+    }
+
+    /// Collect `len` received bytes for `conn`, releasing each buffer.
+    fn recv_exact(&mut self, conn: ConnKey, len: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        while got.len() < len {
+            for c in self.poll("data") {
+                match c {
+                    Completion::Recv { conn: k, buf, len } => {
+                        assert_eq!(k, conn);
+                        got.extend_from_slice(self.d.recv_buf(buf, len));
+                        self.d.release(buf);
+                    }
+                    other => panic!("unexpected {other:?} while receiving"),
+                }
+            }
+        }
+        got
+    }
+
+    /// Wait for the `Sent` of the one send in flight.
+    fn sent(&mut self, conn: ConnKey) -> Result<usize, i32> {
+        loop {
+            match self.poll("Sent").as_slice() {
+                [] => {}
+                [Completion::Sent { conn: k, result }] if *k == conn => return *result,
+                other => panic!("unexpected {other:?} while sending"),
+            }
+        }
+    }
+
+    /// Close and return every completion up to and including `Closed`.
+    fn close(&mut self, sock: Sock, conn: ConnKey) -> Vec<Completion> {
+        self.d.close(sock, conn);
+        let mut seen = Vec::new();
+        loop {
+            for c in self.poll("Closed") {
+                let last = matches!(c, Completion::Closed { conn: k } if k == conn);
+                seen.push(c);
+                if last {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+fn pattern(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((seed * 31 + i) % 251) as u8).collect()
+}
+
+#[test]
+fn accepts_several_connections() {
+    let mut h = Harness::new(config(64, 16, 4096));
+    let clients: Vec<TcpStream> = (0..6).map(|_| h.connect()).collect();
+    let socks = h.accept(clients.len());
+    assert_eq!(h.d.open_sockets(), 6);
+    let mut distinct = socks.clone();
+    distinct.sort_by_key(|s| s.0);
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        6,
+        "each connection gets its own slot: {socks:?}"
+    );
+    // Closing without ever receiving must work too.
+    for (key, sock) in socks.into_iter().enumerate() {
+        h.close(sock, key as ConnKey);
+    }
+    assert_eq!(h.d.open_sockets(), 0);
+    // The peers see the close.
+    for mut c in clients {
+        let mut b = [0u8; 1];
+        assert!(matches!(c.read(&mut b), Ok(0) | Err(_)));
+    }
+}
+
+#[test]
+fn receives_bytes_in_order() {
+    let mut h = Harness::new(config(16, 16, 256));
+    let mut c = h.connect();
+    let sock = h.accept(1)[0];
+    h.d.start_recv(sock, 7);
+    let msg = pattern(1, 5000);
+    c.write_all(&msg).unwrap();
+    assert_eq!(h.recv_exact(7, msg.len()), msg);
+    // Buffers can be written in place (frames are unmasked there).
+    c.write_all(b"abc").unwrap();
+    let mut got = Vec::new();
+    while got.is_empty() {
+        for comp in h.poll("data") {
+            let Completion::Recv { buf, len, .. } = comp else {
+                panic!("unexpected {comp:?}")
+            };
+            let slice = h.d.recv_buf(buf, len);
+            slice.make_ascii_uppercase();
+            got.extend_from_slice(slice);
+            h.d.release(buf);
+        }
+    }
+    assert_eq!(got, b"ABC");
+    h.close(sock, 7);
+}
+
+#[test]
+fn vectored_send_arrives_in_order() {
+    let mut h = Harness::new(config(16, 16, 4096));
+    let mut c = h.connect();
+    let sock = h.accept(1)[0];
+    let parts = [
+        Bytes::from_static(b"first,"),
+        Bytes::new(),
+        Bytes::from_static(b"second,"),
+        Bytes::from(pattern(3, 3000)),
+        Bytes::from_static(b"last"),
+    ];
+    let total: usize = parts.iter().map(Bytes::len).sum();
+    h.d.send(sock, 1, &parts);
+    assert_eq!(h.sent(1), Ok(total));
+    let mut got = vec![0u8; total];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(got, parts.concat());
+    h.close(sock, 1);
+}
+
+#[test]
+fn large_send_reports_short_writes() {
+    let mut h = Harness::new(config(16, 16, 4096));
+    let c = h.connect();
+    let sock = h.accept(1)[0];
+    let data = Bytes::from(pattern(5, 4 << 20));
+    let expect = data.clone();
+    // A slow reader: the socket buffers fill, so writes come back short.
+    let reader = std::thread::spawn(move || {
+        let mut c = c;
+        let mut got = Vec::with_capacity(expect.len());
+        let mut chunk = vec![0u8; 64 << 10];
+        while got.len() < expect.len() {
+            std::thread::sleep(Duration::from_millis(2));
+            let n = c.read(&mut chunk).unwrap();
+            assert!(n > 0, "early EOF");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got == expect[..], "stream corrupted");
+    });
+    let (mut off, mut short) = (0, 0);
+    while off < data.len() {
+        h.d.send(sock, 2, &[data.slice(off..)]);
+        let n = h.sent(2).expect("send failed");
+        assert!(n > 0 && off + n <= data.len());
+        if off + n < data.len() {
+            short += 1;
+        }
+        off += n;
+    }
+    reader.join().unwrap();
+    assert!(
+        short > 0,
+        "4 MiB to a slow reader should take more than one write"
+    );
+    h.close(sock, 2);
+}
+
+#[test]
+fn client_eof_reports_recv_closed_and_half_close_works() {
+    let mut h = Harness::new(config(16, 16, 4096));
+    let mut c = h.connect();
+    let sock = h.accept(1)[0];
+    h.d.start_recv(sock, 3);
+
+    // Our FIN: the client reads EOF but can still write to us. Like every
+    // submission, it reaches the kernel at the next poll.
+    h.d.shutdown_write(sock, 3);
+    assert!(h.poll("shutdown").is_empty());
+    let mut b = [0u8; 8];
+    assert_eq!(c.read(&mut b).unwrap(), 0);
+    c.write_all(b"after").unwrap();
+    assert_eq!(h.recv_exact(3, 5), b"after");
+
+    // The client's FIN ends our read side.
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut closed = None;
+    while closed.is_none() {
+        for comp in h.poll("RecvClosed") {
+            match comp {
+                Completion::RecvClosed { conn: 3, err } => closed = Some(err),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(closed, Some(None), "EOF is reported without an errno");
+    let tail = h.close(sock, 3);
+    assert!(
+        matches!(tail[..], [Completion::Closed { conn: 3 }]),
+        "{tail:?}"
+    );
+}
+
+#[test]
+fn closed_is_the_last_completion_for_its_key() {
+    let mut h = Harness::new(config(16, 16, 4096));
+    let mut c = h.connect();
+    let sock = h.accept(1)[0];
+    h.d.start_recv(sock, 4);
+    // Fill the socket buffers (the client never reads) so a send stays in flight.
+    let big = Bytes::from(pattern(9, 16 << 20));
+    h.d.send(sock, 4, std::slice::from_ref(&big));
+    let n = h.sent(4).unwrap();
+    assert!(n < big.len());
+    h.d.send(sock, 4, &[big.slice(n..)]);
+    // Bytes racing with the close.
+    c.write_all(&pattern(2, 10_000)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+
+    let seen = h.close(sock, 4);
+    for comp in &seen {
+        match comp {
+            Completion::Recv { buf, .. } => h.d.release(*buf),
+            Completion::Sent { conn: 4, .. } | Completion::Closed { conn: 4 } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let sent = seen
+        .iter()
+        .filter(|c| matches!(c, Completion::Sent { .. }))
+        .count();
+    assert_eq!(
+        sent, 1,
+        "the send in flight is reported exactly once: {seen:?}"
+    );
+    // Nothing more for the key afterwards.
+    let quiet_until = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < quiet_until {
+        let more = h.poll("quiet");
+        assert!(more.is_empty(), "completions after Closed: {more:?}");
+    }
+    assert_eq!(h.d.open_sockets(), 0);
+    // The key can be reused by a new connection straight away.
+    let mut c2 = h.connect();
+    let sock2 = h.accept(1)[0];
+    h.d.start_recv(sock2, 4);
+    c2.write_all(b"again").unwrap();
+    assert_eq!(h.recv_exact(4, 5), b"again");
+    h.close(sock2, 4);
+}
+
+#[test]
+fn waker_from_another_thread_produces_wake() {
+    let mut h = Harness::new(config(16, 16, 4096));
+    let waker = std::sync::Arc::new(Waker::new().unwrap());
+    // This test needs the waker shared with a thread: use a second driver on it.
+    let (l, _) = listener();
+    let mut d = UringDriver::new(l, waker.fd(), &config(16, 16, 4096)).unwrap();
+    let w = waker.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        w.wake();
+    });
+    let started = Instant::now();
+    let mut out = Vec::new();
+    d.poll(Some(DEADLINE), &mut out).unwrap();
+    t.join().unwrap();
+    assert!(matches!(out[..], [Completion::Wake]), "{out:?}");
+    assert!(started.elapsed() < DEADLINE);
+
+    // Several wakes before one poll coalesce into one Wake, and the counter is
+    // drained: the next poll sleeps its full timeout.
+    h.waker.wake();
+    h.waker.wake();
+    h.waker.wake();
+    let mut out = Vec::new();
+    h.d.poll(Some(Duration::from_millis(200)), &mut out)
+        .unwrap();
+    assert!(matches!(out[..], [Completion::Wake]), "{out:?}");
+    let quiet = Instant::now();
+    out.clear();
+    h.d.poll(Some(Duration::from_millis(100)), &mut out)
+        .unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    assert!(quiet.elapsed() >= Duration::from_millis(90));
+    // And it fires again after that.
+    h.waker.wake();
+    h.d.poll(Some(DEADLINE), &mut out).unwrap();
+    assert!(matches!(out[..], [Completion::Wake]), "{out:?}");
+    drop(d);
+}
+
+#[test]
+fn buffer_exhaustion_recovers_without_losing_bytes() {
+    const CLIENTS: usize = 8;
+    const BYTES: usize = 3000;
+    const BUFS: u16 = 4;
+    let mut h = Harness::new(config(16, BUFS, 64));
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| h.connect()).collect();
+    let socks = h.accept(CLIENTS);
+    for (key, &sock) in socks.iter().enumerate() {
+        h.d.start_recv(sock, key as ConnKey);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(&pattern(i, BYTES)).unwrap();
+    }
+    let mut got = vec![Vec::new(); CLIENTS];
+    let mut held = Vec::new();
+    let mut starved_rounds = 0;
+    while got.iter().any(|g| g.len() < BYTES) {
+        for comp in h.poll("data under buffer pressure") {
+            let Completion::Recv { conn, buf, len } = comp else {
+                panic!("unexpected {comp:?}")
+            };
+            got[conn as usize].extend_from_slice(h.d.recv_buf(buf, len));
+            held.push(buf);
+        }
+        // Hold every buffer for a few polls: the ring is empty, recvs end with
+        // ENOBUFS, and data must wait in the sockets until we give buffers back.
+        if held.len() == usize::from(BUFS) {
+            starved_rounds += 1;
+            for _ in 0..3 {
+                let none = h.poll("nothing while starved");
+                assert!(none.is_empty(), "completion without buffers: {none:?}");
+            }
+            for buf in held.drain(..) {
+                h.d.release(buf);
+            }
+        }
+    }
+    for buf in held.drain(..) {
+        h.d.release(buf);
+    }
+    assert!(starved_rounds > 0, "the ring never ran dry");
+    for (i, g) in got.iter().enumerate() {
+        assert!(
+            *g == pattern(i, BYTES),
+            "client {i}: bytes lost or reordered"
+        );
+    }
+    for (key, sock) in socks.into_iter().enumerate() {
+        h.close(sock, key as ConnKey);
+    }
+}
+
+#[test]
+fn accept_recovers_after_the_slot_table_fills() {
+    let mut h = Harness::new(config(1, 16, 4096));
+    let slots = h.d.fixed_file_slots() as usize;
+    assert!(slots < 100, "test expects a small table, got {slots}");
+    let mut clients: Vec<TcpStream> = (0..slots).map(|_| h.connect()).collect();
+    let socks = h.accept(slots);
+    // The table is full: these are accepted by the kernel and dropped (ENFILE),
+    // and the driver backs off (10, 20, 40 ms) instead of spinning. Accepts
+    // only happen while the driver polls.
+    let extra: Vec<TcpStream> = (0..3).map(|_| h.connect()).collect();
+    let quiet_until = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < quiet_until {
+        let none = h.poll("quiet while full");
+        assert!(none.is_empty(), "{none:?}");
+    }
+    for mut c in extra {
+        c.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let r = c.read(&mut b);
+        let dropped = match &r {
+            Ok(n) => *n == 0,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        assert!(dropped, "over-limit client not dropped: {r:?}");
+    }
+    // Free two slots; new clients are accepted again after the back-off.
+    for (key, sock) in socks.iter().take(2).enumerate() {
+        h.close(*sock, key as ConnKey);
+    }
+    clients.push(h.connect());
+    let again = h.accept(1);
+    assert_eq!(h.d.open_sockets(), slots - 1);
+    for (key, sock) in socks.into_iter().skip(2).chain(again).enumerate() {
+        h.close(sock, (key + 2) as ConnKey);
+    }
+    assert_eq!(h.d.open_sockets(), 0);
+}
+
+/// The driver relies on Linux copying TCP_NODELAY from the listener to accepted
+/// sockets (direct descriptors cannot be setsockopt'd); check that it does.
+#[test]
+fn tcp_nodelay_is_inherited_from_the_listener() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    Socket::from(l.try_clone().unwrap())
+        .set_tcp_nodelay(true)
+        .unwrap();
+    let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    assert!(s.nodelay().unwrap());
+}
+
+#[test]
+fn rejects_a_buffer_count_that_is_not_a_power_of_two() {
+    let (l, _) = listener();
+    let waker = Waker::new().unwrap();
+    let err = UringDriver::new(l, waker.fd(), &config(16, 12, 4096))
+        .err()
+        .expect("must fail");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
