@@ -54,6 +54,11 @@ pub struct Limits {
     pub pong_timeout_ms: u64,
     /// Close with 4009 a connection that sent no message (pongs aside) for this long; 0: off.
     pub idle_timeout_ms: u64,
+    /// Graceful drain (SIGTERM, `Handle::drain`): WebSockets are closed with 4001,
+    /// paced evenly over this window, so clients reconnect elsewhere gradually.
+    pub drain_window_ms: u64,
+    /// Each drained client is told to wait a random 0..this before reconnecting.
+    pub reconnect_spread_ms: u64,
     /// Messages waiting in one shard's inbox from other shards and API callers.
     /// External publishes beyond it are refused (HTTP 503, `PublishError::Overloaded`).
     pub inbox_msgs_max: usize,
@@ -102,6 +107,8 @@ impl Default for Limits {
             ping_interval_ms: 25_000,
             pong_timeout_ms: 10_000,
             idle_timeout_ms: 0,
+            drain_window_ms: 10_000,
+            reconnect_spread_ms: 5_000,
             inbox_msgs_max: 65_536,
             idle_channels_max: 100_000,
         }

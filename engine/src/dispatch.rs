@@ -90,6 +90,7 @@ impl Core {
                 ReplyTo::Nobody | ReplyTo::External(_) => {}
             },
             ShardMsg::Shutdown => self.stop(),
+            ShardMsg::Drain { window } => self.begin_drain(window),
         }
     }
 

@@ -242,16 +242,23 @@ impl Handle {
 
     /// Close every connection with 1001 and stop the shards; returns when they have exited.
     pub fn shutdown(mut self) {
-        self.stop_and_join();
+        self.stop_and_join(|| ShardMsg::Shutdown);
     }
 
-    fn stop_and_join(&mut self) {
+    /// Drain gracefully: `/ready` answers 503, new upgrades are refused, and
+    /// open WebSockets are closed with 4001 paced over `window`; returns when
+    /// every shard has stopped.
+    pub fn drain(mut self, window: Duration) {
+        self.stop_and_join(|| ShardMsg::Drain { window });
+    }
+
+    fn stop_and_join(&mut self, msg: impl Fn() -> ShardMsg) {
         self.shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         for p in &self.peers {
             // A full inbox drains within a turn; keep trying until the message fits.
-            let mut msg = ShardMsg::Shutdown;
+            let mut msg = msg();
             loop {
                 match p.try_send(msg) {
                     Ok(()) => break,

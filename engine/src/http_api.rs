@@ -119,7 +119,10 @@ impl Core {
             Err(e) => return self.reject(key, e),
         };
         let ws_open = self.stats.ws_open.load(Ordering::Relaxed);
-        if ws_open >= self.cfg.limits.conns_per_shard_max as u64 || self.stopping {
+        if ws_open >= self.cfg.limits.conns_per_shard_max as u64
+            || self.stopping
+            || self.drain.is_some()
+        {
             ShardStats::inc(&self.stats.rejected_full);
             let body = b"server full";
             let resp = http::response(503, "text/plain", &[("Retry-After", "5")], body, false);

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod conn;
 mod dispatch;
+mod drain;
 pub mod driver;
 pub mod engine;
 pub mod fanout;

@@ -190,8 +190,14 @@ fn run(cfg: Config) -> ExitCode {
     );
     log_capacity(&handle, &cfg);
     let sig = wait_signal(&signals);
-    tracing::info!(signal = sig, "shutting down");
-    handle.shutdown();
+    let window = std::time::Duration::from_millis(cfg.limits.drain_window_ms);
+    tracing::info!(
+        signal = sig,
+        window_ms = cfg.limits.drain_window_ms,
+        "draining"
+    );
+    handle.drain(window);
+    tracing::info!("drained, exiting");
     ExitCode::SUCCESS
 }
 

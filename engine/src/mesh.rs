@@ -76,8 +76,10 @@ pub enum ShardMsg {
     },
     /// To the publisher's shard: the result for an in-engine publisher.
     Published { reply: ReplyTo, result: Published },
-    /// Begin a graceful stop.
+    /// Close everything now (1001) and stop.
     Shutdown,
+    /// Close WebSockets with 4001 paced over the window, then stop.
+    Drain { window: std::time::Duration },
 }
 
 /// The sending side of one shard's inbox.

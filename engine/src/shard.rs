@@ -71,6 +71,7 @@ pub(crate) struct Core {
     pub due: Vec<crate::timer::Entry>,
     /// Publication times of this turn's deliveries, recorded once their writes are submitted.
     pub delivered_at: Vec<Instant>,
+    pub drain: Option<crate::drain::DrainPlan>,
 }
 
 impl Shard {
@@ -116,6 +117,7 @@ impl Shard {
             beats,
             due: Vec::new(),
             delivered_at: Vec::new(),
+            drain: None,
             id,
             shards,
             owner: Owner::new(id, cfg.limits.idle_channels_max),
@@ -263,7 +265,7 @@ impl Core {
         if let Some(t) = next {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
         }
-        if self.stopping {
+        if self.stopping || self.drain.is_some() {
             wait = wait.min(Duration::from_millis(10));
         }
         Some(wait)
@@ -346,6 +348,7 @@ impl Core {
             }
         }
         self.heartbeat_due();
+        self.drain_step();
         if now.duration_since(self.snapshot_at) >= SNAPSHOT_EVERY {
             self.snapshot_at = now;
             self.publish_snapshot();

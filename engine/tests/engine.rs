@@ -464,6 +464,69 @@ fn metrics_are_valid_prometheus_text(d: DriverKind) {
     h.shutdown();
 }
 
+fn drain_paces_4001_closes_over_the_window(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.limits.reconnect_spread_ms = 3000;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let t0 = std::time::Instant::now();
+    let readers: Vec<_> = (0..20)
+        .map(|i| {
+            let mut c = ws(addr, "/ws");
+            subscribe(&mut c, 1, &format!("d{i}"));
+            std::thread::spawn(move || loop {
+                match c.read() {
+                    Ok(tungstenite::Message::Close(Some(f))) => {
+                        return (u16::from(f.code), f.reason.to_string(), t0.elapsed())
+                    }
+                    Ok(_) => continue,
+                    Err(e) => panic!("dropped without a close frame: {e}"),
+                }
+            })
+        })
+        .collect();
+    let window = Duration::from_millis(800);
+    let started = t0.elapsed();
+    let drainer = std::thread::spawn(move || h.drain(window));
+    eventually("ready turns 503", || {
+        http(addr, "GET", "/ready", &[], b"").0 == 503
+    });
+    let hdrs = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    assert_eq!(
+        http(addr, "GET", "/ws", &hdrs, b"").0,
+        503,
+        "no new upgrades while draining"
+    );
+    let mut times = Vec::new();
+    for r in readers {
+        let (code, reason, at) = r.join().unwrap();
+        assert_eq!(code, 4001);
+        let ms: u64 = reason
+            .strip_prefix("reconnect_after_ms=")
+            .expect(&reason)
+            .parse()
+            .unwrap();
+        assert!(ms < 3000, "{reason}");
+        times.push(at - started);
+    }
+    drainer.join().unwrap();
+    times.sort();
+    let (first, last) = (times[0], times[times.len() - 1]);
+    assert!(
+        last - first >= Duration::from_millis(400),
+        "spread over the window: {times:?}"
+    );
+    assert!(
+        last <= window + Duration::from_millis(700),
+        "done by the window's end: {times:?}"
+    );
+}
+
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {
         mod epoll {
@@ -487,4 +550,5 @@ both_drivers!(
     heartbeat_closes_silent_clients_only,
     idle_timeout_closes_connections_without_messages,
     metrics_are_valid_prometheus_text,
+    drain_paces_4001_closes_over_the_window,
 );
