@@ -196,3 +196,28 @@ fn failed_and_ignored_writes_are_reported() {
         .count();
     assert_eq!(written.len(), changes);
 }
+
+#[test]
+fn json_dry_run_lists_the_plan() {
+    let d = machine_tree("json");
+    let root = d.path().join("sys");
+    let before = snapshot(d.path());
+    let cmd = format!(
+        "t apply --target 1m --json --sysctl-root {}",
+        root.display()
+    );
+    let (code, out, _) = run(&cmd, None);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dry_run"], true);
+    let plan = v["plan"].as_array().unwrap();
+    let somaxconn = plan
+        .iter()
+        .find(|p| p["key"] == "net.core.somaxconn")
+        .unwrap();
+    assert_eq!(somaxconn["action"], "change");
+    assert_eq!(somaxconn["from"][0], 4096);
+    assert_eq!(somaxconn["to"][0], 16384);
+    assert!(v["written"].as_array().unwrap().is_empty());
+    assert_eq!(snapshot(d.path()), before);
+}
