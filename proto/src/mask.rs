@@ -9,17 +9,21 @@
 /// Below this, setting up a vector costs more than it saves.
 const SIMD_BYTES_MIN: usize = 16;
 
+/// Below this, 32-byte vectors would mostly be skipped: SSE2 needs no runtime check.
+#[cfg(target_arch = "x86_64")]
+const AVX2_BYTES_MIN: usize = 64;
+
 /// XOR `buf` with the 4-byte `key`, where `buf[0]` is at `offset` bytes into the payload
 /// (so masking can resume mid-payload). Dispatches to AVX2/SSE2/NEON/scalar.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     if buf.len() < SIMD_BYTES_MIN {
-        apply_mask_scalar(buf, key, offset);
+        apply_mask_words(buf, key, offset);
         return;
     }
     #[cfg(target_arch = "x86_64")]
     {
         // The std macro caches its CPUID probe in an atomic, so this is a load and a test.
-        if std::is_x86_feature_detected!("avx2") {
+        if buf.len() >= AVX2_BYTES_MIN && std::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 support was just confirmed on the running CPU.
             unsafe { x86::mask_avx2(buf, key, offset) };
         } else {
@@ -48,16 +52,12 @@ pub fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], offset: usize) {
 
 /// The key as seen from `offset`: byte `i` of the result masks payload byte `offset + i`.
 fn rotated_key(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let mut k = key;
-    k.rotate_left(offset & 3);
-    k
+    // Rotating the little-endian word right by one byte moves key[1] into byte 0.
+    let shift = 8 * (offset & 3) as u32;
+    u32::from_le_bytes(key).rotate_right(shift).to_le_bytes()
 }
 
-/// Portable fallback for targets without a SIMD path: eight bytes per step, no `unsafe`.
-#[cfg_attr(
-    target_arch = "x86_64",
-    allow(dead_code, reason = "x86_64 always has SSE2; kept for tests")
-)]
+/// Short buffers, and targets without a SIMD path: eight bytes per step, no `unsafe`.
 fn apply_mask_words(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let k4 = rotated_key(key, offset);
     let k8 = u64::from_ne_bytes([k4[0], k4[1], k4[2], k4[3], k4[0], k4[1], k4[2], k4[3]]);
@@ -97,6 +97,7 @@ mod x86 {
     }
 
     /// SSE2 is part of the x86_64 baseline, so this needs no runtime check.
+    #[inline]
     pub(super) fn mask_sse2(buf: &mut [u8], key: [u8; 4], offset: usize) {
         let k = i32::from_ne_bytes(rotated_key(key, offset));
         let mut chunks = buf.chunks_exact_mut(16);
