@@ -42,8 +42,9 @@ pub enum ProtoError {
     MessageTooBig { limit_bytes: usize },
     /// Text message or close reason that is not UTF-8.
     InvalidUtf8,
-    /// Close payload of 1 byte, or a close code not allowed on the wire.
+    /// A close code not allowed on the wire (§7.4): reserved, local-only, or >= 5000.
     BadCloseCode(u16),
+    /// A close payload of exactly 1 byte: too short for a code, yet not empty.
     BadClosePayload,
 }
 
