@@ -24,6 +24,10 @@ pub struct Config {
     pub echo: bool,
     pub limits: Limits,
     pub io: IoConfig,
+    /// Token verification keys; none configured means anonymous connections.
+    pub auth: crate::auth::AuthConfig,
+    /// Per-namespace options, by namespace name (`""` for channels without `:`).
+    pub namespaces: std::collections::HashMap<String, crate::auth::Namespace>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +41,8 @@ pub struct Limits {
     /// Connections one shard holds; further upgrades get 503. Bounded by the
     /// descriptor table (per ring for io_uring, per process for epoll).
     pub conns_per_shard_max: u32,
+    /// WebSocket connections in the whole engine (all shards); 0: only the per-shard cap.
+    pub conns_max: u64,
     /// Time a new connection has to complete its HTTP request (slowloris guard).
     pub handshake_timeout_ms: u64,
     /// Bytes queued for one connection; past it the connection closes with 4008
@@ -89,6 +95,8 @@ impl Default for Config {
             echo: false,
             limits: Limits::default(),
             io: IoConfig::default(),
+            auth: Default::default(),
+            namespaces: Default::default(),
         }
     }
 }
@@ -99,6 +107,7 @@ impl Default for Limits {
             message_bytes_max: 64 * 1024,
             channels_per_conn_max: 128,
             conns_per_shard_max: 20_000,
+            conns_max: 0,
             handshake_timeout_ms: 10_000,
             queue_bytes_max: 256 * 1024,
             header_bytes_max: 8 * 1024,

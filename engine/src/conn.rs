@@ -64,7 +64,15 @@ pub struct Conn {
     pub out: VecDeque<Bytes>,
     /// (channel, slot in the channel's subscriber list).
     pub subs: Vec<(ChannelId, Slot)>,
-    pub http: Option<Box<HttpState>>,
+    /// Rarely needed state, boxed so an anonymous idle WebSocket pays one null pointer.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// State only some connections need: the HTTP phase, or an authenticated identity.
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub http: Option<HttpState>,
+    pub claims: Option<crate::auth::Claims>,
 }
 
 impl Conn {
@@ -84,7 +92,10 @@ impl Conn {
             decoder: Decoder::default(),
             out: VecDeque::new(),
             subs: Vec::new(),
-            http: Some(Box::default()),
+            extra: Some(Box::new(Extra {
+                http: Some(HttpState::default()),
+                claims: None,
+            })),
         }
     }
 
@@ -141,8 +152,30 @@ impl Conn {
         }
     }
 
-    pub fn ref_parts(&self, key: ConnKey) -> (ConnKey, u32) {
-        (key, self.gen)
+    pub fn http_mut(&mut self) -> Option<&mut HttpState> {
+        self.extra.as_mut().and_then(|e| e.http.as_mut())
+    }
+
+    pub fn http(&self) -> Option<&HttpState> {
+        self.extra.as_ref().and_then(|e| e.http.as_ref())
+    }
+
+    /// End the HTTP phase; the box goes too unless it holds claims.
+    pub fn take_http(&mut self) -> Option<HttpState> {
+        let e = self.extra.as_mut()?;
+        let h = e.http.take();
+        if e.claims.is_none() {
+            self.extra = None;
+        }
+        h
+    }
+
+    pub fn claims(&self) -> Option<&crate::auth::Claims> {
+        self.extra.as_ref().and_then(|e| e.claims.as_ref())
+    }
+
+    pub fn set_claims(&mut self, c: crate::auth::Claims) {
+        self.extra.get_or_insert_with(Box::default).claims = Some(c);
     }
 }
 

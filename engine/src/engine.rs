@@ -28,6 +28,17 @@ pub struct Shared {
     pub channels: Vec<Mutex<ChannelSnapshot>>,
     /// Set while draining: `/ready` answers 503.
     pub draining: AtomicBool,
+    /// Token verifier; None: anonymous connections.
+    pub verifier: Option<crate::auth::Verifier>,
+}
+
+impl Shared {
+    pub fn ws_open_total(&self) -> u64 {
+        self.stats
+            .iter()
+            .map(|s| s.ws_open.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
 }
 
 /// Why a publication from the embedding API was not accepted.
@@ -66,6 +77,8 @@ impl Engine {
     pub fn start(cfg: Config) -> io::Result<Handle> {
         cfg.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let verifier = crate::auth::Verifier::from_config(&cfg.auth)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let cfg = Arc::new(cfg);
         let n = cfg.shard_count();
         let mut listeners = Vec::with_capacity(n);
@@ -80,6 +93,7 @@ impl Engine {
             stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
             channels: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
             draining: AtomicBool::new(false),
+            verifier,
         });
         let mut peers = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);

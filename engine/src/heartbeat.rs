@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use shardcast_proto::error::close_code;
 
+use crate::auth::unix_now;
 use crate::conn::Phase;
 use crate::driver::ConnKey;
 use crate::shard::Core;
@@ -31,22 +32,34 @@ impl Core {
         self.wheel.tick_of(self.now) as u32
     }
 
-    /// A connection became a WebSocket: first visit one ping interval from now.
+    /// A connection became a WebSocket: first visit at the earliest of a ping
+    /// interval, the idle timeout and its token's expiry.
     pub(crate) fn heartbeat_start(&mut self, key: ConnKey) {
         let t = self.tick_now();
+        let b = self.beats;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.last_rx_tick = t;
         conn.last_msg_tick = t;
         let gen = conn.gen;
-        let b = self.beats;
-        let first = if b.idle > 0 {
-            b.ping.min(b.idle)
-        } else {
-            b.ping
-        };
-        self.wheel.schedule(t as u64 + first, (key, gen));
+        let mut first = t as u64
+            + if b.idle > 0 {
+                b.ping.min(b.idle)
+            } else {
+                b.ping
+            };
+        if let Some(exp) = self.expiry_tick(key) {
+            first = first.min(exp);
+        }
+        self.wheel.schedule(first, (key, gen));
+    }
+
+    /// The wheel tick at which the connection's token expires, if it has one.
+    fn expiry_tick(&self, key: ConnKey) -> Option<u64> {
+        let exp = self.conns.get(key)?.claims()?.exp?;
+        let left = Duration::from_secs(exp.saturating_sub(unix_now()));
+        Some(self.wheel.tick_of(self.now) + self.wheel.ticks(left))
     }
 
     /// Bytes arrived: the connection is alive.
@@ -84,6 +97,13 @@ impl Core {
         if conn.phase != Phase::Ws {
             return;
         }
+        if conn
+            .claims()
+            .and_then(|c| c.exp)
+            .is_some_and(|exp| exp <= unix_now())
+        {
+            return self.close_ws(key, close_code::TOKEN_EXPIRED, "token expired");
+        }
         let idle_at = conn.last_msg_tick as u64 + b.idle;
         if b.idle > 0 && t >= idle_at {
             return self.close_ws(key, close_code::IDLE_TIMEOUT, "idle timeout");
@@ -99,6 +119,7 @@ impl Core {
             conn.last_rx_tick as u64 + b.ping
         };
         let next = if b.idle > 0 { next.min(idle_at) } else { next };
+        let next = self.expiry_tick(key).map_or(next, |exp| next.min(exp));
         self.wheel.schedule(next, (key, gen));
     }
 }

@@ -5,7 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use shardcast_proto::command::{self, CommandError};
-use shardcast_proto::handshake;
+use shardcast_proto::error::close_code;
+use shardcast_proto::handshake::{self, Subprotocol};
+
+use crate::auth::AuthError;
 use shardcast_proto::http::{self, HttpError, Request};
 
 use crate::conn::Phase;
@@ -29,7 +32,7 @@ impl Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(h) = conn.http.as_mut() else { return };
+        let Some(h) = conn.http_mut() else { return };
         if h.buf.len() + data.len()
             > self.http_limits.header_bytes_max + self.http_limits.body_bytes_max
         {
@@ -56,7 +59,7 @@ impl Core {
             if conn.phase != Phase::Http {
                 return;
             }
-            let Some(h) = conn.http.as_mut() else { return };
+            let Some(h) = conn.http_mut() else { return };
             if h.waiting.is_some() || h.buf.is_empty() {
                 return;
             }
@@ -114,15 +117,19 @@ impl Core {
     }
 
     fn upgrade(&mut self, key: ConnKey, req: Request) {
-        let up = match handshake::validate_upgrade(&req) {
+        let mut up = match handshake::validate_upgrade(&req) {
             Ok(up) => up,
             Err(e) => return self.reject(key, e),
         };
-        let ws_open = self.stats.ws_open.load(Ordering::Relaxed);
-        if ws_open >= self.cfg.limits.conns_per_shard_max as u64
-            || self.stopping
-            || self.drain.is_some()
-        {
+        if up.protocol == Some(Subprotocol::Msgpack) {
+            // MessagePack framing is not built: speak JSON if offered, else
+            // echo no protocol so the client fails the handshake itself.
+            let json = Subprotocol::Json.as_str();
+            up.protocol = req
+                .header_has_token("sec-websocket-protocol", json)
+                .then_some(Subprotocol::Json);
+        }
+        if self.over_capacity() {
             ShardStats::inc(&self.stats.rejected_full);
             let body = b"server full";
             let resp = http::response(503, "text/plain", &[("Retry-After", "5")], body, false);
@@ -132,11 +139,14 @@ impl Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let leftover = conn.http.take().map(|h| h.buf).unwrap_or_default();
+        let leftover = conn.take_http().map(|h| h.buf).unwrap_or_default();
         conn.phase = Phase::Ws;
         ShardStats::inc(&self.stats.upgrades);
         ShardStats::inc(&self.stats.ws_open);
         self.send_raw(key, handshake::upgrade_response(&up));
+        if !self.authenticate(key, &req) {
+            return;
+        }
         self.heartbeat_start(key);
         if let Some(list) = req.query_param("subscribe") {
             for channel in list.split(',').filter(|c| !c.is_empty()) {
@@ -156,6 +166,51 @@ impl Core {
             // Frames sent right behind the request, in the same segment.
             let mut leftover = leftover;
             self.on_ws_bytes(key, &mut leftover);
+        }
+    }
+
+    /// WebSocket connections this shard and the engine may still take.
+    fn over_capacity(&self) -> bool {
+        let l = &self.cfg.limits;
+        if self.stopping || self.drain.is_some() {
+            return true;
+        }
+        if self.stats.ws_open.load(Ordering::Relaxed) >= l.conns_per_shard_max as u64 {
+            return true;
+        }
+        // Reading the other shards' gauges happens once per upgrade, never per message.
+        l.conns_max > 0 && self.shared.ws_open_total() >= l.conns_max
+    }
+
+    /// Check the token of a freshly upgraded connection; a refused one gets its
+    /// close code (4501 invalid or missing, 4503 expired) as a WebSocket close.
+    fn authenticate(&mut self, key: ConnKey, req: &Request) -> bool {
+        let Some(verifier) = self.shared.verifier.as_ref() else {
+            return true;
+        };
+        let token = req.query_param("token").or_else(|| {
+            req.header("authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string())
+        });
+        let result = token
+            .ok_or(AuthError::Invalid)
+            .and_then(|t| verifier.verify(&t));
+        match result {
+            Ok(claims) => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.set_claims(claims);
+                }
+                true
+            }
+            Err(AuthError::Invalid) => {
+                self.close_ws(key, close_code::UNAUTHORIZED, "unauthorized");
+                false
+            }
+            Err(AuthError::Expired) => {
+                self.close_ws(key, close_code::TOKEN_EXPIRED, "token expired");
+                false
+            }
         }
     }
 
@@ -201,7 +256,7 @@ impl Core {
         let req_id = self.next_req;
         let channels: Vec<Arc<str>> = channels.into_iter().map(Arc::from).collect();
         let n = channels.len();
-        if let Some(h) = conn.http.as_mut() {
+        if let Some(h) = conn.http_mut() {
             h.waiting = Some(Waiting {
                 req: req_id,
                 broadcast,
@@ -233,7 +288,7 @@ impl Core {
         let Some(c) = self.conns.get_gen(conn.key, conn.gen) else {
             return;
         };
-        let Some(h) = c.http.as_mut() else { return };
+        let Some(h) = c.http_mut() else { return };
         let Some(w) = h.waiting.as_mut().filter(|w| w.req == req) else {
             return;
         };

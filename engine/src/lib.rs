@@ -5,6 +5,7 @@
 //! [`registry`]; [`fanout`] turns a publication into one shared frame that
 //! [`mesh`] carries to every shard with subscribers.
 
+pub mod auth;
 pub mod config;
 pub mod conn;
 mod dispatch;

@@ -216,7 +216,7 @@ impl Core {
             return;
         };
         let gen = conn.gen;
-        if let Some(h) = conn.http.as_mut() {
+        if let Some(h) = conn.http_mut() {
             h.deadline = Some(deadline);
         }
         self.http_deadlines.push_back((deadline, key, gen));
@@ -231,8 +231,7 @@ impl Core {
             return;
         }
         let expired = conn
-            .http
-            .as_ref()
+            .http()
             .is_some_and(|h| h.waiting.is_none() && h.deadline.is_some_and(|d| d <= now));
         if expired {
             // Slowloris guard: a request that never completes holds nothing for long.

@@ -6,6 +6,7 @@ use shardcast_proto::command::{self, error_code, Command, Op, Since};
 use shardcast_proto::error::close_code;
 use shardcast_proto::{reply, Message, PreparedFrame};
 
+use crate::auth;
 use crate::conn::Phase;
 use crate::driver::ConnKey;
 use crate::mesh::{owner_of, ConnRef, ReplyTo, ShardMsg};
@@ -83,6 +84,10 @@ impl crate::shard::Core {
                 let Some(conn) = self.conns.get(key) else {
                     return;
                 };
+                if !auth::allowed(conn.claims(), &self.cfg.namespaces, &channel, true) {
+                    let e = reply::error(id, error_code::PERMISSION_DENIED, "permission denied");
+                    return self.send_json(key, &e);
+                }
                 let conn = ConnRef {
                     shard: self.id,
                     key,
@@ -100,11 +105,37 @@ impl crate::shard::Core {
                 );
             }
             Op::Ping => self.send_json(key, &reply::pong(id)),
-            Op::History { .. } | Op::Presence { .. } | Op::Refresh { .. } => {
+            Op::Refresh { token } => self.refresh(key, id, &token),
+            Op::History { .. } | Op::Presence { .. } => {
                 let msg = "op not supported by this server";
                 self.send_json(key, &reply::error(id, error_code::UNKNOWN_OP, msg));
             }
         }
+    }
+
+    /// Replace the connection's token before it expires; the identity must not change.
+    fn refresh(&mut self, key: ConnKey, id: Option<u64>, token: &str) {
+        let Some(verifier) = self.shared.verifier.as_ref() else {
+            return self.send_json(key, &reply::ok_empty(id)); // anonymous: nothing expires
+        };
+        let result = verifier.verify(token);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let reply = match result {
+            Ok(c) if conn.claims().is_none_or(|old| old.sub == c.sub) => {
+                conn.set_claims(c);
+                reply::ok_empty(id)
+            }
+            Ok(_) => reply::error(id, error_code::UNAUTHORIZED, "token is for another user"),
+            Err(auth::AuthError::Expired) => {
+                reply::error(id, error_code::TOKEN_EXPIRED, "token expired")
+            }
+            Err(auth::AuthError::Invalid) => {
+                reply::error(id, error_code::UNAUTHORIZED, "invalid token")
+            }
+        };
+        self.send_json(key, &reply);
     }
 
     /// Subscribe now when this shard already receives the channel, else ask its
@@ -121,6 +152,10 @@ impl crate::shard::Core {
             return;
         };
         let gen = conn.gen;
+        if !auth::allowed(conn.claims(), &self.cfg.namespaces, channel, false) {
+            let e = reply::error(id, error_code::PERMISSION_DENIED, "permission denied");
+            return self.send_json(key, &e);
+        }
         if conn.subs.len() >= max {
             let msg = format!("channel limit reached ({max} per connection)");
             return self.send_json(key, &reply::error(id, error_code::LIMIT_EXCEEDED, &msg));

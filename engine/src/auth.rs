@@ -1,0 +1,197 @@
+//! JWT authentication (HS256, RS256, ES256 via `jsonwebtoken`) and channel
+//! permissions: token patterns first, then the namespace's defaults.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+/// `[auth]`: which keys verify tokens. With none set, connections are anonymous.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 shared secret.
+    pub hmac_secret: Option<String>,
+    /// PEM file with the RS256 public key.
+    pub rsa_public_key_file: Option<String>,
+    /// PEM file with the ES256 (P-256) public key.
+    pub ec_public_key_file: Option<String>,
+}
+
+/// Per-namespace options (`[namespaces.<name>]`; the namespace of `chat:7` is `chat`,
+/// channels without `:` use `[namespaces.""]` or the defaults).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Namespace {
+    /// Clients may publish when their token has no `publish` claim.
+    pub client_publish: bool,
+    /// Clients may subscribe when their token has no `subscribe` claim.
+    pub client_subscribe: bool,
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Namespace {
+            client_publish: true,
+            client_subscribe: true,
+        }
+    }
+}
+
+/// The claims shardcast reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Claims {
+    #[serde(default)]
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: Option<u64>,
+    /// Channel patterns (`*` allowed at the end) this token may subscribe to.
+    pub subscribe: Option<Vec<String>>,
+    pub publish: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No token, bad signature, wrong algorithm, malformed: close 4501 / error 101.
+    Invalid,
+    /// Signature fine but `exp` passed: close 4503 / error 109.
+    Expired,
+}
+
+/// Verifies tokens; built once at start and shared read-only by the shards.
+pub struct Verifier {
+    keys: Vec<(Algorithm, DecodingKey)>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let algs: Vec<_> = self.keys.iter().map(|(a, _)| *a).collect();
+        f.debug_struct("Verifier")
+            .field("algorithms", &algs)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// None when no key is configured (anonymous mode).
+    pub fn from_config(c: &AuthConfig) -> Result<Option<Verifier>, String> {
+        let mut keys = Vec::new();
+        if let Some(s) = &c.hmac_secret {
+            if s.is_empty() {
+                return Err("auth.hmac_secret is empty".into());
+            }
+            keys.push((Algorithm::HS256, DecodingKey::from_secret(s.as_bytes())));
+        }
+        let read = |p: &str| std::fs::read(p).map_err(|e| format!("{p}: {e}"));
+        if let Some(p) = &c.rsa_public_key_file {
+            let k = DecodingKey::from_rsa_pem(&read(p)?).map_err(|e| format!("{p}: {e}"))?;
+            keys.push((Algorithm::RS256, k));
+        }
+        if let Some(p) = &c.ec_public_key_file {
+            let k = DecodingKey::from_ec_pem(&read(p)?).map_err(|e| format!("{p}: {e}"))?;
+            keys.push((Algorithm::ES256, k));
+        }
+        Ok((!keys.is_empty()).then_some(Verifier { keys }))
+    }
+
+    /// Check the signature with the key of the token's algorithm, then `exp` (no leeway).
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        let (alg, key) = self
+            .keys
+            .iter()
+            .find(|(a, _)| *a == header.alg)
+            .ok_or(AuthError::Invalid)?;
+        let mut v = Validation::new(*alg);
+        v.leeway = 0;
+        v.required_spec_claims.clear();
+        v.validate_aud = false;
+        match jsonwebtoken::decode::<Claims>(token, key, &v) {
+            Ok(d) => Ok(d.claims),
+            Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => Err(AuthError::Expired),
+            Err(_) => Err(AuthError::Invalid),
+        }
+    }
+}
+
+/// `pattern` is a channel name, or a prefix followed by `*`.
+pub fn pattern_matches(pattern: &str, channel: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => pattern == channel,
+    }
+}
+
+/// What a connection may do: its claims (if authenticated) over namespace defaults.
+pub fn allowed(
+    claims: Option<&Claims>,
+    namespaces: &HashMap<String, Namespace>,
+    channel: &str,
+    publish: bool,
+) -> bool {
+    let patterns = claims.and_then(|c| {
+        if publish {
+            c.publish.as_ref()
+        } else {
+            c.subscribe.as_ref()
+        }
+    });
+    if let Some(p) = patterns {
+        return p.iter().any(|p| pattern_matches(p, channel));
+    }
+    let ns = namespaces.get(shardcast_proto::command::namespace(channel));
+    let ns = ns.cloned().unwrap_or_default();
+    if publish {
+        ns.client_publish
+    } else {
+        ns.client_subscribe
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_exactly_or_by_prefix() {
+        assert!(pattern_matches("news", "news"));
+        assert!(!pattern_matches("news", "news2"));
+        assert!(pattern_matches("chat:*", "chat:7"));
+        assert!(!pattern_matches("chat:*", "chats:7"));
+        assert!(pattern_matches("*", "anything"));
+    }
+
+    #[test]
+    fn claims_override_namespace_defaults() {
+        let mut ns = HashMap::new();
+        ns.insert(
+            "ro".to_string(),
+            Namespace {
+                client_publish: false,
+                client_subscribe: true,
+            },
+        );
+        assert!(!allowed(None, &ns, "ro:1", true));
+        assert!(allowed(None, &ns, "ro:1", false));
+        assert!(allowed(None, &ns, "other:1", true));
+        let c = Claims {
+            subscribe: Some(vec!["a:*".into()]),
+            ..Default::default()
+        };
+        assert!(allowed(Some(&c), &ns, "a:1", false));
+        assert!(!allowed(Some(&c), &ns, "b:1", false));
+        assert!(
+            !allowed(Some(&c), &ns, "ro:1", true),
+            "no publish claim: namespace decides"
+        );
+    }
+}

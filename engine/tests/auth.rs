@@ -1,0 +1,179 @@
+//! JWT authentication and permissions, end to end, on both drivers.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use shardcast::auth::Namespace;
+use shardcast::DriverKind;
+use tungstenite::client::IntoClientRequest;
+
+const SECRET: &str = "test-secret";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn key_path(name: &str) -> String {
+    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn hs256(claims: serde_json::Value, secret: &str) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn pem_token(alg: Algorithm, file: &str, claims: serde_json::Value) -> String {
+    let pem = std::fs::read(key_path(file)).unwrap();
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+    };
+    encode(&Header::new(alg), &claims, &key).unwrap()
+}
+
+fn start_auth(d: DriverKind) -> shardcast::Handle {
+    let mut cfg = config(d);
+    cfg.auth.hmac_secret = Some(SECRET.into());
+    cfg.auth.rsa_public_key_file = Some(key_path("rsa_public.pem"));
+    cfg.auth.ec_public_key_file = Some(key_path("ec_public.pem"));
+    cfg.namespaces.insert(
+        "ro".into(),
+        Namespace {
+            client_publish: false,
+            client_subscribe: true,
+        },
+    );
+    start(cfg)
+}
+
+/// Connect with the token in the query (or None), returning the socket after the 101.
+fn connect(addr: std::net::SocketAddr, token: Option<&str>) -> Ws {
+    match token {
+        Some(t) => ws(addr, &format!("/ws?token={t}")),
+        None => ws(addr, "/ws"),
+    }
+}
+
+fn refused_tokens_get_their_close_codes(d: DriverKind) {
+    let h = start_auth(d);
+    let addr = h.local_addr();
+    assert_eq!(recv_close_code(&mut connect(addr, None)), 4501, "no token");
+    let forged = hs256(serde_json::json!({"sub":"u1"}), "other-secret");
+    assert_eq!(
+        recv_close_code(&mut connect(addr, Some(&forged))),
+        4501,
+        "bad signature"
+    );
+    assert_eq!(
+        recv_close_code(&mut connect(addr, Some("not.a.jwt"))),
+        4501,
+        "malformed"
+    );
+    let expired = hs256(serde_json::json!({"sub":"u1","exp":now() - 10}), SECRET);
+    assert_eq!(
+        recv_close_code(&mut connect(addr, Some(&expired))),
+        4503,
+        "expired"
+    );
+    h.shutdown();
+}
+
+fn claims_decide_channels(d: DriverKind) {
+    let h = start_auth(d);
+    let addr = h.local_addr();
+    let claims = serde_json::json!({"sub":"u1","exp":now() + 600,"subscribe":["news","chat:*"]});
+    let mut c = connect(addr, Some(&hs256(claims, SECRET)));
+    subscribe(&mut c, 1, "news");
+    subscribe(&mut c, 2, "chat:7");
+    send(&mut c, r#"{"id":3,"op":"subscribe","channel":"secret"}"#);
+    assert_eq!(recv_json(&mut c)["error"]["code"], 103, "denied channel");
+    // No publish claim: the namespace decides.
+    send(
+        &mut c,
+        r#"{"id":4,"op":"publish","channel":"ro:1","data":1}"#,
+    );
+    assert_eq!(recv_json(&mut c)["error"]["code"], 103);
+    send(
+        &mut c,
+        r#"{"id":5,"op":"publish","channel":"chat:7","data":1}"#,
+    );
+    let mut saw_ack = false;
+    for _ in 0..2 {
+        let m = recv_json(&mut c);
+        saw_ack |= m["id"] == 5 && m["ok"]["offset"] == 1;
+    }
+    assert!(saw_ack);
+    h.shutdown();
+}
+
+fn rs256_and_es256_in_header_or_query(d: DriverKind) {
+    let h = start_auth(d);
+    let addr = h.local_addr();
+    let claims = serde_json::json!({"sub":"u2","exp":now() + 600});
+    let rs = pem_token(Algorithm::RS256, "rsa_private.pem", claims.clone());
+    let mut c = connect(addr, Some(&rs));
+    subscribe(&mut c, 1, "a");
+    let es = pem_token(Algorithm::ES256, "ec_private.pem", claims);
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {es}").parse().unwrap());
+    let (mut c2, _) = tungstenite::connect(req).unwrap();
+    subscribe(&mut c2, 1, "a");
+    h.shutdown();
+}
+
+fn refresh_extends_and_expiry_closes(d: DriverKind) {
+    let h = start_auth(d);
+    let addr = h.local_addr();
+    let short = hs256(serde_json::json!({"sub":"u3","exp":now() + 2}), SECRET);
+    let mut kept = connect(addr, Some(&short));
+    let mut lapsed = connect(addr, Some(&short));
+    let longer = hs256(serde_json::json!({"sub":"u3","exp":now() + 600}), SECRET);
+    send(
+        &mut kept,
+        &format!(r#"{{"id":1,"op":"refresh","token":"{longer}"}}"#),
+    );
+    assert_eq!(recv_json(&mut kept), serde_json::json!({"id":1,"ok":{}}));
+    let other = hs256(
+        serde_json::json!({"sub":"someone-else","exp":now() + 600}),
+        SECRET,
+    );
+    send(
+        &mut kept,
+        &format!(r#"{{"id":2,"op":"refresh","token":"{other}"}}"#),
+    );
+    assert_eq!(recv_json(&mut kept)["error"]["code"], 101);
+    // Not refreshed: closed with 4503 once exp passes.
+    assert_eq!(recv_close_code(&mut lapsed), 4503);
+    std::thread::sleep(Duration::from_millis(200));
+    subscribe(&mut kept, 3, "still-here");
+    h.shutdown();
+}
+
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod epoll {
+            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Epoll) })*
+        }
+        mod uring {
+            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Uring) })*
+        }
+    };
+}
+
+both_drivers!(
+    refused_tokens_get_their_close_codes,
+    claims_decide_channels,
+    rs256_and_es256_in_header_or_query,
+    refresh_extends_and_expiry_closes,
+);
