@@ -111,7 +111,9 @@ impl UringDriver {
         };
         driver.arm_accept();
         driver.arm_wake();
-        // Submit now so a listener error (EINVAL: not listening) shows at once.
+        // Enter once now: a sandbox that allows io_uring_setup but not
+        // io_uring_enter then fails here, while `build` can still fall back to
+        // epoll, rather than at the shard's first poll.
         driver.ring.submit()?;
         tracing::debug!(
             sq = driver.ring.params().sq_entries(),

@@ -21,6 +21,9 @@ use super::token::{self, Kind};
 use super::UringDriver;
 use crate::driver::{Completion, ConnKey, Sock, SEND_IOVECS_MAX};
 
+/// Vector capacity a recycled slab entry keeps (typical sends carry a few frames).
+const KEEP_IOVECS: usize = 8;
+
 struct SendOp {
     conn: ConnKey,
     msg: Box<libc::msghdr>,
@@ -71,6 +74,11 @@ impl SendSlab {
         }
         op.iov.clear();
         op.bufs.clear();
+        // The slab grows to the peak number of concurrent sends (every
+        // connection, during a broadcast); cap what each entry keeps so a rare
+        // 64-buffer send does not pin its vectors' capacity forever.
+        op.iov.shrink_to(KEEP_IOVECS);
+        op.bufs.shrink_to(KEEP_IOVECS);
         op.msg.msg_iov = std::ptr::null_mut();
         op.msg.msg_iovlen = 0;
         self.free.push(id);
