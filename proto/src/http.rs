@@ -299,8 +299,10 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
 /// A full response with Content-Length.
 ///
 /// 1xx and 204 responses carry neither a body nor its headers (RFC 9110 §8.6, §15.3.5);
-/// `body` is ignored for them. CR and LF are dropped from header values so that a value
-/// echoing client input cannot split the response.
+/// `body` is ignored for them. A 101 gets no `Connection` header of its own, since the
+/// caller's `Connection: Upgrade` must be the only one (see [`crate::handshake::upgrade_response`]
+/// for the WebSocket 101). CR and LF are dropped from header values so that a value echoing
+/// client input cannot split the response.
 pub fn response(
     status: u16,
     content_type: &str,

@@ -575,3 +575,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn switching_protocols_response_leaves_connection_to_the_caller() {
+    let r = response(
+        101,
+        "text/plain",
+        &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+        b"",
+        true,
+    );
+    assert_eq!(
+        r,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    );
+}
