@@ -78,6 +78,14 @@ pub struct CommandError {
     pub message: String,
 }
 
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "error {}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
 /// Parse one command (the payload of a text frame). `buf` is used as simd-json scratch
 /// and is clobbered. Channel names are validated (error 104).
 pub fn parse_command(buf: &mut [u8]) -> Result<Command, CommandError> {
