@@ -48,6 +48,20 @@ pub struct Limits {
     /// Bytes queued for one connection; past it the connection closes with 4008
     /// so one slow reader cannot hold unbounded memory or delay others.
     pub queue_bytes_max: usize,
+    /// Frames queued for one connection; past it, like `queue_bytes_max`, close 4008.
+    /// Bounds the queue's own memory when frames are tiny.
+    pub queue_frames_max: usize,
+    /// Commands a connection may send per second on average (token bucket refill).
+    pub commands_per_sec: u32,
+    /// Commands a connection may send in a burst. A command over the rate gets
+    /// error 111; as many again refused before the bucket refills closes with 1008.
+    pub commands_burst: u32,
+    /// New connections a shard accepts per second; beyond it they are closed at
+    /// once, before any work is spent on them (reconnect storms). 0: no limit.
+    pub accepts_per_sec: u32,
+    /// `/ready` answers 503 when open WebSockets reach this percentage of capacity
+    /// (`conns_max`, or `conns_per_shard_max` x shards), so balancers steer away first.
+    pub ready_high_water_pct: u32,
     /// Request line plus headers; past it → 431.
     pub header_bytes_max: usize,
     /// HTTP API request bodies; past it → 413.
@@ -110,6 +124,11 @@ impl Default for Limits {
             conns_max: 0,
             handshake_timeout_ms: 10_000,
             queue_bytes_max: 256 * 1024,
+            queue_frames_max: 4096,
+            commands_per_sec: 100,
+            commands_burst: 200,
+            accepts_per_sec: 0,
+            ready_high_water_pct: 90,
             header_bytes_max: 8 * 1024,
             http_body_bytes_max: 1024 * 1024,
             close_linger_ms: 2_000,
@@ -164,6 +183,17 @@ impl Config {
         }
         if l.queue_bytes_max < l.message_bytes_max {
             return Err("limits.queue_bytes_max must be at least limits.message_bytes_max".into());
+        }
+        if l.commands_per_sec == 0 || l.commands_burst == 0 || l.commands_burst > i16::MAX as u32 {
+            return Err(
+                "limits.commands_per_sec must be positive and limits.commands_burst in 1..=32767"
+                    .into(),
+            );
+        }
+        if l.queue_frames_max == 0 || l.ready_high_water_pct == 0 {
+            return Err(
+                "limits.queue_frames_max and limits.ready_high_water_pct must be positive".into(),
+            );
         }
         if l.ping_interval_ms == 0 || l.pong_timeout_ms == 0 {
             return Err(

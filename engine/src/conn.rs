@@ -57,6 +57,10 @@ pub struct Conn {
     /// A ping was sent and nothing has arrived since.
     pub ping_outstanding: bool,
     pub queued_bytes: u32,
+    /// Command rate limit: tokens left (negative: commands refused since the
+    /// bucket ran dry), and when it was last refilled (shard milliseconds).
+    pub rl_tokens: i16,
+    pub rl_stamp_ms: u32,
     /// Heartbeat wheel tick of the last bytes received, and of the last data message.
     pub last_rx_tick: u32,
     pub last_msg_tick: u32,
@@ -87,6 +91,8 @@ impl Conn {
             dirty: false,
             ping_outstanding: false,
             queued_bytes: 0,
+            rl_tokens: i16::MAX,
+            rl_stamp_ms: 0,
             last_rx_tick: 0,
             last_msg_tick: 0,
             decoder: Decoder::default(),
@@ -99,9 +105,9 @@ impl Conn {
         }
     }
 
-    /// Queue bytes unless that would pass `limit` bytes in total.
-    pub fn enqueue(&mut self, b: Bytes, limit: usize) -> Enqueue {
-        if self.queued_bytes as usize + b.len() > limit {
+    /// Queue bytes unless that would pass `bytes_max` bytes or `frames_max` frames.
+    pub fn enqueue(&mut self, b: Bytes, bytes_max: usize, frames_max: usize) -> Enqueue {
+        if self.queued_bytes as usize + b.len() > bytes_max || self.out.len() >= frames_max {
             return Enqueue::Backpressure;
         }
         self.queued_bytes += b.len() as u32;
@@ -249,24 +255,31 @@ mod tests {
     #[test]
     fn queue_is_bounded_and_partial_writes_advance() {
         let mut c = Conn::new(Sock(3), 1);
-        assert_eq!(c.enqueue(Bytes::from_static(b"hello"), 8), Enqueue::Ok);
+        assert_eq!(c.enqueue(Bytes::from_static(b"hello"), 8, 10), Enqueue::Ok);
         assert_eq!(
-            c.enqueue(Bytes::from_static(b"world"), 8),
+            c.enqueue(Bytes::from_static(b"world"), 8, 10),
             Enqueue::Backpressure
         );
-        assert_eq!(c.enqueue(Bytes::from_static(b"abc"), 8), Enqueue::Ok);
+        assert_eq!(c.enqueue(Bytes::from_static(b"abc"), 8, 10), Enqueue::Ok);
         c.inflight = 2;
         c.consume(6);
         assert_eq!(c.out.len(), 1);
         assert_eq!(&c.out[0][..], b"bc");
         assert_eq!(c.queued_bytes, 2);
+        let mut c = Conn::new(Sock(3), 1);
+        assert_eq!(c.enqueue(Bytes::from_static(b"a"), 100, 1), Enqueue::Ok);
+        assert_eq!(
+            c.enqueue(Bytes::from_static(b"b"), 100, 1),
+            Enqueue::Backpressure,
+            "frame cap"
+        );
     }
 
     #[test]
     fn control_frames_jump_the_queue_but_not_the_send_in_flight() {
         let mut c = Conn::new(Sock(3), 1);
-        c.enqueue(Bytes::from_static(b"a"), 100);
-        c.enqueue(Bytes::from_static(b"b"), 100);
+        c.enqueue(Bytes::from_static(b"a"), 100, 10);
+        c.enqueue(Bytes::from_static(b"b"), 100, 10);
         c.inflight = 1;
         c.enqueue_control(Bytes::from_static(b"P"));
         let v: Vec<&[u8]> = c.out.iter().map(|b| &b[..]).collect();

@@ -81,6 +81,8 @@ impl Core {
             ("GET", "/ready") => {
                 if self.shared.draining.load(Ordering::Relaxed) {
                     self.respond(key, 503, "text/plain", b"draining", keep_alive)
+                } else if self.above_high_water() {
+                    self.respond(key, 503, "text/plain", b"overloaded", keep_alive)
                 } else {
                     self.respond(key, 200, "text/plain", b"ready", keep_alive)
                 }
@@ -167,6 +169,17 @@ impl Core {
             let mut leftover = leftover;
             self.on_ws_bytes(key, &mut leftover);
         }
+    }
+
+    /// Open WebSockets at or past `ready_high_water_pct` of the engine's capacity.
+    fn above_high_water(&self) -> bool {
+        let l = &self.cfg.limits;
+        let capacity = if l.conns_max > 0 {
+            l.conns_max
+        } else {
+            l.conns_per_shard_max as u64 * self.shards as u64
+        };
+        self.shared.ws_open_total() * 100 >= capacity * l.ready_high_water_pct as u64
     }
 
     /// WebSocket connections this shard and the engine may still take.

@@ -18,6 +18,7 @@ mod http_api;
 mod lifecycle;
 pub mod mesh;
 pub mod metrics;
+pub mod ratelimit;
 pub mod registry;
 mod session;
 pub mod shard;

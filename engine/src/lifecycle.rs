@@ -90,7 +90,10 @@ impl Core {
     /// Queue a data frame, reporting backpressure to the caller, who must then
     /// call [`Core::slow_consumer`] (done later when the caller is iterating a channel).
     pub(crate) fn send_frame_no_close(&mut self, key: ConnKey, frame: Bytes) -> Enqueue {
-        let limit = self.cfg.limits.queue_bytes_max;
+        let (limit, frames) = (
+            self.cfg.limits.queue_bytes_max,
+            self.cfg.limits.queue_frames_max,
+        );
         let Some(conn) = self.conns.get_mut(key) else {
             return Enqueue::Ok;
         };
@@ -98,7 +101,7 @@ impl Core {
             return Enqueue::Ok;
         }
         let len = frame.len() as u64;
-        let r = conn.enqueue(frame, limit);
+        let r = conn.enqueue(frame, limit, frames);
         if r == Enqueue::Ok {
             ShardStats::inc(&self.stats.frames_out);
             ShardStats::add(&self.stats.queued_bytes, len);

@@ -79,6 +79,8 @@ const REJECTIONS: &[(&str, Pick)] = &[
     ("full", |s| &s.rejected_full),
     ("bad_request", |s| &s.rejected_bad_request),
     ("overloaded", |s| &s.rejected_overloaded),
+    ("accept_rate", |s| &s.rejected_accept_rate),
+    ("rate_limited", |s| &s.rate_limited),
 ];
 
 fn load(c: &AtomicU64) -> u64 {

@@ -55,7 +55,11 @@ impl crate::shard::Core {
                 self.scratch.extend_from_slice(p);
                 let mut buf = std::mem::take(&mut self.scratch);
                 match command::parse_command(&mut buf) {
-                    Ok(cmd) => self.on_command(key, cmd),
+                    Ok(cmd) => {
+                        if self.admit_command(key, cmd.id) {
+                            self.on_command(key, cmd);
+                        }
+                    }
                     Err(e) => self.send_json(key, &reply::error(e.id, e.code, &e.message)),
                 }
                 self.scratch = buf;

@@ -72,6 +72,8 @@ pub(crate) struct Core {
     /// Publication times of this turn's deliveries, recorded once their writes are submitted.
     pub delivered_at: Vec<Instant>,
     pub drain: Option<crate::drain::DrainPlan>,
+    pub started: Instant,
+    pub accept_budget: crate::ratelimit::AcceptBudget,
 }
 
 impl Shard {
@@ -118,6 +120,8 @@ impl Shard {
             due: Vec::new(),
             delivered_at: Vec::new(),
             drain: None,
+            started: now,
+            accept_budget: crate::ratelimit::AcceptBudget::new(now),
             id,
             shards,
             owner: Owner::new(id, cfg.limits.idle_channels_max),
@@ -195,7 +199,11 @@ impl Shard {
                 let key = core.conns.insert(sock);
                 ShardStats::inc(&core.stats.conns_open);
                 core.arm_http_deadline(key);
-                if core.stopping {
+                let per_sec = core.cfg.limits.accepts_per_sec;
+                if !core.accept_budget.admit(core.now, per_sec) {
+                    ShardStats::inc(&core.stats.rejected_accept_rate);
+                    core.abort(key);
+                } else if core.stopping {
                     core.abort(key);
                 } else {
                     self.driver.start_recv(sock, key);

@@ -40,6 +40,8 @@ counters! {
     msgs_in: "WebSocket messages received.",
     bytes_in: "Bytes read from sockets.",
     rejected_overloaded: "Publications refused because an inbox was full.",
+    rejected_accept_rate: "Connections closed at accept by the accept-rate limit.",
+    rate_limited: "Commands refused with error 111.",
     frames_out: "Frames queued to clients (pushes, replies, control).",
     bytes_out: "Bytes written to sockets.",
     publications: "Publications assigned an offset by this shard as owner.",

@@ -527,6 +527,59 @@ fn drain_paces_4001_closes_over_the_window(d: DriverKind) {
     );
 }
 
+fn command_rate_limit_then_policy_close(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.limits.commands_per_sec = 1;
+    cfg.limits.commands_burst = 5;
+    let h = start(cfg);
+    let mut c = ws(h.local_addr(), "/ws");
+    for i in 0..10 {
+        send(&mut c, &format!(r#"{{"id":{i},"op":"ping"}}"#));
+    }
+    for i in 0..5 {
+        assert_eq!(recv_json(&mut c), serde_json::json!({"id":i,"op":"pong"}));
+    }
+    for i in 5..9 {
+        let r = recv_json(&mut c);
+        assert_eq!(
+            (r["id"].as_u64(), r["error"]["code"].as_u64()),
+            (Some(i), Some(111)),
+            "{r}"
+        );
+        assert_eq!(r["error"]["temporary"], true);
+    }
+    // The fifth refusal in a row is sustained abuse.
+    assert_eq!(recv_close_code(&mut c), 1008);
+    assert!(h.stats().rate_limited >= 5);
+    h.shutdown();
+}
+
+fn shedding_ready_high_water_and_accept_rate(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.shards = 1;
+    cfg.limits.conns_per_shard_max = 4;
+    cfg.limits.ready_high_water_pct = 50;
+    cfg.limits.accepts_per_sec = 5;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    assert_eq!(http(addr, "GET", "/ready", &[], b"").0, 200);
+    let _a = ws(addr, "/ws");
+    let _b = ws(addr, "/ws");
+    let (status, resp) = http(addr, "GET", "/ready", &[], b"");
+    assert_eq!(status, 503, "at 50% of capacity");
+    assert!(body_of(&resp).contains("overloaded"));
+    // A burst of connects past the accept budget: the excess is closed unserved.
+    std::thread::sleep(Duration::from_millis(1200));
+    let socks: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    eventually("accept-rate shedding", || {
+        h.stats().rejected_accept_rate >= 10
+    });
+    drop(socks);
+    h.shutdown();
+}
+
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {
         mod epoll {
@@ -551,4 +604,6 @@ both_drivers!(
     idle_timeout_closes_connections_without_messages,
     metrics_are_valid_prometheus_text,
     drain_paces_4001_closes_over_the_window,
+    command_rate_limit_then_policy_close,
+    shedding_ready_high_water_and_accept_rate,
 );
