@@ -41,7 +41,7 @@ use io_uring::{squeue, types, IoUring};
 use super::{BufId, Completion, ConnKey, Driver, DriverConfig, DriverKind, Sock};
 use accept::AcceptState;
 use bufring::BufRing;
-use conns::{ConnTable, CLOSING, RECV_WANTED};
+use conns::{ConnTable, CLOSING, RECV_ARMED, RECV_WANTED};
 use send::SendSlab;
 use token::Kind;
 use wake::WakeState;
@@ -344,7 +344,16 @@ impl Driver for UringDriver {
 
     fn start_recv(&mut self, sock: Sock, conn: ConnKey) {
         let st = self.conns.get_mut(conn);
-        debug_assert!(!st.has(CLOSING), "start_recv on closing connection {conn}");
+        if st.has(CLOSING) || st.has(RECV_ARMED) {
+            // After close the slot may be reused by another accept; a second
+            // multishot recv would report every byte twice.
+            tracing::warn!(
+                conn,
+                flags = st.flags,
+                "start_recv on a closing or receiving connection; ignored"
+            );
+            return;
+        }
         st.slot = sock.0;
         st.flags |= RECV_WANTED;
         self.arm_recv(conn);
@@ -356,7 +365,6 @@ impl Driver for UringDriver {
 
     fn release(&mut self, buf: BufId) {
         if !self.bufs.give_back(buf.0) {
-            debug_assert!(false, "release of buffer {} not lent to the shard", buf.0);
             tracing::error!(
                 buf = buf.0,
                 "release of a buffer not lent to the shard; ignored"
