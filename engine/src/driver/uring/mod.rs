@@ -304,19 +304,19 @@ pub fn setup_failure_hint(e: &io::Error) -> &'static str {
     }
 }
 
-impl Driver for UringDriver {
-    fn kind(&self) -> DriverKind {
-        DriverKind::Uring
-    }
-
-    fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+impl UringDriver {
+    fn poll_inner(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<()> {
         if let Some(e) = self.fatal.take() {
             return Err(e);
         }
         let start = out.len();
         out.append(&mut self.backlog);
-        self.wake.reported = false;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large to add to now is the same as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             self.pump();
             let ready = out.len() > start || !self.ring.completion().is_empty();
@@ -340,6 +340,20 @@ impl Driver for UringDriver {
                 return Ok(());
             }
         }
+    }
+}
+
+impl Driver for UringDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Uring
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+        let res = self.poll_inner(timeout, out);
+        // The completions are handed out: a later eventfd CQE (even one reaped
+        // by a flush before the next poll) is a new wake-up to report.
+        self.wake.reported = false;
+        res
     }
 
     fn start_recv(&mut self, sock: Sock, conn: ConnKey) {
