@@ -595,3 +595,33 @@ fn peer_reset_reports_errnos() {
         "{tail:?}"
     );
 }
+
+/// Dropping the driver with a recv armed and a send stuck on a full socket
+/// cancels both and returns promptly; the ring's sockets close with it.
+#[test]
+fn drop_with_operations_in_flight() {
+    let mut h = Harness::new(config(16, 16, 4096));
+    let mut c = h.connect();
+    let sock = h.accept(1)[0];
+    h.d.start_recv(sock, 0);
+    let big = Bytes::from(pattern(4, 16 << 20));
+    h.d.send(sock, 0, std::slice::from_ref(&big));
+    let n = h.sent(0).unwrap();
+    h.d.send(sock, 0, &[big.slice(n..)]);
+    assert!(h.poll("send stays in flight").is_empty());
+    let started = Instant::now();
+    drop(h);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "drop took {:?}",
+        started.elapsed()
+    );
+    // The client sees the connection end once it drains what was sent.
+    let mut sink = vec![0u8; 1 << 20];
+    loop {
+        match c.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
