@@ -42,7 +42,11 @@ fn record(cfg: &DecoderConfig, out: &mut Vec<Owned>, m: Message<'_>) {
     out.push(owned);
 }
 
-fn run(cfg: &DecoderConfig, stream: &[u8], sizes: [usize; 2]) -> (Vec<Owned>, Result<(), ProtoError>) {
+fn run(
+    cfg: &DecoderConfig,
+    stream: &[u8],
+    sizes: [usize; 2],
+) -> (Vec<Owned>, Result<(), ProtoError>) {
     let mut input = stream.to_vec();
     let mut decoder = Decoder::default();
     let mut out = Vec::new();
@@ -72,7 +76,10 @@ fuzz_target!(|data: &[u8]| {
     let [max, a, b, stream @ ..] = data else {
         return;
     };
-    let cfg = DecoderConfig { role: Role::Server, message_bytes_max: usize::from(*max) * 4 };
+    let cfg = DecoderConfig {
+        role: Role::Server,
+        message_bytes_max: usize::from(*max) * 4,
+    };
     let cut = run(&cfg, stream, [usize::from(*a), usize::from(*b)]);
     let whole = run(&cfg, stream, [0, 0]);
     assert_eq!(cut, whole, "outcome depends on how the input was cut");
