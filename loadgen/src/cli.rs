@@ -1,0 +1,339 @@
+//! Command-line options, and their validation into a [`Plan`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+/// The longest run allowed at all: `--max-seconds` cannot go past it.
+pub const MAX_SECONDS_LIMIT: f64 = 1800.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Connect, subscribe to --channels, hold for --duration.
+    Idle,
+    /// Everyone subscribes; publish --rate msgs/s for --duration; measure delivery latency.
+    Fanout,
+    /// Each connection sends --message-bytes messages back-to-back, --inflight at a time.
+    Echo,
+    /// Hold --connections, and close and reopen --churn-rate of them per second.
+    Churn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// shardcast v1 JSON: subscribe commands, pushes with offsets, HTTP publish.
+    Shardcast,
+    /// Plain text frames: no commands; the peer broadcasts every text message to all clients.
+    Raw,
+}
+
+/// Load generator for shardcast and peer WebSocket servers (loopback only).
+#[derive(Parser, Debug, Clone, Serialize)]
+#[command(name = "shardcast-loadgen", version, about, long_about = None)]
+pub struct Opts {
+    /// What the connections do.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Servers to connect to, host:port, comma-separated (loopback addresses or localhost only).
+    #[arg(long, default_value = "127.0.0.1:8080", value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Wire protocol spoken to the target.
+    #[arg(long, value_enum, default_value = "shardcast")]
+    pub protocol: Protocol,
+    /// Connections to open (default: 100 for echo, 1000 otherwise).
+    #[arg(long, short = 'n')]
+    pub connections: Option<u64>,
+    /// New connections per second during the ramp.
+    #[arg(long, default_value_t = 1000.0)]
+    pub ramp: f64,
+    /// Length of the measured phase, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Hard bound on the whole run, in seconds; the run stops by itself when it is reached.
+    #[arg(long, default_value_t = 120.0)]
+    pub max_seconds: f64,
+    /// Event-loop threads per process (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Worker processes; each holds 1/K of the connections (per-process fd limit).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Local source addresses, e.g. 127.0.0.2-127.0.0.60 or a comma list; connections round-robin over them.
+    #[arg(long)]
+    pub source_ips: Option<String>,
+    /// Request path of the WebSocket upgrade.
+    #[arg(long, default_value = "/ws")]
+    pub path: String,
+    /// Channels to subscribe to, comma-separated (shardcast protocol).
+    #[arg(long, default_value = "bench", value_delimiter = ',')]
+    pub channels: Vec<String>,
+    /// Subscribe connection i to channel i mod C only, instead of to every channel.
+    #[arg(long)]
+    pub spread: bool,
+    /// Fanout: publications per second, in total, round-robin over the channels.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Fanout: size of each publication's JSON payload, in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// Fanout (shardcast): publish over HTTP to this host:port (default: the first target).
+    #[arg(long)]
+    pub publish_target: Option<String>,
+    /// Fanout (shardcast): `Authorization: Bearer` key for /api/publish.
+    #[arg(long, env = "SHARDCAST_API_KEY", hide_env_values = true)]
+    #[serde(skip)]
+    pub api_key: Option<String>,
+    /// Fanout (shardcast): publish requests in flight at once on the keep-alive connection.
+    #[arg(long, default_value_t = 64)]
+    pub publish_window: usize,
+    /// Echo: bytes per message.
+    #[arg(long, default_value_t = 20)]
+    pub message_bytes: usize,
+    /// Echo: messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub inflight: usize,
+    /// Churn: connections closed and reopened per second.
+    #[arg(long, default_value_t = 100.0)]
+    pub churn_rate: f64,
+    /// Seconds a connection has to connect, upgrade and subscribe.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Seconds to wait after the ramp before measuring (and before the memory sample).
+    #[arg(long, default_value_t = 2.0)]
+    pub settle: f64,
+    /// Fanout: at most this many seconds to wait for deliveries after the last publication.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain: f64,
+    /// Server pid: sample its RSS before the ramp and after it, and print bytes per connection.
+    #[arg(long)]
+    pub target_pid: Option<u32>,
+    /// Write the full report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an SVG plot of latency percentiles and connections over time.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// No progress line on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Internal: run as worker process i of --workers (results as JSON lines on stdout).
+    #[arg(long, hide = true)]
+    pub worker_index: Option<usize>,
+}
+
+/// Validated options with addresses resolved.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub opts: Opts,
+    pub targets: Vec<SocketAddr>,
+    pub sources: Vec<IpAddr>,
+    pub publish_target: SocketAddr,
+    pub connections: u64,
+    pub threads: usize,
+}
+
+impl Opts {
+    /// Check everything that can be checked before a socket is opened.
+    pub fn plan(&self) -> Result<Plan, String> {
+        let targets = self
+            .targets
+            .iter()
+            .map(|t| parse_loopback(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        if targets.is_empty() {
+            return Err("--targets: at least one target is needed".into());
+        }
+        let publish_target = match &self.publish_target {
+            Some(t) => parse_loopback(t)?,
+            None => targets[0],
+        };
+        let sources = match &self.source_ips {
+            Some(s) => parse_sources(s)?,
+            None => Vec::new(),
+        };
+        if !(self.max_seconds > 0.0 && self.max_seconds <= MAX_SECONDS_LIMIT) {
+            return Err(format!("--max-seconds must be in (0, {MAX_SECONDS_LIMIT}]"));
+        }
+        for (name, v) in [
+            ("--ramp", self.ramp),
+            ("--connect-timeout", self.connect_timeout),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        for (name, v) in [
+            ("--duration", self.duration),
+            ("--settle", self.settle),
+            ("--drain", self.drain),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(format!("{name} must be zero or positive"));
+            }
+        }
+        if self.scenario == Scenario::Fanout && !(self.rate > 0.0 && self.rate <= 1e6) {
+            return Err("--rate must be in (0, 1e6]".into());
+        }
+        if self.scenario == Scenario::Churn
+            && !(self.churn_rate > 0.0 && self.churn_rate.is_finite())
+        {
+            return Err("--churn-rate must be positive".into());
+        }
+        if self.workers == 0 || self.workers > 64 {
+            return Err("--workers must be 1..=64".into());
+        }
+        if self.inflight == 0 || self.publish_window == 0 {
+            return Err("--inflight and --publish-window must be at least 1".into());
+        }
+        if self.channels.is_empty() || self.channels.iter().any(|c| !valid_channel(c)) {
+            return Err("--channels: names are 1-255 bytes of [A-Za-z0-9_.:/-]".into());
+        }
+        if !self.path.starts_with('/') {
+            return Err("--path must start with /".into());
+        }
+        let default_n = if self.scenario == Scenario::Echo {
+            100
+        } else {
+            1000
+        };
+        let connections = self.connections.unwrap_or(default_n);
+        let threads = self
+            .threads
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
+        Ok(Plan {
+            opts: self.clone(),
+            targets,
+            sources,
+            publish_target,
+            connections,
+            threads,
+        })
+    }
+}
+
+fn valid_channel(c: &str) -> bool {
+    !c.is_empty()
+        && c.len() <= 255
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
+}
+
+fn ensure_loopback(ip: IpAddr, what: &str) -> Result<(), String> {
+    if ip.to_canonical().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {ip} is not a loopback address: this tool only sends traffic to 127.0.0.0/8 or ::1 on this machine"
+        ))
+    }
+}
+
+/// `host:port` where host is a loopback IP literal or `localhost` (no DNS lookups).
+pub fn parse_loopback(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let addr = if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("bad port in target {s:?}"))?;
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+    } else {
+        s.parse::<SocketAddr>()
+            .map_err(|_| format!("target {s:?} is not host:port with a loopback IP or localhost"))?
+    };
+    ensure_loopback(addr.ip(), "target")?;
+    if addr.port() == 0 {
+        return Err(format!("target {s:?} has port 0"));
+    }
+    Ok(addr)
+}
+
+/// `127.0.0.2-127.0.0.60`, `127.0.0.2,127.0.0.3`, or a mix; IPv4 ranges only.
+pub fn parse_sources(s: &str) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let a: Ipv4Addr = a
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad source address {a:?}"))?;
+            let b: Ipv4Addr = b
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad source address {b:?}"))?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if b < a || b - a > 65_535 {
+                return Err(format!("bad source range {part:?}"));
+            }
+            for ip in a..=b {
+                let ip = IpAddr::V4(Ipv4Addr::from(ip));
+                ensure_loopback(ip, "source address")?;
+                out.push(ip);
+            }
+        } else {
+            let ip: IpAddr = part
+                .parse()
+                .map_err(|_| format!("bad source address {part:?}"))?;
+            ensure_loopback(ip, "source address")?;
+            out.push(ip);
+        }
+    }
+    if out.is_empty() {
+        return Err("--source-ips is empty".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only() {
+        assert!(parse_loopback("127.0.0.1:8080").is_ok());
+        assert!(parse_loopback("127.9.9.9:1").is_ok());
+        assert!(parse_loopback("[::1]:8080").is_ok());
+        assert_eq!(
+            parse_loopback("localhost:9").unwrap().ip(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        for bad in [
+            "10.0.0.1:80",
+            "192.168.1.1:80",
+            "8.8.8.8:53",
+            "[::2]:80",
+            "example.com:80",
+            "127.0.0.1",
+        ] {
+            assert!(parse_loopback(bad).is_err(), "{bad} must be refused");
+        }
+        assert!(parse_loopback("10.0.0.1:80")
+            .unwrap_err()
+            .contains("not a loopback"));
+    }
+
+    #[test]
+    fn source_ranges() {
+        let v = parse_sources("127.0.0.2-127.0.0.60").unwrap();
+        assert_eq!(v.len(), 59);
+        assert_eq!(v[0].to_string(), "127.0.0.2");
+        assert_eq!(v[58].to_string(), "127.0.0.60");
+        assert_eq!(
+            parse_sources("127.0.0.5, 127.0.0.7-127.0.0.8")
+                .unwrap()
+                .len(),
+            3
+        );
+        assert!(parse_sources("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_sources("127.0.0.250-128.0.0.3").is_err());
+        assert!(parse_sources("10.0.0.1").is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! The coordinator: phases of a run, the once-a-second progress line, the memory
+//! probe and the publisher. The same code drives threads in this process or
+//! worker processes (see [`crate::fleet`]).
+//!
+//! Phases: ramp (until every connection is up or failed) → settle → memory
+//! sample → measure for `--duration` (fanout: publish; echo: time the round
+//! trips; churn: close and reopen) → drain (fanout: wait for the last
+//! deliveries) → stop. Every phase is bounded, and the whole run by `--max-seconds`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cli::{Plan, Scenario};
+use crate::fleet::{Fleet, Group, Procs};
+use crate::mem::{self, Probe};
+use crate::publisher::{Outcome, Publisher};
+use crate::report::{Phases, Report, Sample};
+use crate::stats::{Counters, Hist, Tick, Totals};
+
+struct Coord<'a> {
+    plan: &'a Plan,
+    fleet: Box<dyn Fleet>,
+    t0: Instant,
+    deadline: Instant,
+    next_tick: Instant,
+    last: Counters,
+    timeline: Vec<Sample>,
+    progress: bool,
+}
+
+impl Coord<'_> {
+    fn out_of_time(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Sleep to the next whole second of the run, then read and print a tick.
+    fn tick(&mut self) -> Result<Tick, String> {
+        let now = Instant::now();
+        if self.next_tick > now {
+            std::thread::sleep(self.next_tick - now);
+        }
+        self.next_tick += Duration::from_secs(1);
+        let t = self.fleet.tick()?;
+        let c = &t.counters;
+        let msgs =
+            (c.deliveries + c.echoes).saturating_sub(self.last.deliveries + self.last.echoes);
+        let s = Sample {
+            t_s: self.t0.elapsed().as_secs_f64(),
+            open: c.open,
+            up: c.up,
+            failed: c.failed,
+            msgs_per_s: msgs,
+            count: t.interval.count(),
+            p50_us: t.interval.at(50.0) as f64 / 1e3,
+            p99_us: t.interval.at(99.0) as f64 / 1e3,
+            p999_us: t.interval.at(99.9) as f64 / 1e3,
+            max_us: t.interval.max() as f64 / 1e3,
+        };
+        if self.progress {
+            let lat = if s.count > 0 {
+                format!("p50 {} p99 {}", fmt_us(s.p50_us), fmt_us(s.p99_us))
+            } else {
+                "p50 - p99 -".into()
+            };
+            eprintln!(
+                "[{:>5.0}s] up {}/{} open {} failed {} closed {} | {} msg/s | {lat}",
+                s.t_s, c.up, self.plan.connections, c.open, c.failed, c.closed, msgs
+            );
+        }
+        self.timeline.push(s);
+        self.last = *c;
+        Ok(t)
+    }
+
+    /// Tick for about `secs` seconds (at least one tick when secs > 0), or until out of time.
+    fn hold(&mut self, secs: f64) -> Result<Tick, String> {
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        let mut t = self.tick()?;
+        while self.next_tick <= until && !self.out_of_time() {
+            t = self.tick()?;
+        }
+        Ok(t)
+    }
+}
+
+/// Human-readable microseconds.
+pub fn fmt_us(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{:.2}s", us / 1e6)
+    } else if us >= 1e3 {
+        format!("{:.2}ms", us / 1e3)
+    } else {
+        format!("{us:.0}µs")
+    }
+}
+
+/// Run a whole scenario; `exe` is this program's binary, needed for `--workers` > 1.
+pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
+    let o = &plan.opts;
+    crate::procs::check_fds(plan)?;
+    if let Some(pid) = o.target_pid {
+        if !mem::exists(pid) {
+            return Err(format!("--target-pid {pid}: no such process"));
+        }
+    }
+    let t0 = Instant::now();
+    let mem_before = o.target_pid.map(mem::sample);
+    let fleet: Box<dyn Fleet> = if o.workers > 1 {
+        let exe = match exe {
+            Some(p) => p.to_path_buf(),
+            None => std::env::current_exe().map_err(|e| format!("own binary: {e}"))?,
+        };
+        Box::new(Procs::start(plan, &exe)?)
+    } else {
+        Box::new(Group::start(Arc::new(plan.clone()), 0, 1)?)
+    };
+    let mut c = Coord {
+        plan,
+        fleet,
+        t0,
+        deadline: t0 + Duration::from_secs_f64(o.max_seconds),
+        next_tick: t0 + Duration::from_secs(1),
+        last: Counters::default(),
+        timeline: Vec::new(),
+        progress: !o.quiet,
+    };
+    let ramp_bound =
+        t0 + Duration::from_secs_f64(plan.connections as f64 / o.ramp + o.connect_timeout + 5.0);
+    let mut ramp_complete = false;
+    loop {
+        let t = c.tick()?;
+        if t.ready {
+            ramp_complete = true;
+            break;
+        }
+        if Instant::now() >= ramp_bound || c.out_of_time() {
+            eprintln!("loadgen: the ramp did not complete in time; measuring what is up");
+            break;
+        }
+    }
+    let ramp_s = t0.elapsed().as_secs_f64();
+    let settled = if o.settle > 0.0 && !c.out_of_time() {
+        c.hold(o.settle)?
+    } else {
+        c.tick()?
+    };
+    let memory = o.target_pid.map(|pid| {
+        Probe::new(
+            pid,
+            mem_before.unwrap_or_default(),
+            mem::sample(pid),
+            settled.counters.open,
+        )
+    });
+    let settle_s = t0.elapsed().as_secs_f64() - ramp_s;
+
+    c.fleet.measure()?;
+    let at_measure = settled.counters;
+    let measure_start = Instant::now();
+    let publisher = (o.scenario == Scenario::Fanout).then(|| {
+        let left = c.deadline.saturating_duration_since(Instant::now());
+        Publisher::start(plan, Duration::from_secs_f64(o.duration).min(left))
+    });
+    let mut t = if o.duration > 0.0 && !c.out_of_time() {
+        c.hold(o.duration)?
+    } else {
+        c.tick()?
+    };
+    let outcome: Option<Outcome> = publisher.map(Publisher::finish);
+    let measure_s = measure_start.elapsed().as_secs_f64();
+
+    let drain_start = Instant::now();
+    if let Some(out) = &outcome {
+        let expected = expected_deliveries(plan, out, t.counters.open);
+        let drain_end = drain_start + Duration::from_secs_f64(o.drain);
+        let mut prev = t.counters.deliveries;
+        while t.counters.deliveries < expected && Instant::now() < drain_end && !c.out_of_time() {
+            t = c.tick()?;
+            if t.counters.deliveries == prev && t.counters.deliveries > 0 {
+                break;
+            }
+            prev = t.counters.deliveries;
+        }
+    }
+    let drain_s = drain_start.elapsed().as_secs_f64();
+    let at_end = t.counters;
+    let finals = outcome
+        .as_ref()
+        .map(|o| o.finals.clone())
+        .unwrap_or_default();
+    let totals: Totals = c.fleet.stop(finals)?;
+    let phases = Phases {
+        ramp_s,
+        settle_s,
+        measure_s,
+        drain_s,
+        total_s: t0.elapsed().as_secs_f64(),
+        ramp_complete,
+    };
+    Ok(Report::build(
+        plan, totals, outcome, memory, phases, at_measure, at_end, c.timeline,
+    ))
+}
+
+/// Deliveries owed if every open connection gets every acknowledged publication
+/// on the channels it subscribed to (an estimate for the drain; the exact
+/// figure comes from the workers' subscriber counts).
+fn expected_deliveries(plan: &Plan, out: &Outcome, open: u64) -> u64 {
+    let acked: u64 = out.per_channel.iter().sum();
+    if plan.opts.spread {
+        acked * open / plan.opts.channels.len().max(1) as u64
+    } else {
+        acked * open
+    }
+}
+
+/// Merge latency histograms exactly (exposed for tests of the merge).
+pub fn merge_all(parts: &[Totals]) -> Totals {
+    let mut out = Totals {
+        latency: Hist::default(),
+        ..Totals::default()
+    };
+    for p in parts {
+        out.merge(p);
+    }
+    out
+}
