@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -126,6 +126,8 @@ impl Engine {
                     // Each shard builds its own ring on its own thread (SINGLE_ISSUER).
                     match driver::build(cfg.driver, l, inbox.waker.fd(), &dcfg) {
                         Ok(d) => {
+                            let uring = (d.kind() == DriverKind::Uring) as u64;
+                            shared.stats[id].uring.store(uring, Ordering::Relaxed);
                             let _ = ready_tx.send(Ok(d.kind()));
                             Shard::new(id, cfg, d, peers, inbox, shared).run();
                         }
@@ -163,11 +165,21 @@ impl Engine {
 fn listener(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
+    // With port 0, the first socket binds without SO_REUSEPORT so the kernel
+    // picks a port no other socket holds; a reuseport bind to port 0 may be
+    // handed a port another process's reuseport listener already serves.
+    // SO_REUSEPORT is set right after, so the other shards can join.
+    let ephemeral = addr.port() == 0;
+    if !ephemeral {
+        s.set_reuse_port(true)?;
+    }
     // Inherited by accepted sockets: pushes are small and latency-bound.
     s.set_tcp_nodelay(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
+    if ephemeral {
+        s.set_reuse_port(true)?;
+    }
     s.listen(4096)?;
     Ok(s)
 }

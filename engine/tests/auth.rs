@@ -160,6 +160,31 @@ fn refresh_extends_and_expiry_closes(d: DriverKind) {
     h.shutdown();
 }
 
+/// Refused connections churn through connection keys and descriptor slots: a
+/// late operation of a closed connection must never touch the next one there.
+fn churn_of_refused_connections(d: DriverKind) {
+    let h = start_auth(d);
+    let addr = h.local_addr();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let (mut c, _) = tungstenite::connect(format!("ws://{addr}/ws"))
+                        .unwrap_or_else(|e| panic!("thread {t} connection {i}: {e}"));
+                    if let tungstenite::stream::MaybeTlsStream::Plain(s) = c.get_mut() {
+                        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                    }
+                    assert_eq!(recv_close_code(&mut c), 4501);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    h.shutdown();
+}
+
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {
         mod epoll {
@@ -176,4 +201,5 @@ both_drivers!(
     claims_decide_channels,
     rs256_and_es256_in_header_or_query,
     refresh_extends_and_expiry_closes,
+    churn_of_refused_connections,
 );

@@ -14,9 +14,9 @@
 //! and reused by an accept, while a request on it could still be found.
 //! Every CQE decrements the key's in-flight count; at zero, `Closed`.
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, types};
 
-use super::conns::{CLOSING, REARM_QUEUED, RECV_WANTED};
+use super::conns::{CLOSE_DEFERRED, CLOSING, REARM_QUEUED, RECV_WANTED};
 use super::token::{self, Kind};
 use super::UringDriver;
 use crate::driver::{Completion, ConnKey, Sock};
@@ -35,33 +35,55 @@ impl UringDriver {
         self.push(&sqe);
     }
 
+    /// Cancel what is in flight on the socket; close its slot once nothing is.
+    ///
+    /// The `Close` must not overtake another op on the same slot: an op that the
+    /// kernel runs late (punted to a worker, or not yet cancelled) resolves the
+    /// fixed slot when it runs, and once the slot is closed a new accept may
+    /// already own it, so that op would hit the new connection (a shutdown
+    /// there shows up as EPIPE on its first write). So the cancel goes first,
+    /// and the close is submitted from `op_done` when the count reaches zero.
     pub(super) fn submit_close(&mut self, sock: Sock, conn: ConnKey) {
         let st = self.conns.get_mut(conn);
         if st.has(CLOSING) {
-            // `Closed` is already on its way; a second one would break the
-            // one-`Closed`-per-close contract.
             tracing::warn!(conn, "close called twice; ignored");
             return;
         }
         st.slot = sock.0;
         st.flags = (st.flags | CLOSING) & !(RECV_WANTED | REARM_QUEUED);
-        let cancel = st.pending > 0;
-        // Count both ops before pushing: a push may reap, and the count must
-        // not reach zero before the close is in.
-        st.pending += 1 + u16::from(cancel);
-        let close = opcode::Close::new(types::Fixed(sock.0))
+        if st.pending == 0 {
+            self.push_close(conn);
+            return;
+        }
+        st.flags |= CLOSE_DEFERRED;
+        st.pending += 1;
+        let builder = types::CancelBuilder::fd(types::Fixed(sock.0)).all();
+        let cancel = opcode::AsyncCancel2::new(builder)
+            .build()
+            .user_data(token::encode(Kind::Cancel, conn));
+        self.push(&cancel);
+    }
+
+    /// Close the slot now (nothing else is in flight on it).
+    pub(super) fn push_close(&mut self, conn: ConnKey) {
+        let st = self.conns.get_mut(conn);
+        st.flags &= !CLOSE_DEFERRED;
+        st.pending += 1;
+        let close = opcode::Close::new(types::Fixed(st.slot))
             .build()
             .user_data(token::encode(Kind::Close, conn));
-        if cancel {
-            let builder = types::CancelBuilder::fd(types::Fixed(sock.0)).all();
-            let cancel = opcode::AsyncCancel2::new(builder)
-                .build()
-                .flags(squeue::Flags::IO_HARDLINK)
-                .user_data(token::encode(Kind::Cancel, conn));
-            self.push_all(&[cancel, close]);
-        } else {
-            self.push(&close);
+        self.push(&close);
+    }
+
+    /// Submit the closes that `op_done` found ready during the last reap.
+    pub(super) fn submit_deferred_closes(&mut self) {
+        let list = std::mem::take(&mut self.deferred_close);
+        for &conn in &list {
+            self.push_close(conn);
         }
+        let mut list = list;
+        list.clear();
+        self.deferred_close = list;
     }
 
     pub(super) fn on_shutdown(&mut self, conn: ConnKey, res: i32, out: &mut Vec<Completion>) {

@@ -15,6 +15,8 @@ pub(super) const RECV_WANTED: u8 = 1 << 1;
 pub(super) const REARM_QUEUED: u8 = 1 << 2;
 /// `close` was called; only `Sent` and finally `Closed` are still reported.
 pub(super) const CLOSING: u8 = 1 << 3;
+/// The slot's `Close` waits until every other op on it has completed.
+pub(super) const CLOSE_DEFERRED: u8 = 1 << 4;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ConnState {

@@ -41,7 +41,7 @@ use io_uring::{squeue, types, IoUring};
 use super::{BufId, Completion, ConnKey, Driver, DriverConfig, DriverKind, Sock};
 use accept::AcceptState;
 use bufring::BufRing;
-use conns::{ConnTable, CLOSING, RECV_ARMED, RECV_WANTED};
+use conns::{ConnTable, CLOSE_DEFERRED, CLOSING, RECV_ARMED, RECV_WANTED};
 use send::SendSlab;
 use token::Kind;
 use wake::WakeState;
@@ -65,6 +65,8 @@ pub struct UringDriver {
     wake: WakeState,
     /// Connections whose recv ended without the shard asking (ENOBUFS, no MORE).
     rearm_recv: Vec<ConnKey>,
+    /// Connections whose slot close waits for the next submission (see `submit_close`).
+    deferred_close: Vec<ConnKey>,
     /// Completions reaped outside `poll` (a flush of a full SQ must make room in
     /// the CQ) or produced without the kernel; `poll` hands them out first.
     backlog: Vec<Completion>,
@@ -102,6 +104,7 @@ impl UringDriver {
             accept: AcceptState::default(),
             wake: WakeState::default(),
             rearm_recv: Vec::new(),
+            deferred_close: Vec::new(),
             backlog: Vec::new(),
             cqes: Vec::with_capacity(256),
             open: 0,
@@ -198,6 +201,7 @@ impl UringDriver {
             }
         }
         self.rearm_recvs();
+        self.submit_deferred_closes();
     }
 
     /// Turn every available CQE into completions (or internal state changes).
@@ -243,6 +247,13 @@ impl UringDriver {
         let st = self.conns.get_mut(conn);
         debug_assert!(st.pending > 0, "op count underflow for {conn}");
         st.pending = st.pending.saturating_sub(1);
+        if st.pending == 0 && st.has(CLOSE_DEFERRED) {
+            // Everything else on the slot is done: now it may be closed. The
+            // reap loop does not submit, so the close goes in with the next enter.
+            st.flags &= !CLOSE_DEFERRED;
+            self.deferred_close.push(conn);
+            return;
+        }
         if st.pending == 0 && st.has(CLOSING) {
             *st = conns::ConnState::default();
             out.push(Completion::Closed { conn });
