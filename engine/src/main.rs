@@ -172,7 +172,13 @@ fn run(cfg: Config) -> ExitCode {
     if cfg.api_key.is_none() {
         tracing::warn!("no api_key configured: /api/* accepts any caller (development default)");
     }
-    tracing::warn!("no token secret configured: anonymous WebSocket connections are accepted (development default)");
+    let a = &cfg.auth;
+    if a.hmac_secret.is_none() && a.rsa_public_key_file.is_none() && a.ec_public_key_file.is_none()
+    {
+        tracing::warn!(
+            "NO TOKEN KEY CONFIGURED: anonymous WebSocket connections are accepted (development default; set [auth])"
+        );
+    }
     let signals = block_signals();
     let handle = match Engine::start(cfg.clone()) {
         Ok(h) => h,
