@@ -142,7 +142,8 @@ fn run_http(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
         .as_ref()
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
-    let (t0, end) = (Instant::now(), Instant::now() + duration);
+    let t0 = Instant::now();
+    let end = t0 + duration;
     let mut lag = 0.0;
     let mut stream: Option<TcpStream> = None;
     let mut seq = vec![0u64; n];
@@ -349,7 +350,8 @@ fn run_raw(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
             while matches!(r.read(&mut chunk), Ok(n) if n > 0) {}
         });
     }
-    let (t0, end) = (Instant::now(), Instant::now() + duration);
+    let t0 = Instant::now();
+    let end = t0 + duration;
     let mut lag = 0.0;
     let mut k = 0u64;
     let mut frame = Vec::new();

@@ -64,8 +64,8 @@ impl Coord<'_> {
                 "p50 - p99 -".into()
             };
             eprintln!(
-                "[{:>5.0}s] up {}/{} open {} failed {} closed {} | {} msg/s | {lat}",
-                s.t_s, c.up, self.plan.connections, c.open, c.failed, c.closed, msgs
+                "[{:>5.0}s] open {}/{} (up {} failed {} closed {}) | {} msg/s | {lat}",
+                s.t_s, c.open, self.plan.connections, c.up, c.failed, c.closed, msgs
             );
         }
         self.timeline.push(s);

@@ -194,3 +194,59 @@ impl Tick {
         self.ready &= o.ready;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(values: &[u64], deliveries: u64, err: &str) -> Totals {
+        let mut t = Totals::default();
+        for &v in values {
+            t.latency.record(v);
+        }
+        t.counters.deliveries = deliveries;
+        t.error(err);
+        t.subscribers = vec![deliveries, 1];
+        t
+    }
+
+    #[test]
+    fn merge_through_serialization_is_exact() {
+        let a: Vec<u64> = (1..=5000).map(|i| i * 997).collect();
+        let b: Vec<u64> = (1..=3000).map(|i| 40_000_000 + i * 13_579).collect();
+        let (ta, tb) = (totals(&a, 5000, "refused"), totals(&b, 3000, "refused"));
+        // Across processes the totals travel as JSON.
+        let ta: Totals = serde_json::from_str(&serde_json::to_string(&ta).unwrap()).unwrap();
+        let tb: Totals = serde_json::from_str(&serde_json::to_string(&tb).unwrap()).unwrap();
+        let mut merged = Totals::default();
+        merged.merge(&ta);
+        merged.merge(&tb);
+        let mut single = Hist::default();
+        for &v in a.iter().chain(&b) {
+            single.record(v);
+        }
+        assert_eq!(merged.latency.count(), 8000);
+        assert_eq!(merged.counters.deliveries, 8000);
+        assert_eq!(merged.errors["refused"], 2);
+        assert_eq!(merged.subscribers, vec![8000, 2]);
+        for p in [0.0, 50.0, 62.5, 90.0, 99.0, 99.9, 100.0] {
+            assert_eq!(merged.latency.at(p), single.at(p), "p{p}");
+        }
+        assert_eq!(merged.latency.0, single.0);
+    }
+
+    #[test]
+    fn ticks_merge_readiness() {
+        let mut t = Tick {
+            ready: true,
+            ..Tick::default()
+        };
+        t.merge(&Tick {
+            ready: true,
+            ..Tick::default()
+        });
+        assert!(t.ready);
+        t.merge(&Tick::default());
+        assert!(!t.ready);
+    }
+}
