@@ -17,8 +17,10 @@ use std::time::Duration;
 use shardcast::{Config, Engine};
 
 fn main() -> std::io::Result<()> {
-    let mut cfg = Config::default();
-    cfg.listen = "127.0.0.1:8080".parse().expect("address");
+    let cfg = Config {
+        listen: "127.0.0.1:8080".parse().expect("address"),
+        ..Config::default()
+    };
     let engine = Engine::start(cfg)?;
     println!(
         "engine on {} ({} shards, {})",

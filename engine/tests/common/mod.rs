@@ -17,11 +17,13 @@ pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// Two shards on an ephemeral loopback port, unpinned (tests run in parallel).
 pub fn config(driver: DriverKind) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.shards = 2;
-    c.pin_cores = false;
-    c.driver = Some(driver);
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        pin_cores: false,
+        driver: Some(driver),
+        ..Config::default()
+    };
     c.io.recv_bufs = 64;
     c.io.ring_entries = 256;
     c.limits.conns_per_shard_max = 512;
