@@ -41,21 +41,31 @@ pub enum Enqueue {
     Backpressure,
 }
 
+/// Bits of [`Conn::flags`].
+pub mod flag {
+    /// The read side ended (EOF or error).
+    pub const READ_CLOSED: u8 = 1 << 0;
+    /// Shut down the write side once `out` drains (after a close frame or final response).
+    pub const CLOSE_AFTER_FLUSH: u8 = 1 << 1;
+    /// In the shard's dirty list already.
+    pub const DIRTY: u8 = 1 << 2;
+    /// A ping was sent and nothing has arrived since.
+    pub const PING_OUTSTANDING: u8 = 1 << 3;
+    /// A write is in flight.
+    pub const SENDING: u8 = 1 << 4;
+}
+
 #[derive(Debug)]
 pub struct Conn {
     pub sock: Sock,
     pub gen: u32,
     pub phase: Phase,
-    /// Entries at the front of `out` submitted in the send in flight (0: none).
-    pub inflight: u8,
-    /// The read side ended (EOF or error).
-    pub read_closed: bool,
-    /// Shut down the write side once `out` drains (after a close frame or final response).
-    pub close_after_flush: bool,
-    /// In the shard's dirty list already.
-    pub dirty: bool,
-    /// A ping was sent and nothing has arrived since.
-    pub ping_outstanding: bool,
+    /// Entries at the front of `out` that nothing may be queued ahead of: those
+    /// in the write in flight, a partly written frame, and control frames
+    /// already placed ahead of data (so control frames keep their order).
+    pub pinned: u8,
+    /// See [`flag`].
+    pub flags: u8,
     pub queued_bytes: u32,
     /// Command rate limit: tokens left (negative: commands refused since the
     /// bucket ran dry), and when it was last refilled (shard milliseconds).
@@ -85,11 +95,8 @@ impl Conn {
             sock,
             gen,
             phase: Phase::Http,
-            inflight: 0,
-            read_closed: false,
-            close_after_flush: false,
-            dirty: false,
-            ping_outstanding: false,
+            pinned: 0,
+            flags: 0,
             queued_bytes: 0,
             rl_tokens: i16::MAX,
             rl_stamp_ms: 0,
@@ -115,17 +122,35 @@ impl Conn {
         Enqueue::Ok
     }
 
-    /// Queue a control frame ahead of queued data but behind the send in flight,
-    /// so a pong or close is never stuck behind a backlog. Not counted against the limit.
-    pub fn enqueue_control(&mut self, b: Bytes) {
+    /// Queue a control frame ahead of queued data but behind the write in flight,
+    /// a partly written frame and earlier control frames, so a pong is never
+    /// stuck behind a backlog and never splits a frame. Bounded like data.
+    pub fn enqueue_control(&mut self, b: Bytes, bytes_max: usize) -> Enqueue {
+        if self.queued_bytes as usize + b.len() > bytes_max {
+            return Enqueue::Backpressure;
+        }
         self.queued_bytes += b.len() as u32;
-        let at = (self.inflight as usize).min(self.out.len());
+        let at = (self.pinned as usize).min(self.out.len());
         self.out.insert(at, b);
+        self.pinned = self.pinned.saturating_add(1);
+        Enqueue::Ok
     }
 
-    /// Drop queued data that is not being written (before a slow-consumer close).
+    pub fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    pub fn set(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+
+    /// Drop queued frames that have not started to go out (before a slow-consumer close).
     pub fn discard_unsent(&mut self) {
-        let keep = self.inflight as usize;
+        let keep = self.pinned as usize;
         while self.out.len() > keep {
             if let Some(b) = self.out.pop_back() {
                 self.queued_bytes -= b.len() as u32;
@@ -134,15 +159,18 @@ impl Conn {
     }
 
     /// The buffers for the next vectored write.
-    pub fn next_batch(&self, into: &mut Vec<Bytes>) -> usize {
+    /// Marks the connection as sending and pins the batch.
+    pub fn next_batch(&mut self, into: &mut Vec<Bytes>) -> usize {
         into.clear();
         into.extend(self.out.iter().take(SEND_IOVECS_MAX).cloned());
+        self.pinned = self.pinned.max(into.len() as u8);
+        self.set(flag::SENDING, true);
         into.len()
     }
 
     /// Account for `n` bytes written from the front of the queue.
     pub fn consume(&mut self, mut n: usize) {
-        self.inflight = 0;
+        self.set(flag::SENDING, false);
         self.queued_bytes -= n as u32;
         while n > 0 {
             let Some(front) = self.out.front_mut() else {
@@ -151,8 +179,11 @@ impl Conn {
             if front.len() <= n {
                 n -= front.len();
                 self.out.pop_front();
+                self.pinned = self.pinned.saturating_sub(1);
             } else {
                 front.advance(n);
+                // The rest of a partly written frame must go out next.
+                self.pinned = self.pinned.max(1);
                 n = 0;
             }
         }
@@ -261,7 +292,8 @@ mod tests {
             Enqueue::Backpressure
         );
         assert_eq!(c.enqueue(Bytes::from_static(b"abc"), 8, 10), Enqueue::Ok);
-        c.inflight = 2;
+        let mut batch = Vec::new();
+        assert_eq!(c.next_batch(&mut batch), 2);
         c.consume(6);
         assert_eq!(c.out.len(), 1);
         assert_eq!(&c.out[0][..], b"bc");
@@ -275,18 +307,53 @@ mod tests {
         );
     }
 
+    fn order(c: &Conn) -> Vec<&[u8]> {
+        c.out.iter().map(|b| &b[..]).collect()
+    }
+
     #[test]
-    fn control_frames_jump_the_queue_but_not_the_send_in_flight() {
+    fn control_frames_keep_their_order_and_never_split_a_frame() {
         let mut c = Conn::new(Sock(3), 1);
-        c.enqueue(Bytes::from_static(b"a"), 100, 10);
-        c.enqueue(Bytes::from_static(b"b"), 100, 10);
-        c.inflight = 1;
-        c.enqueue_control(Bytes::from_static(b"P"));
-        let v: Vec<&[u8]> = c.out.iter().map(|b| &b[..]).collect();
-        assert_eq!(v, vec![&b"a"[..], b"P", b"b"]);
+        c.enqueue(Bytes::from_static(b"data1"), 100, 10);
+        c.enqueue(Bytes::from_static(b"data2"), 100, 10);
+        let mut batch = Vec::new();
+        c.next_batch(&mut batch);
+        // Part of data1 written: its rest must go out before anything else.
+        c.consume(2);
+        c.enqueue_control(Bytes::from_static(b"P1"), 100);
+        c.enqueue_control(Bytes::from_static(b"P2"), 100);
+        assert_eq!(order(&c)[0], b"ta1", "the partial frame stays first");
+        let pos = |x: &[u8]| order(&c).iter().position(|b| *b == x).unwrap();
+        assert!(
+            pos(b"P1") < pos(b"P2"),
+            "pongs in ping order: {:?}",
+            order(&c)
+        );
+        assert!(
+            pos(b"P2") < pos(b"data2") || pos(b"data2") == 1,
+            "{:?}",
+            order(&c)
+        );
         c.discard_unsent();
-        assert_eq!(c.out.len(), 1);
-        assert_eq!(c.queued_bytes, 1);
+        assert_eq!(
+            order(&c)[0],
+            b"ta1",
+            "a half-written frame is never dropped"
+        );
+        assert!(order(&c).contains(&&b"P1"[..]));
+    }
+
+    #[test]
+    fn control_frames_are_bounded_too() {
+        let mut c = Conn::new(Sock(3), 1);
+        assert_eq!(
+            c.enqueue_control(Bytes::from_static(b"12345"), 8),
+            Enqueue::Ok
+        );
+        assert_eq!(
+            c.enqueue_control(Bytes::from_static(b"12345"), 8),
+            Enqueue::Backpressure
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use shardcast_proto::error::close_code;
 
 use crate::auth::unix_now;
-use crate::conn::Phase;
+use crate::conn::{flag, Enqueue, Phase};
 use crate::driver::ConnKey;
 use crate::shard::Core;
 
@@ -67,7 +67,7 @@ impl Core {
         let t = self.tick_now();
         if let Some(conn) = self.conns.get_mut(key) {
             conn.last_rx_tick = t;
-            conn.ping_outstanding = false;
+            conn.set(flag::PING_OUTSTANDING, false);
         }
     }
 
@@ -91,6 +91,7 @@ impl Core {
     fn heartbeat_visit(&mut self, key: ConnKey, gen: u32) {
         let t = self.wheel.tick_of(self.now);
         let b = self.beats;
+        let limit = self.control_bytes_max();
         let Some(conn) = self.conns.get_gen(key, gen) else {
             return;
         };
@@ -108,11 +109,14 @@ impl Core {
         if b.idle > 0 && t >= idle_at {
             return self.close_ws(key, close_code::IDLE_TIMEOUT, "idle timeout");
         }
-        let next = if conn.ping_outstanding {
+        let next = if conn.has(flag::PING_OUTSTANDING) {
             return self.close_ws(key, close_code::IDLE_TIMEOUT, "heartbeat timeout");
         } else if t >= conn.last_rx_tick as u64 + b.ping {
-            conn.ping_outstanding = true;
-            conn.enqueue_control(Bytes::from_static(&PING_FRAME));
+            conn.set(flag::PING_OUTSTANDING, true);
+            if conn.enqueue_control(Bytes::from_static(&PING_FRAME), limit) == Enqueue::Backpressure
+            {
+                return self.slow_consumer(key);
+            }
             self.mark_dirty(key);
             t + b.pong
         } else {

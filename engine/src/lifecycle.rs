@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use shardcast_proto::PreparedFrame;
 
-use crate::conn::{Enqueue, Phase};
+use crate::conn::{flag, Enqueue, Phase};
 use crate::driver::ConnKey;
 use crate::shard::Core;
 use crate::stats::ShardStats;
@@ -32,7 +32,7 @@ impl Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.read_closed = true;
+        conn.set(flag::READ_CLOSED, true);
         match conn.phase {
             Phase::Closing if !conn.out.is_empty() => {}
             Phase::Dead => {}
@@ -51,12 +51,12 @@ impl Core {
                 conn.consume(n);
                 if !conn.out.is_empty() {
                     self.mark_dirty(key);
-                } else if conn.close_after_flush {
+                } else if conn.has(flag::CLOSE_AFTER_FLUSH) {
                     self.flushed_before_close(key);
                 }
             }
             Err(_) => {
-                conn.inflight = 0;
+                conn.set(flag::SENDING, false);
                 self.abort(key);
             }
         }
@@ -73,8 +73,8 @@ impl Core {
 
     pub(crate) fn mark_dirty(&mut self, key: ConnKey) {
         if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
+            if !conn.has(flag::DIRTY) {
+                conn.set(flag::DIRTY, true);
                 self.dirty.push(key);
             }
         }
@@ -108,6 +108,12 @@ impl Core {
             self.mark_dirty(key);
         }
         r
+    }
+
+    /// Control frames may pass the data budget by a little, so a heartbeat ping
+    /// still fits when data filled the queue; a pong flood cannot grow past it.
+    pub(crate) fn control_bytes_max(&self) -> usize {
+        self.cfg.limits.queue_bytes_max + 4096
     }
 
     /// Queue a reply (JSON text) for a WebSocket client.
@@ -174,8 +180,8 @@ impl Core {
             return;
         };
         conn.phase = Phase::Closing;
-        conn.close_after_flush = true;
-        if conn.out.is_empty() && conn.inflight == 0 {
+        conn.set(flag::CLOSE_AFTER_FLUSH, true);
+        if conn.out.is_empty() && !conn.has(flag::SENDING) {
             self.flushed_before_close(key);
         } else {
             self.mark_dirty(key);
@@ -186,10 +192,10 @@ impl Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.read_closed {
+        if conn.has(flag::READ_CLOSED) {
             return self.abort(key);
         }
-        conn.close_after_flush = false;
+        conn.set(flag::CLOSE_AFTER_FLUSH, false);
         let gen = conn.gen;
         self.to_shutdown.push(key);
         let deadline = self.now + Duration::from_millis(self.cfg.limits.close_linger_ms);

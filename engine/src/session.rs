@@ -7,7 +7,7 @@ use shardcast_proto::error::close_code;
 use shardcast_proto::{reply, Message, PreparedFrame};
 
 use crate::auth;
-use crate::conn::Phase;
+use crate::conn::{Enqueue, Phase};
 use crate::driver::ConnKey;
 use crate::mesh::{owner_of, ConnRef, ReplyTo, ShardMsg};
 use crate::registry::{Position, Waiter};
@@ -65,9 +65,13 @@ impl crate::shard::Core {
                 self.scratch = buf;
             }
             Message::Ping(p) => {
+                let limit = self.control_bytes_max();
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.enqueue_control(PreparedFrame::pong(p).into_bytes());
-                    self.mark_dirty(key);
+                    // A client that pings without reading fills its queue with pongs.
+                    match conn.enqueue_control(PreparedFrame::pong(p).into_bytes(), limit) {
+                        Enqueue::Ok => self.mark_dirty(key),
+                        Enqueue::Backpressure => self.slow_consumer(key),
+                    }
                 }
             }
             Message::Pong(_) => {}

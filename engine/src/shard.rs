@@ -16,7 +16,7 @@ use bytes::Bytes;
 use shardcast_proto::{http, DecoderConfig, Role};
 
 use crate::config::Config;
-use crate::conn::{Phase, Slab};
+use crate::conn::{flag, Phase, Slab};
 use crate::driver::{Completion, ConnKey, Driver};
 use crate::engine::Shared;
 use crate::fanout::Owner;
@@ -229,15 +229,14 @@ impl Shard {
             let Some(conn) = core.conns.get_mut(key) else {
                 continue;
             };
-            conn.dirty = false;
-            if conn.inflight > 0 || conn.phase == Phase::Dead {
+            conn.set(flag::DIRTY, false);
+            if conn.has(flag::SENDING) || conn.phase == Phase::Dead {
                 continue;
             }
             if conn.out.is_empty() {
                 continue;
             }
-            let n = conn.next_batch(batch);
-            conn.inflight = n as u8;
+            conn.next_batch(batch);
             self.driver.send(conn.sock, key, batch);
         }
         batch.clear();

@@ -382,6 +382,30 @@ fn idle_timeout_closes_connections_without_messages(d: DriverKind) {
     h.shutdown();
 }
 
+fn pongs_come_back_in_ping_order(d: DriverKind) {
+    let h = start(config(d));
+    let mut r = Raw::connect(h.local_addr());
+    // Ten pings in one write, then ten sent one byte at a time.
+    let mut burst = Vec::new();
+    for i in 0..10u8 {
+        shardcast_proto::frame::encode_frame(
+            &mut burst,
+            OpCode::Ping,
+            true,
+            &[b'a' + i],
+            Some([9, 8, 7, 6]),
+        );
+    }
+    r.send_bytes(&burst);
+    let want: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'a' + i]).collect();
+    assert_eq!(r.pongs(10), want);
+    for b in &burst {
+        r.send_bytes(&[*b]);
+    }
+    assert_eq!(r.pongs(10), want);
+    h.shutdown();
+}
+
 /// Sum of one metric's samples over its label sets, from OpenMetrics text.
 fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -601,4 +625,5 @@ both_drivers!(
     drain_paces_4001_closes_over_the_window,
     command_rate_limit_then_policy_close,
     shedding_ready_high_water_and_accept_rate,
+    pongs_come_back_in_ping_order,
 );

@@ -166,6 +166,34 @@ impl Raw {
         self.s.write_all(b).unwrap();
     }
 
+    /// Read until `count` pong frames arrived; returns their payloads in order.
+    pub fn pongs(&mut self, count: usize) -> Vec<Vec<u8>> {
+        let cfg = DecoderConfig {
+            role: Role::Client,
+            message_bytes_max: 1 << 24,
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let mut pending = std::mem::take(&mut self.buf);
+            self.dec
+                .feed(&cfg, &mut pending, |m| {
+                    if let Message::Pong(p) = m {
+                        got.push(p.to_vec());
+                    }
+                })
+                .expect("server frames are valid");
+            if got.len() >= count {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "pongs did not arrive in time");
+            let n = self.s.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed while waiting for pongs");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Read frames until a close arrives; returns its code (None: EOF without close).
     pub fn close_code(&mut self) -> Option<u16> {
         let cfg = DecoderConfig {
