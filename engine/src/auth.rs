@@ -29,6 +29,12 @@ pub struct Namespace {
     pub client_publish: bool,
     /// Clients may subscribe when their token has no `subscribe` claim.
     pub client_subscribe: bool,
+    /// Publications kept per channel for recovery (`since`) and `history`; 0: none.
+    pub history_size: usize,
+    /// How long a kept publication stays recoverable.
+    pub history_ttl_ms: u64,
+    /// Track members and push join/leave events; answer `presence`.
+    pub presence: bool,
 }
 
 impl Default for Namespace {
@@ -36,6 +42,9 @@ impl Default for Namespace {
         Namespace {
             client_publish: true,
             client_subscribe: true,
+            history_size: 0,
+            history_ttl_ms: 300_000,
+            presence: false,
         }
     }
 }
@@ -177,7 +186,7 @@ mod tests {
             "ro".to_string(),
             Namespace {
                 client_publish: false,
-                client_subscribe: true,
+                ..Namespace::default()
             },
         );
         assert!(!allowed(None, &ns, "ro:1", true));

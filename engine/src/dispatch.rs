@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use shardcast_proto::{reply, PreparedFrame};
 
-use crate::conn::Enqueue;
 use crate::mesh::{Published, ReplyTo, ShardMsg};
 use crate::registry::Position;
 use crate::shard::Core;
@@ -36,7 +35,7 @@ impl Core {
                 data,
                 reply,
             } => {
-                let fanned = self.owner.publish(&channel, &data);
+                let fanned = self.owner.publish(&channel, &data, self.now);
                 ShardStats::inc(&self.stats.publications);
                 let mut bits = fanned.interest;
                 while bits != 0 {
@@ -89,6 +88,50 @@ impl Core {
                 ReplyTo::Http { conn, req, index } => self.http_result(conn, req, index, result),
                 ReplyTo::Nobody | ReplyTo::External(_) => {}
             },
+            ShardMsg::Recover {
+                channel,
+                since,
+                conn,
+            } => self.serve_recovery(channel, since, conn),
+            ShardMsg::Recovered {
+                channel,
+                conn,
+                recovery,
+            } => self.on_recovered(&channel, conn, recovery),
+            ShardMsg::History {
+                channel,
+                since,
+                limit,
+                conn,
+                id,
+            } => self.serve_history(channel, since, limit, conn, id),
+            ShardMsg::HistoryPage { conn, id, page } => self.on_history_page(conn, id, page),
+            ShardMsg::PresenceQuery { channel, conn, id } => {
+                let members = self.owner.members(&channel);
+                self.send_to(conn.shard, ShardMsg::PresenceList { conn, id, members });
+            }
+            ShardMsg::PresenceList { conn, id, members } => {
+                self.on_presence_list(conn, id, members)
+            }
+            ShardMsg::PresenceChange {
+                channel,
+                member,
+                join,
+            } => {
+                if let Some((frame, mut bits)) = self.owner.presence(&channel, member, join) {
+                    while bits != 0 {
+                        let to = bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        let (channel, frame) = (channel.clone(), frame.clone());
+                        self.send_to(to, ShardMsg::Event { channel, frame });
+                    }
+                }
+            }
+            ShardMsg::Event { channel, frame } => {
+                if let Some(ch) = self.registry.lookup(&channel) {
+                    self.fan_local(ch, frame.into_bytes());
+                }
+            }
             ShardMsg::Shutdown => self.stop(),
             ShardMsg::Drain { window } => self.begin_drain(window),
         }
@@ -104,28 +147,18 @@ impl Core {
             epoch: epoch.clone(),
             offset,
         };
-        let waiters = std::mem::take(&mut c.waiters);
-        for w in waiters {
-            let Some(conn) = self.conns.get_gen(w.key, w.gen) else {
-                continue;
-            };
-            if conn.phase != crate::conn::Phase::Ws {
-                continue;
-            }
-            let slot = self.registry.add(ch, w.key);
-            if let Some(conn) = self.conns.get_mut(w.key) {
-                conn.subs.push((ch, slot));
-            }
-            let recovered = w.since.map(|s| s.epoch == *epoch && s.offset == offset);
-            self.send_json(
-                w.key,
-                &reply::ok_subscribe(w.id, &channel, &epoch, offset, recovered),
-            );
+        // Waiters with `since` keep waiting for their recovery answer.
+        let (plain, recovering): (Vec<_>, Vec<_>) = std::mem::take(&mut c.waiters)
+            .into_iter()
+            .partition(|w| w.since.is_none());
+        c.waiters = recovering;
+        for w in plain {
+            self.join_channel(ch, &w, &epoch, offset, None);
         }
         if self
             .registry
             .get(ch)
-            .is_some_and(|c| c.subscribers.is_empty())
+            .is_some_and(|c| c.subscribers.is_empty() && c.waiters.is_empty())
         {
             self.release_channel(ch);
         }
@@ -154,20 +187,7 @@ impl Core {
             Position::Active { .. } => {}
         }
         c.position = Position::Active { epoch, offset };
-        let subscribers = std::mem::take(&mut c.subscribers);
-        let bytes = frame.into_bytes();
-        let mut slow = Vec::new();
-        for &key in &subscribers {
-            if self.send_frame_no_close(key, bytes.clone()) == Enqueue::Backpressure {
-                slow.push(key);
-            }
-        }
-        if let Some(c) = self.registry.get_mut(ch) {
-            c.subscribers = subscribers;
-        }
-        for key in slow {
-            self.slow_consumer(key);
-        }
+        self.fan_local(ch, frame.into_bytes());
         true
     }
 }

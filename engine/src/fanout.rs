@@ -1,14 +1,33 @@
 //! The owner side of fan-out: per-channel offsets and epochs, and turning one
 //! publication into one shared frame for every interested shard.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use shardcast_proto::command::Since;
 use shardcast_proto::{reply, PreparedFrame};
 
+use crate::auth::Namespace;
 use crate::mesh::ShardId;
+
+/// A publication kept for recovery and the `history` command.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub offset: u64,
+    pub data: Bytes,
+    /// The push exactly as first sent, replayed as is (no re-encoding).
+    pub frame: PreparedFrame,
+    at: Instant,
+}
+
+/// A presence member of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user: Arc<str>,
+    pub conn: Arc<str>,
+}
 
 /// State of a channel this shard owns.
 #[derive(Debug)]
@@ -17,6 +36,9 @@ struct Owned {
     epoch: Arc<str>,
     /// Bit i set: shard i has local subscribers.
     interest: u64,
+    /// Oldest first; bounded by the namespace's `history_size` and `history_ttl_ms`.
+    history: VecDeque<Kept>,
+    members: Vec<Member>,
 }
 
 /// One publication ready to hand out.
@@ -28,6 +50,23 @@ pub struct Fanned {
     pub interest: u64,
 }
 
+/// The answer to a subscriber's `since`: what it missed, if it can be told.
+#[derive(Debug)]
+pub struct Recovery {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+    pub recovered: bool,
+    pub frames: Vec<PreparedFrame>,
+}
+
+/// A page of history.
+#[derive(Debug)]
+pub struct Page {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+    pub items: Vec<(u64, Bytes)>,
+}
+
 #[derive(Debug)]
 pub struct Owner {
     shard: ShardId,
@@ -35,10 +74,15 @@ pub struct Owner {
     epoch_seq: u64,
     boot_nanos: u64,
     idle_channels_max: usize,
+    namespaces: Arc<HashMap<String, Namespace>>,
 }
 
 impl Owner {
-    pub fn new(shard: ShardId, idle_channels_max: usize) -> Owner {
+    pub fn new(
+        shard: ShardId,
+        idle_channels_max: usize,
+        namespaces: Arc<HashMap<String, Namespace>>,
+    ) -> Owner {
         let boot_nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -49,6 +93,7 @@ impl Owner {
             epoch_seq: 0,
             boot_nanos,
             idle_channels_max,
+            namespaces,
         }
     }
 
@@ -65,19 +110,40 @@ impl Owner {
         Arc::from(format!("{:08x}", h as u32))
     }
 
+    fn namespace(&self, channel: &str) -> Namespace {
+        self.namespaces
+            .get(shardcast_proto::command::namespace(channel))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn entry(&mut self, channel: &Arc<str>) -> &mut Owned {
         if !self.channels.contains_key(channel) {
             let epoch = self.new_epoch();
-            self.channels.insert(
-                channel.clone(),
-                Owned {
-                    offset: 0,
-                    epoch,
-                    interest: 0,
-                },
-            );
+            let st = Owned {
+                offset: 0,
+                epoch,
+                interest: 0,
+                history: VecDeque::new(),
+                members: Vec::new(),
+            };
+            self.channels.insert(channel.clone(), st);
         }
         self.channels.get_mut(channel).expect("inserted above")
+    }
+
+    /// The channel's state with expired history dropped.
+    fn fresh(&mut self, channel: &Arc<str>, now: Instant) -> &mut Owned {
+        let ttl = Duration::from_millis(self.namespace(channel).history_ttl_ms);
+        let st = self.entry(channel);
+        while st
+            .history
+            .front()
+            .is_some_and(|k| now.saturating_duration_since(k.at) > ttl)
+        {
+            st.history.pop_front();
+        }
+        st
     }
 
     /// Shard `from` wants (or no longer wants) publications; returns the current position.
@@ -91,17 +157,136 @@ impl Owner {
         (st.epoch.clone(), st.offset)
     }
 
-    /// Assign the next offset and serialize the push once.
-    pub fn publish(&mut self, channel: &Arc<str>, data: &Bytes) -> Fanned {
-        let st = self.entry(channel);
+    /// Assign the next offset, serialize the push once, and keep it for recovery.
+    pub fn publish(&mut self, channel: &Arc<str>, data: &Bytes, now: Instant) -> Fanned {
+        let size = self.namespace(channel).history_size;
+        let st = self.fresh(channel, now);
         st.offset += 1;
         let frame = reply::push(channel, st.offset, &st.epoch, data);
+        if size > 0 {
+            if st.history.len() >= size {
+                st.history.pop_front();
+            }
+            st.history.push_back(Kept {
+                offset: st.offset,
+                data: data.clone(),
+                frame: frame.clone(),
+                at: now,
+            });
+        }
         Fanned {
             offset: st.offset,
             epoch: st.epoch.clone(),
             frame,
             interest: st.interest,
         }
+    }
+
+    /// What a subscriber at `since` missed: every publication after it, if
+    /// the epoch matches and history still holds all of them.
+    pub fn recover(&mut self, channel: &Arc<str>, since: &Since, now: Instant) -> Recovery {
+        let st = self.fresh(channel, now);
+        let (epoch, offset) = (st.epoch.clone(), st.offset);
+        let same = *since.epoch == *epoch && since.offset <= offset;
+        let oldest = st.history.front().map_or(offset + 1, |k| k.offset);
+        if !same || since.offset + 1 < oldest {
+            return Recovery {
+                epoch,
+                offset,
+                recovered: false,
+                frames: Vec::new(),
+            };
+        }
+        let frames = st
+            .history
+            .iter()
+            .filter(|k| k.offset > since.offset)
+            .map(|k| k.frame.clone())
+            .collect();
+        Recovery {
+            epoch,
+            offset,
+            recovered: true,
+            frames,
+        }
+    }
+
+    /// Publications after `since` (or the latest ones), at most `limit`.
+    /// None when `since` is outside what history holds.
+    pub fn history(
+        &mut self,
+        channel: &Arc<str>,
+        since: Option<&Since>,
+        limit: usize,
+        now: Instant,
+    ) -> Option<Page> {
+        let st = self.fresh(channel, now);
+        let (epoch, offset) = (st.epoch.clone(), st.offset);
+        let items: Vec<(u64, Bytes)> = match since {
+            Some(s) => {
+                let oldest = st.history.front().map_or(offset + 1, |k| k.offset);
+                if *s.epoch != *epoch || s.offset > offset || s.offset + 1 < oldest {
+                    return None;
+                }
+                st.history
+                    .iter()
+                    .filter(|k| k.offset > s.offset)
+                    .take(limit)
+                    .map(|k| (k.offset, k.data.clone()))
+                    .collect()
+            }
+            None => {
+                let skip = st.history.len().saturating_sub(limit);
+                st.history
+                    .iter()
+                    .skip(skip)
+                    .map(|k| (k.offset, k.data.clone()))
+                    .collect()
+            }
+        };
+        Some(Page {
+            epoch,
+            offset,
+            items,
+        })
+    }
+
+    /// Add or remove a presence member; returns the event to fan out and where.
+    pub fn presence(
+        &mut self,
+        channel: &Arc<str>,
+        member: Member,
+        join: bool,
+    ) -> Option<(PreparedFrame, u64)> {
+        let st = self.entry(channel);
+        if join {
+            if st.members.contains(&member) {
+                return None;
+            }
+            st.members.push(member.clone());
+        } else {
+            let i = st.members.iter().position(|m| m.conn == member.conn)?;
+            st.members.swap_remove(i);
+        }
+        let mut json = b"{\"channel\":".to_vec();
+        reply::write_json_str(&mut json, channel);
+        json.extend_from_slice(if join {
+            b",\"join\":{\"user\":"
+        } else {
+            b",\"leave\":{\"user\":"
+        });
+        reply::write_json_str(&mut json, &member.user);
+        json.extend_from_slice(b",\"conn\":");
+        reply::write_json_str(&mut json, &member.conn);
+        json.extend_from_slice(b"}}");
+        Some((PreparedFrame::text(&json), st.interest))
+    }
+
+    pub fn members(&mut self, channel: &Arc<str>) -> Vec<Member> {
+        self.channels
+            .get(channel)
+            .map(|c| c.members.clone())
+            .unwrap_or_default()
     }
 
     /// Forget channels nobody listens to once there are too many of them.
@@ -126,30 +311,166 @@ impl Owner {
 mod tests {
     use super::*;
 
+    fn owner(history_size: usize) -> Owner {
+        let mut ns = HashMap::new();
+        ns.insert(
+            String::new(),
+            Namespace {
+                history_size,
+                ..Namespace::default()
+            },
+        );
+        Owner::new(0, 10, Arc::new(ns))
+    }
+
     #[test]
     fn offsets_rise_by_one_and_interest_is_tracked() {
-        let mut o = Owner::new(0, 10);
+        let mut o = owner(0);
+        let now = Instant::now();
         let ch: Arc<str> = Arc::from("news");
         let (epoch, offset) = o.interest(&ch, 1, true);
         assert_eq!(offset, 0);
-        let a = o.publish(&ch, &Bytes::from_static(b"1"));
-        let b = o.publish(&ch, &Bytes::from_static(b"2"));
+        let a = o.publish(&ch, &Bytes::from_static(b"1"), now);
+        let b = o.publish(&ch, &Bytes::from_static(b"2"), now);
         assert_eq!((a.offset, b.offset), (1, 2));
         assert_eq!(a.epoch, epoch);
         assert_eq!(a.interest, 0b10);
         let (_, offset) = o.interest(&ch, 1, false);
         assert_eq!(offset, 2);
-        assert_eq!(o.publish(&ch, &Bytes::from_static(b"3")).interest, 0);
+        assert_eq!(o.publish(&ch, &Bytes::from_static(b"3"), now).interest, 0);
     }
 
     #[test]
     fn forgotten_channels_come_back_with_a_new_epoch() {
-        let mut o = Owner::new(0, 0);
+        let mut o = owner(0);
+        o.idle_channels_max = 0;
+        let now = Instant::now();
         let ch: Arc<str> = Arc::from("a");
-        let first = o.publish(&ch, &Bytes::from_static(b"1")).epoch;
+        let first = o.publish(&ch, &Bytes::from_static(b"1"), now).epoch;
         o.trim_idle();
-        let again = o.publish(&ch, &Bytes::from_static(b"1"));
+        let again = o.publish(&ch, &Bytes::from_static(b"1"), now);
         assert_eq!(again.offset, 1);
         assert_ne!(again.epoch, first);
+    }
+
+    #[test]
+    fn recovery_replays_exactly_what_was_missed_within_history() {
+        let mut o = owner(3);
+        let now = Instant::now();
+        let ch: Arc<str> = Arc::from("r");
+        let frames: Vec<_> = (1..=5)
+            .map(|i| o.publish(&ch, &Bytes::from(i.to_string()), now))
+            .collect();
+        let epoch = frames[0].epoch.to_string();
+        let r = o.recover(
+            &ch,
+            &Since {
+                epoch: epoch.clone(),
+                offset: 3,
+            },
+            now,
+        );
+        assert!(r.recovered);
+        assert_eq!(r.offset, 5);
+        assert_eq!(
+            r.frames,
+            vec![frames[3].frame.clone(), frames[4].frame.clone()]
+        );
+        // A 3-entry history holds 3..=5: since=2 needs exactly those, since=1 also needs 2.
+        assert!(
+            o.recover(
+                &ch,
+                &Since {
+                    epoch: epoch.clone(),
+                    offset: 2
+                },
+                now
+            )
+            .recovered
+        );
+        assert!(
+            !o.recover(
+                &ch,
+                &Since {
+                    epoch: epoch.clone(),
+                    offset: 1
+                },
+                now
+            )
+            .recovered
+        );
+        assert!(
+            !o.recover(
+                &ch,
+                &Since {
+                    epoch: "other".into(),
+                    offset: 5
+                },
+                now
+            )
+            .recovered
+        );
+        let nothing_missed = o.recover(
+            &ch,
+            &Since {
+                epoch: epoch.clone(),
+                offset: 5,
+            },
+            now,
+        );
+        assert!(nothing_missed.recovered && nothing_missed.frames.is_empty());
+        let page = o.history(&ch, None, 2, now).unwrap();
+        assert_eq!(
+            page.items.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert!(o
+            .history(&ch, Some(&Since { epoch, offset: 0 }), 10, now)
+            .is_none());
+    }
+
+    #[test]
+    fn history_expires_after_its_ttl() {
+        let mut ns = HashMap::new();
+        ns.insert(
+            String::new(),
+            Namespace {
+                history_size: 10,
+                history_ttl_ms: 1000,
+                ..Namespace::default()
+            },
+        );
+        let mut o = Owner::new(0, 10, Arc::new(ns));
+        let t0 = Instant::now();
+        let ch: Arc<str> = Arc::from("t");
+        let epoch = o
+            .publish(&ch, &Bytes::from_static(b"1"), t0)
+            .epoch
+            .to_string();
+        let later = t0 + Duration::from_secs(2);
+        assert!(!o.recover(&ch, &Since { epoch, offset: 0 }, later).recovered);
+    }
+
+    #[test]
+    fn presence_events_for_join_and_leave() {
+        let mut o = owner(0);
+        let ch: Arc<str> = Arc::from("chat:1");
+        o.interest(&ch, 0, true);
+        let m = Member {
+            user: Arc::from("u1"),
+            conn: Arc::from("0.1.1"),
+        };
+        let (join, to) = o.presence(&ch, m.clone(), true).unwrap();
+        assert_eq!(
+            &join.bytes()[2..],
+            br#"{"channel":"chat:1","join":{"user":"u1","conn":"0.1.1"}}"#
+        );
+        assert_eq!(to, 1);
+        assert_eq!(o.members(&ch), vec![m.clone()]);
+        let (leave, _) = o.presence(&ch, m, false).unwrap();
+        assert!(std::str::from_utf8(&leave.bytes()[2..])
+            .unwrap()
+            .contains(r#""leave":{"user":"u1""#));
+        assert!(o.members(&ch).is_empty());
     }
 }

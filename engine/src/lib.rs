@@ -19,6 +19,7 @@ mod lifecycle;
 pub mod mesh;
 pub mod metrics;
 pub mod ratelimit;
+mod recovery;
 pub mod registry;
 mod session;
 pub mod shard;

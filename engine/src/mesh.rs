@@ -76,6 +76,53 @@ pub enum ShardMsg {
     },
     /// To the publisher's shard: the result for an in-engine publisher.
     Published { reply: ReplyTo, result: Published },
+    /// To the owner: what did `conn` miss since `since`? (a subscribe with `since`)
+    Recover {
+        channel: Arc<str>,
+        since: shardcast_proto::command::Since,
+        conn: ConnRef,
+    },
+    /// To the subscriber's shard: the missed pushes, then live ones follow.
+    Recovered {
+        channel: Arc<str>,
+        conn: ConnRef,
+        recovery: crate::fanout::Recovery,
+    },
+    /// To the owner: a `history` command.
+    History {
+        channel: Arc<str>,
+        since: Option<shardcast_proto::command::Since>,
+        limit: usize,
+        conn: ConnRef,
+        id: Option<u64>,
+    },
+    HistoryPage {
+        conn: ConnRef,
+        id: Option<u64>,
+        page: Option<crate::fanout::Page>,
+    },
+    /// To the owner: a `presence` command.
+    PresenceQuery {
+        channel: Arc<str>,
+        conn: ConnRef,
+        id: Option<u64>,
+    },
+    PresenceList {
+        conn: ConnRef,
+        id: Option<u64>,
+        members: Vec<crate::fanout::Member>,
+    },
+    /// To the owner: a member joined or left.
+    PresenceChange {
+        channel: Arc<str>,
+        member: crate::fanout::Member,
+        join: bool,
+    },
+    /// To shards with subscribers: a presence event, framed once.
+    Event {
+        channel: Arc<str>,
+        frame: PreparedFrame,
+    },
     /// Close everything now (1001) and stop.
     Shutdown,
     /// Close WebSockets with 4001 paced over the window, then stop.

@@ -114,10 +114,12 @@ impl crate::shard::Core {
             }
             Op::Ping => self.send_json(key, &reply::pong(id)),
             Op::Refresh { token } => self.refresh(key, id, &token),
-            Op::History { .. } | Op::Presence { .. } => {
-                let msg = "op not supported by this server";
-                self.send_json(key, &reply::error(id, error_code::UNKNOWN_OP, msg));
-            }
+            Op::History {
+                channel,
+                since,
+                limit,
+            } => self.history_cmd(key, id, channel, since, limit),
+            Op::Presence { channel } => self.presence_cmd(key, id, channel),
         }
     }
 
@@ -178,39 +180,45 @@ impl crate::shard::Core {
                 &reply::error(id, error_code::ALREADY_SUBSCRIBED, "already subscribed"),
             );
         }
-        match c.position.clone() {
+        let waiter = Waiter {
+            key,
+            gen,
+            id,
+            since,
+        };
+        let position = c.position.clone();
+        let name = c.name.clone();
+        if created {
+            let owner = owner_of(&name, self.shards);
+            let from = self.id;
+            self.send_to(
+                owner,
+                ShardMsg::Interest {
+                    channel: name,
+                    from,
+                    on: true,
+                },
+            );
+        }
+        if let Some(since) = waiter.since.clone() {
+            // Only the owner knows what was missed; the answer follows the interest.
+            self.registry
+                .get_mut(ch)
+                .expect("exists")
+                .waiters
+                .push(waiter);
+            return self.request_recovery(ch, key, since);
+        }
+        match position {
             Position::Active { epoch, offset } => {
-                let slot = self.registry.add(ch, key);
-                if let Some(conn) = self.conns.get_mut(key) {
-                    conn.subs.push((ch, slot));
-                }
-                let recovered = since.map(|s| s.epoch == *epoch && s.offset == offset);
-                self.send_json(
-                    key,
-                    &reply::ok_subscribe(id, channel, &epoch, offset, recovered),
-                );
+                self.join_channel(ch, &waiter, &epoch, offset, None)
             }
-            Position::Pending => {
-                let c = self.registry.get_mut(ch).expect("exists");
-                c.waiters.push(Waiter {
-                    key,
-                    gen,
-                    id,
-                    since,
-                });
-                if created {
-                    let name = c.name.clone();
-                    let owner = owner_of(&name, self.shards);
-                    self.send_to(
-                        owner,
-                        ShardMsg::Interest {
-                            channel: name,
-                            from: self.id,
-                            on: true,
-                        },
-                    );
-                }
-            }
+            Position::Pending => self
+                .registry
+                .get_mut(ch)
+                .expect("exists")
+                .waiters
+                .push(waiter),
         }
     }
 
@@ -247,6 +255,9 @@ impl crate::shard::Core {
     }
 
     fn remove_subscriber(&mut self, ch: u32, slot: u32, key: ConnKey) {
+        if let Some(name) = self.registry.get(ch).map(|c| c.name.clone()) {
+            self.presence_change(&name, key, false);
+        }
         let removed = self.registry.remove(ch, slot, key);
         if let Some((moved, new_slot)) = removed.moved {
             if let Some(m) = self.conns.get_mut(moved) {

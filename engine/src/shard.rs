@@ -124,7 +124,11 @@ impl Shard {
             accept_budget: crate::ratelimit::AcceptBudget::new(now),
             id,
             shards,
-            owner: Owner::new(id, cfg.limits.idle_channels_max),
+            owner: Owner::new(
+                id,
+                cfg.limits.idle_channels_max,
+                Arc::new(cfg.namespaces.clone()),
+            ),
             dec_cfg,
             http_limits,
             conns: Slab::default(),

@@ -50,7 +50,7 @@ fn start_auth(d: DriverKind) -> shardcast::Handle {
         "ro".into(),
         Namespace {
             client_publish: false,
-            client_subscribe: true,
+            ..Namespace::default()
         },
     );
     start(cfg)
