@@ -220,3 +220,29 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in docs/configuration.md must stay a valid config.
+    #[test]
+    fn documented_example_parses() {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("toml block") + 8;
+        let end = start + doc[start..].find("```").expect("closed block");
+        let cfg = Config::from_toml(&doc[start..end]).expect("documented config parses");
+        cfg.validate().expect("documented config is valid");
+        assert_eq!(
+            cfg.limits.queue_bytes_max,
+            Limits::default().queue_bytes_max
+        );
+        assert!(cfg.namespaces.contains_key("chat"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::from_toml("[limits]\nqueue_bytes_maxx = 1\n").unwrap_err();
+        assert!(err.contains("queue_bytes_maxx"), "{err}");
+    }
+}
