@@ -3,13 +3,11 @@
 //! pointer), an empty queue and its subscription list. Everything needed only
 //! during the HTTP phase lives in a box that is dropped after the upgrade.
 
-use std::collections::VecDeque;
-
 use bytes::{Buf, Bytes};
 use shardcast_proto::Decoder;
 
 use crate::driver::{ConnKey, Sock, SEND_IOVECS_MAX};
-use crate::registry::{ChannelId, Slot};
+use crate::outq::{OutQueue, SubList};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -75,9 +73,9 @@ pub struct Conn {
     pub last_rx_tick: u32,
     pub last_msg_tick: u32,
     pub decoder: Decoder,
-    pub out: VecDeque<Bytes>,
+    pub out: OutQueue,
     /// (channel, slot in the channel's subscriber list).
-    pub subs: Vec<(ChannelId, Slot)>,
+    pub subs: SubList,
     /// Rarely needed state, boxed so an anonymous idle WebSocket pays one null pointer.
     pub extra: Option<Box<Extra>>,
 }
@@ -103,8 +101,8 @@ impl Conn {
             last_rx_tick: 0,
             last_msg_tick: 0,
             decoder: Decoder::default(),
-            out: VecDeque::new(),
-            subs: Vec::new(),
+            out: OutQueue::default(),
+            subs: SubList::default(),
             extra: Some(Box::new(Extra {
                 http: Some(HttpState::default()),
                 claims: None,
@@ -187,6 +185,7 @@ impl Conn {
                 n = 0;
             }
         }
+        self.out.trim_after_burst();
     }
 
     pub fn http_mut(&mut self) -> Option<&mut HttpState> {
@@ -296,7 +295,7 @@ mod tests {
         assert_eq!(c.next_batch(&mut batch), 2);
         c.consume(6);
         assert_eq!(c.out.len(), 1);
-        assert_eq!(&c.out[0][..], b"bc");
+        assert_eq!(&c.out.get(0).unwrap()[..], b"bc");
         assert_eq!(c.queued_bytes, 2);
         let mut c = Conn::new(Sock(3), 1);
         assert_eq!(c.enqueue(Bytes::from_static(b"a"), 100, 1), Enqueue::Ok);
@@ -360,7 +359,7 @@ mod tests {
     fn idle_connection_state_is_small() {
         // Guard against growth: the per-connection target is < 100 bytes of user space.
         assert!(
-            std::mem::size_of::<Option<Conn>>() <= 104,
+            std::mem::size_of::<Option<Conn>>() <= 72,
             "{}",
             std::mem::size_of::<Option<Conn>>()
         );

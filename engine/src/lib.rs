@@ -18,6 +18,7 @@ mod http_api;
 mod lifecycle;
 pub mod mesh;
 pub mod metrics;
+pub mod outq;
 pub mod ratelimit;
 mod recovery;
 pub mod registry;

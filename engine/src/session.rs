@@ -248,7 +248,7 @@ impl crate::shard::Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let subs = std::mem::take(&mut conn.subs);
+        let subs = conn.subs.take();
         for (ch, slot) in subs {
             self.remove_subscriber(ch, slot, key);
         }
