@@ -98,6 +98,10 @@ impl Core {
         if conn.phase != Phase::Ws {
             return;
         }
+        // Idle connections give their queue's memory back between bursts.
+        if !conn.has(flag::SENDING) {
+            conn.out.release_if_empty();
+        }
         if conn
             .claims()
             .and_then(|c| c.exp)
