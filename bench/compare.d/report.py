@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""Turn bench/compare's raw results into docs/benchmarks.md.
+
+    report.py --line RESULT.json        one-line summary of one loadgen run
+    report.py --markdown RESDIR ROOT    the whole page, on stdout
+"""
+import glob
+import json
+import os
+import sys
+import tomllib
+
+SERVERS = [
+    ("shardcast-uring", "shardcast (io_uring)"),
+    ("shardcast-epoll", "shardcast (epoll)"),
+    ("tungstenite", "tokio-tungstenite"),
+    ("ws", "Node ws"),
+    ("socketio", "Socket.IO"),
+]
+SHARDCAST = ["shardcast-uring", "shardcast-epoll"]
+PEERS = ["tungstenite", "ws", "socketio"]
+SCENARIOS = ["idle", "fanout-sat", "fanout-steady", "echo"]
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read(path, default=""):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def line(r):
+    if r is None:
+        return "no result"
+    sc = r["scenario"]
+    c = r["counters"]
+    parts = [f"up {c['up']} failed {c['failed']}"]
+    if r.get("memory") and r["memory"].get("rss_bytes_per_conn") is not None:
+        parts.append(f"{r['memory']['rss_bytes_per_conn']:.0f} B/conn")
+    if sc == "fanout" and r.get("fanout"):
+        f = r["fanout"]
+        parts.append(f"{f['deliveries_per_s']:.0f} deliveries/s ({f['deliveries']} of {f['expected_deliveries']})")
+        parts.append(f"p99 {r['latency']['p99_us'] / 1e3:.1f} ms")
+    if sc == "echo":
+        parts.append(f"{r['msgs_per_s']:.0f} msgs/s, p99 {r['latency']['p99_us'] / 1e3:.2f} ms")
+    if r.get("errors"):
+        parts.append("errors " + ", ".join(f"{k}: {v}" for k, v in r["errors"].items()))
+    return "; ".join(parts)
+
+
+def cpu_window(res, tag, r):
+    """Server and client CPU (% of one core) over the measured phase (+ drain)."""
+    rows = []
+    for ln in read(os.path.join(res, f"{tag}.cpu")).splitlines():
+        w = ln.split()
+        if len(w) >= 3 and float(w[1]) >= 0:
+            rows.append((float(w[0]), float(w[1]), float(w[2])))
+    start = read(os.path.join(res, f"{tag}.start"))
+    if not rows or not start or r is None:
+        return None, None
+    p = r["phases"]
+    t0 = float(start) + p["ramp_s"] + p["settle_s"]
+    t1 = t0 + p["measure_s"] + (p["drain_s"] if r["scenario"] == "fanout" else 0.0)
+    inside = [x for x in rows if t0 <= x[0] <= t1]
+    if len(inside) < 2:
+        return None, None
+    a, b = inside[0], inside[-1]
+    dt = b[0] - a[0]
+    if dt <= 0:
+        return None, None
+    return 100 * (b[1] - a[1]) / dt, 100 * (b[2] - a[2]) / dt
+
+
+def fmt_int(v):
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def fmt_ms(us):
+    if us is None:
+        return "–"
+    ms = us / 1e3
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.0f} ms" if ms >= 100 else f"{ms:.1f} ms"
+
+
+def fmt_ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def fmt_pct(v):
+    return "–" if v is None else f"{v:.0f}%"
+
+
+class Result:
+    def __init__(self, res, name):
+        self.name = name
+        self.runs = {s: load(os.path.join(res, f"{name}.{s}.json")) for s in SCENARIOS}
+        self.cpu = {s: cpu_window(res, f"{name}.{s}", self.runs[s]) for s in SCENARIOS}
+        self.skipped = os.path.exists(os.path.join(res, f"{name}.skipped"))
+        self.present = any(self.runs.values())
+
+    def get(self, scenario, *path):
+        v = self.runs.get(scenario)
+        for k in path:
+            if v is None:
+                return None
+            v = v.get(k) if isinstance(v, dict) else None
+        return v
+
+    def mem(self):
+        return self.get("idle", "memory", "rss_bytes_per_conn")
+
+    def idle_up(self):
+        return self.get("idle", "memory", "connections")
+
+    def sat(self):
+        return self.get("fanout-sat", "fanout", "deliveries_per_s")
+
+    def sat_p99(self):
+        return self.get("fanout-sat", "latency", "p99_us")
+
+    def steady_p50(self):
+        return self.get("fanout-steady", "latency", "p50_us")
+
+    def steady_p99(self):
+        return self.get("fanout-steady", "latency", "p99_us")
+
+    def echo(self):
+        return self.get("echo", "msgs_per_s")
+
+    def echo_p99(self):
+        return self.get("echo", "latency", "p99_us")
+
+    def delivered(self, scenario):
+        f = self.get(scenario, "fanout")
+        if not f:
+            return "–"
+        miss = f["missing"]
+        s = f"{f['deliveries']:,} / {f['expected_deliveries']:,}"
+        return s + (f" ({miss:,} missing)" if miss else "")
+
+
+def versions(root):
+    v = {}
+    for lock, names in [
+        ("Cargo.lock", ["io-uring", "tungstenite", "hdrhistogram"]),
+        ("bench/peers/tungstenite/Cargo.lock", ["tokio-tungstenite", "tungstenite", "tokio"]),
+        ("bench/rawsend/Cargo.lock", ["io-uring"]),
+    ]:
+        try:
+            with open(os.path.join(root, lock), "rb") as f:
+                pk = tomllib.load(f).get("package", [])
+        except OSError:
+            continue
+        for p in pk:
+            if p["name"] in names:
+                v.setdefault(lock, []).append(f"{p['name']} {p['version']}")
+    try:
+        with open(os.path.join(root, "Cargo.toml"), "rb") as f:
+            v["shardcast"] = tomllib.load(f)["workspace"]["package"]["version"]
+    except (OSError, KeyError):
+        v["shardcast"] = "?"
+    for pkg in ["ws", "socket.io"]:
+        pj = load(os.path.join(root, "bench/peers/node_modules", pkg, "package.json"))
+        v[pkg] = pj["version"] if pj else "not installed"
+    return v
+
+
+def markdown(res, root):
+    meta = dict(
+        ln.split("=", 1) for ln in read(os.path.join(res, "meta.env")).splitlines() if "=" in ln
+    )
+    results = {name: Result(res, name) for name, _ in SERVERS}
+    label = dict(SERVERS)
+    raw = load(os.path.join(res, "rawsend.json"))
+    raw_dps = raw["deliveries_per_s"] if raw else None
+    n = int(meta.get("n", "15000"))
+    ver = versions(root)
+    o = []
+    w = o.append
+    w("# Benchmarks")
+    w("")
+    w("Generated by `bench/compare` (see bench/README.md for what each run does and why);")
+    w("rerun it to replace this page. Every figure below comes from the run recorded here,")
+    w("on the machine recorded here.")
+    if meta.get("quick") == "1":
+        w("")
+        w("**This is a `--quick` run (small counts, short phases): a smoke test, not a result.**")
+    w("")
+    w("## Machine and run")
+    w("")
+    w(f"- **Machine:** {meta.get('nproc')} cores, {meta.get('cpu')}; {meta.get('mem_total')} RAM;"
+      f" Linux {meta.get('kernel')}; descriptor limit {meta.get('fd_limit')} per process.")
+    w(f"- **Date:** {meta.get('date')}; shardcast commit `{meta.get('commit')}`.")
+    w(f"- **Load average** (1, 5, 15 min) before the run: {meta.get('load_before')}; after it:"
+      f" {meta.get('load_after')} (the run's own processes count in the second figure)."
+      f" The whole run took {meta.get('elapsed_s')} s after the build.")
+    w(f"- **Versions:** {meta.get('rustc')}; Node {meta.get('node')}; shardcast {ver.get('shardcast')}"
+      f" ({', '.join(ver.get('Cargo.lock', []))});"
+      f" peer: {', '.join(ver.get('bench/peers/tungstenite/Cargo.lock', []))};"
+      f" ws {ver.get('ws')}, socket.io {ver.get('socket.io')};"
+      f" raw-send: {', '.join(ver.get('bench/rawsend/Cargo.lock', []))}.")
+    w("- Server and load generator share the same 2 cores; everything is on loopback"
+      f" (clients from {meta.get('sources')}).")
+    w("")
+    w("## Results")
+    w("")
+    w(f"Idle and fan-out at {n:,} connections, fan-out payload 1 KiB, echo 100 connections × 20 B."
+      " \"Saturated\" offers more publications than any server delivers and counts every delivery"
+      " until the backlog is drained; \"steady\" offers a rate every server sustains, so its"
+      " latency is the server's, not a queue's.")
+    w("")
+    w("| server | idle: RSS per connection | fan-out saturated: deliveries/s | fan-out saturated: p99 |"
+      " fan-out steady: p50 / p99 | echo: msgs/s | echo: p99 |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    for name, _ in SERVERS:
+        r = results[name]
+        if r.skipped or not r.present:
+            continue
+        w(f"| {label[name]} | {fmt_int(r.mem())} B | {fmt_int(r.sat())} | {fmt_ms(r.sat_p99())} |"
+          f" {fmt_ms(r.steady_p50())} / {fmt_ms(r.steady_p99())} | {fmt_int(r.echo())} | {fmt_ms(r.echo_p99())} |")
+    if raw:
+        w(f"| raw-send baseline (no server logic) | – | {fmt_int(raw_dps)} | – | – | – | – |")
+    w("")
+    w("### Ratios")
+    w("")
+    w("shardcast ÷ peer. Above 1× is better for deliveries/s and msgs/s; below 1× is better for"
+      " bytes per connection and latency.")
+    w("")
+    peers = [p for p in PEERS if results[p].present and not results[p].skipped]
+    head = "| figure | " + " | ".join(
+        f"{label[s]} ÷ {label[p]}" for s in SHARDCAST if results[s].present for p in peers)
+    cols = [(s, p) for s in SHARDCAST if results[s].present for p in peers]
+    w(head + " |")
+    w("|---|" + "---:|" * len(cols))
+    for title, fn in [
+        ("idle RSS per connection", Result.mem),
+        ("fan-out deliveries/s (saturated)", Result.sat),
+        ("fan-out p99 (saturated)", Result.sat_p99),
+        ("fan-out p99 (steady)", Result.steady_p99),
+        ("echo msgs/s", Result.echo),
+        ("echo p99", Result.echo_p99),
+    ]:
+        w(f"| {title} | " + " | ".join(
+            fmt_ratio(fn(results[s]), fn(results[p])) for s, p in cols) + " |")
+    w("")
+    if raw:
+        w("Against the raw-send baseline (the physical limit for fan-out here):")
+        w("")
+        for s in SHARDCAST + peers:
+            if results[s].present:
+                w(f"- {label[s]} ÷ raw-send: {fmt_ratio(results[s].sat(), raw_dps)}"
+                  f" ({fmt_int(results[s].sat())} ÷ {fmt_int(raw_dps)} deliveries/s)")
+        w("")
+    w("### Was the server the busy process?")
+    w("")
+    w("CPU over the measured phase (fan-out: publishing plus draining), as % of one core"
+      " (200% = both cores). The load generator's figure covers all its processes.")
+    w("")
+    w("| server | fan-out saturated: server / loadgen | fan-out steady: server / loadgen |"
+      " echo: server / loadgen | fan-out saturated: delivered / expected | fan-out steady: delivered / expected |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for name, _ in SERVERS:
+        r = results[name]
+        if r.skipped or not r.present:
+            continue
+        cells = [f"{fmt_pct(r.cpu[s][0])} / {fmt_pct(r.cpu[s][1])}"
+                 for s in ["fanout-sat", "fanout-steady", "echo"]]
+        w(f"| {label[name]} | " + " | ".join(cells) +
+          f" | {r.delivered('fanout-sat')} | {r.delivered('fanout-steady')} |")
+    if raw:
+        w(f"| raw-send baseline | sender {fmt_pct(raw['sender_cpu_pct'])} / reader"
+          f" {fmt_pct(raw['reader_cpu_pct'])} | – | – | – | – |")
+    w("")
+    w("### Idle connections in detail")
+    w("")
+    w("RSS is the server process's resident set before the ramp and after it, divided by the"
+      " connections up. Kernel memory is machine-wide and covers both ends of each loopback"
+      " connection (the load generator's sockets too), so it is context, not the server's figure.")
+    w("")
+    w("| server | connections up | RSS before → after | RSS per connection | kernel slab per connection (both ends) |")
+    w("|---|---:|---:|---:|---:|")
+    for name, _ in SERVERS:
+        r = results[name]
+        m = r.get("idle", "memory")
+        if r.skipped or not m:
+            continue
+        mib = lambda b: "–" if b is None else f"{b / 1048576:.1f} MiB"
+        w(f"| {label[name]} | {fmt_int(m['connections'])} | {mib(m['before']['rss_bytes'])} →"
+          f" {mib(m['after']['rss_bytes'])} | {fmt_int(m['rss_bytes_per_conn'])} B |"
+          f" {fmt_int(m.get('slab_bytes_per_conn'))} B |")
+    w("")
+    errs = []
+    for name, _ in SERVERS:
+        for s in SCENARIOS:
+            r = results[name].runs.get(s)
+            if r and (r.get("errors") or r["counters"]["failed"]):
+                e = ", ".join(f"{k}: {v}" for k, v in r.get("errors", {}).items())
+                errs.append(f"- {label[name]}, {s}: {r['counters']['failed']} connections failed; {e or 'no other errors'}")
+    if errs:
+        w("### Errors reported by the load generator")
+        w("")
+        o.extend(errs)
+        w("")
+    skipped = [name for name, _ in SERVERS if results[name].skipped]
+    if skipped:
+        w("### Not in the table")
+        w("")
+        for name in skipped:
+            w(f"- **{label[name]}**: the load generator speaks plain WebSocket frames (`--protocol raw`)"
+              " and shardcast's protocol, not Socket.IO's engine.io framing: engine.io sends `0{…}` on"
+              " connect, wants `40` before a Socket.IO socket exists, pings with `2` and closes"
+              " connections that do not answer `3`, and closes a connection on a frame that does not"
+              " start with a packet type (the raw publisher's `{\"ts\":…}`). The peer"
+              " (bench/peers/socketio.js) is ready; bench/README.md lists what the load generator"
+              " needs for it.")
+        w("")
+    w("## Commands")
+    w("")
+    w("Each figure: start the server, then run the load generator against it (`$PORT` is any free"
+      " loopback port, `$SERVER_PID` the server's pid; binaries are in `target/release` after"
+      " `bench/compare`'s build step). A fresh server process serves each run.")
+    w("")
+    for name, _ in SERVERS:
+        r = results[name]
+        if r.skipped or not r.present:
+            continue
+        w(f"**{label[name]}**")
+        w("")
+        w("```sh")
+        for s in SCENARIOS:
+            sc = read(os.path.join(res, f"{name}.{s}.server.cmd"))
+            lc = read(os.path.join(res, f"{name}.{s}.loadgen.cmd"))
+            if sc:
+                w(f"# {s}")
+                w(f"{sc} &   # SERVER_PID=$!")
+                w(lc)
+        w("```")
+        w("")
+    rc = read(os.path.join(res, "rawsend.cmd"))
+    if rc:
+        w("**raw-send baseline**")
+        w("")
+        w("```sh")
+        w(rc)
+        w("```")
+        w("")
+    w("All of it, builds included: `bench/compare` (add `--wait-load 1.5` to wait for a quiet machine).")
+    w("")
+    return "\n".join(o)
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--line":
+        print(line(load(sys.argv[2])))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--markdown":
+        print(markdown(sys.argv[2], sys.argv[3]))
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
