@@ -134,12 +134,8 @@ impl Core {
         let Some(conn) = self.conn_ref(key) else {
             return;
         };
-        let claims = self.conns.get(key).and_then(|c| c.claims());
-        if !crate::auth::allowed(claims, &self.cfg.namespaces, &channel, false) {
-            return self.send_json(
-                key,
-                &reply::error(id, error_code::PERMISSION_DENIED, "permission denied"),
-            );
+        if !self.permitted(key, id, &channel, false) {
+            return;
         }
         let limit = limit.map_or(HISTORY_LIMIT_MAX, |l| (l as usize).min(HISTORY_LIMIT_MAX));
         let channel: Arc<str> = Arc::from(channel);
@@ -201,12 +197,8 @@ impl Core {
         let Some(conn) = self.conn_ref(key) else {
             return;
         };
-        let claims = self.conns.get(key).and_then(|c| c.claims());
-        if !crate::auth::allowed(claims, &self.cfg.namespaces, &channel, false) {
-            return self.send_json(
-                key,
-                &reply::error(id, error_code::PERMISSION_DENIED, "permission denied"),
-            );
+        if !self.permitted(key, id, &channel, false) {
+            return;
         }
         if !self.namespace_of(&channel).presence {
             let e = reply::error(

@@ -89,13 +89,12 @@ impl crate::shard::Core {
             Op::Subscribe { channel, since } => self.subscribe(key, id, &channel, since),
             Op::Unsubscribe { channel } => self.unsubscribe(key, id, &channel),
             Op::Publish { channel, data } => {
+                if !self.permitted(key, id, &channel, true) {
+                    return;
+                }
                 let Some(conn) = self.conns.get(key) else {
                     return;
                 };
-                if !auth::allowed(conn.claims(), &self.cfg.namespaces, &channel, true) {
-                    let e = reply::error(id, error_code::PERMISSION_DENIED, "permission denied");
-                    return self.send_json(key, &e);
-                }
                 let conn = ConnRef {
                     shard: self.id,
                     key,
@@ -121,6 +120,23 @@ impl crate::shard::Core {
             } => self.history_cmd(key, id, channel, since, limit),
             Op::Presence { channel } => self.presence_cmd(key, id, channel),
         }
+    }
+
+    /// May the connection subscribe to (or publish on) `channel`? Replies 103 when not.
+    pub(crate) fn permitted(
+        &mut self,
+        key: ConnKey,
+        id: Option<u64>,
+        channel: &str,
+        publish: bool,
+    ) -> bool {
+        let claims = self.conns.get(key).and_then(|c| c.claims());
+        if auth::allowed(claims, &self.cfg.namespaces, channel, publish) {
+            return true;
+        }
+        let e = reply::error(id, error_code::PERMISSION_DENIED, "permission denied");
+        self.send_json(key, &e);
+        false
     }
 
     /// Replace the connection's token before it expires; the identity must not change.
@@ -158,14 +174,13 @@ impl crate::shard::Core {
         since: Option<Since>,
     ) {
         let max = self.cfg.limits.channels_per_conn_max;
+        if !self.permitted(key, id, channel, false) {
+            return;
+        }
         let Some(conn) = self.conns.get(key) else {
             return;
         };
         let gen = conn.gen;
-        if !auth::allowed(conn.claims(), &self.cfg.namespaces, channel, false) {
-            let e = reply::error(id, error_code::PERMISSION_DENIED, "permission denied");
-            return self.send_json(key, &e);
-        }
         if conn.subs.len() >= max {
             let msg = format!("channel limit reached ({max} per connection)");
             return self.send_json(key, &reply::error(id, error_code::LIMIT_EXCEEDED, &msg));

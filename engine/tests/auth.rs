@@ -185,17 +185,6 @@ fn churn_of_refused_connections(d: DriverKind) {
     h.shutdown();
 }
 
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Epoll) })*
-        }
-        mod uring {
-            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Uring) })*
-        }
-    };
-}
-
 both_drivers!(
     refused_tokens_get_their_close_codes,
     claims_decide_channels,

@@ -599,17 +599,6 @@ fn shedding_ready_high_water_and_accept_rate(d: DriverKind) {
     h.shutdown();
 }
 
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Epoll) })*
-        }
-        mod uring {
-            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Uring) })*
-        }
-    };
-}
-
 both_drivers!(
     pub_cross_shard,
     http_publish_reaches_subscribers,

@@ -164,17 +164,6 @@ fn presence_lists_members_and_pushes_join_leave(d: DriverKind) {
     h.shutdown();
 }
 
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod epoll {
-            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Epoll) })*
-        }
-        mod uring {
-            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Uring) })*
-        }
-    };
-}
-
 both_drivers!(
     reconnect_recovers_exactly_what_was_missed,
     history_pages_and_unrecoverable_positions,

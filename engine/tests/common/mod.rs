@@ -242,3 +242,16 @@ pub fn channel_owned_by(prefix: &str, want: usize, shards: usize) -> String {
         .find(|c| shardcast::mesh::owner_of(c, shards) == want)
         .unwrap()
 }
+
+/// Instantiate every listed scenario as a test on each driver.
+#[macro_export]
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod epoll {
+            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Epoll) })*
+        }
+        mod uring {
+            $(#[test] fn $name() { super::$name(shardcast::DriverKind::Uring) })*
+        }
+    };
+}
