@@ -68,6 +68,7 @@ impl Fleet for Group {
             out.merge(&s);
             s.interval.reset();
         }
+        out.cpu_s = crate::sys::cpu_seconds_self();
         Ok(out)
     }
 

@@ -85,6 +85,18 @@ pub fn sample(pid: u32) -> Sample {
     }
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds (from /proc/PID/stat).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf takes no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks / if hz > 0 { hz as f64 } else { 100.0 })
+}
+
 /// Is there a process `pid` to probe?
 pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}/status")).exists()
@@ -116,6 +128,11 @@ mod tests {
 
     #[test]
     fn samples_this_process() {
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {}
+        let cpu = cpu_seconds(std::process::id()).unwrap();
+        let own = crate::sys::cpu_seconds_self();
+        assert!(cpu > 0.02 && (cpu - own).abs() < 0.1, "{cpu} vs {own}");
         let s = sample(std::process::id());
         assert!(s.rss_bytes.unwrap() > 0);
         assert!(s.slab_bytes.is_some());

@@ -2,7 +2,7 @@
 //! `--worker-index i`; each child runs a [`Group`] for its share of connections.
 //!
 //! Protocol, one JSON object per line:
-//! - child → parent (stdout): `{"Tick":{…}}` once a second, then `{"Result":{…}}`
+//! - child → parent (stdout): `{"Tick":{…}}` five times a second, then `{"Result":{…}}`
 //!   (or `{"Error":"…"}`). Histograms travel as base64 V2 serializations, so the
 //!   parent's merge is exact.
 //! - parent → child (stdin): `"Measure"`, then `{"Stop":{"finals":[…]}}`. If stdin
@@ -35,6 +35,9 @@ pub enum ToWorker {
     Measure,
     Stop { finals: Vec<u64> },
 }
+
+/// How often a child reports (the parent's once-a-second view is at most this stale).
+const TICK_EVERY: Duration = Duration::from_millis(200);
 
 /// How long a child may outlive `--max-seconds` before stopping by itself.
 const GRACE: Duration = Duration::from_secs(30);
@@ -97,7 +100,7 @@ pub fn worker_main(plan: Plan) -> i32 {
         }
         let _ = tx.send(None);
     });
-    let mut next_tick = Instant::now() + Duration::from_secs(1);
+    let mut next_tick = Instant::now() + TICK_EVERY;
     let finals = loop {
         let now = Instant::now();
         if now >= hard_stop {
@@ -105,7 +108,7 @@ pub fn worker_main(plan: Plan) -> i32 {
             break Vec::new();
         }
         if now >= next_tick {
-            next_tick += Duration::from_secs(1);
+            next_tick += TICK_EVERY;
             match group.tick() {
                 Ok(t) => emit(&FromWorker::Tick(t)),
                 Err(e) => emit(&FromWorker::Error(e)),
@@ -241,11 +244,14 @@ impl Fleet for Procs {
                 Some(t) => {
                     counters.add(&t.counters);
                     out.ready &= t.ready;
+                    out.cpu_s += t.cpu_s;
                 }
                 None => out.ready = false,
             }
         }
         out.counters = counters;
+        // The parent's own share (the publisher runs here).
+        out.cpu_s += sys::cpu_seconds_self();
         out.interval = std::mem::take(&mut self.interval);
         Ok(out)
     }

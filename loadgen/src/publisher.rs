@@ -288,16 +288,14 @@ fn read_answers(mut s: TcpStream, state: &State) {
 }
 
 fn answer(state: &State, status: u16, body: &[u8]) {
-    let ch = {
-        let mut w = state.window.lock().unwrap_or_else(|e| e.into_inner());
-        let ch = w.pending.pop_front();
-        state.cv.notify_all();
-        ch
-    };
-    let mut out = state.out.lock().unwrap_or_else(|e| e.into_inner());
     let offset = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("offset")?.as_u64());
+    // Pop and count under the window lock (order: window, then out), so the writer
+    // never sees an empty window before the answer is counted.
+    let mut w = state.window.lock().unwrap_or_else(|e| e.into_inner());
+    let ch = w.pending.pop_front();
+    let mut out = state.out.lock().unwrap_or_else(|e| e.into_inner());
     match (status, ch, offset) {
         (200, Some(ch), Some(off)) => {
             let ch = ch as usize;
@@ -308,6 +306,9 @@ fn answer(state: &State, status: u16, body: &[u8]) {
         (200, _, _) => out.error("publish: answer without offset"),
         (s, _, _) => out.error(format!("publish: status {s}")),
     }
+    drop(out);
+    state.cv.notify_all();
+    drop(w);
 }
 
 fn mark_dead(state: &State, why: &str) {
@@ -315,17 +316,11 @@ fn mark_dead(state: &State, why: &str) {
     let lost = w.pending.len() as u64;
     w.pending.clear();
     w.dead = true;
-    state.cv.notify_all();
-    drop(w);
     if lost > 0 {
-        *state
-            .out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .errors
-            .entry(why.into())
-            .or_default() += lost;
+        let mut out = state.out.lock().unwrap_or_else(|e| e.into_inner());
+        *out.errors.entry(why.into()).or_default() += lost;
     }
+    state.cv.notify_all();
 }
 
 /// Raw peers: a WebSocket connection sending stamped text frames.

@@ -24,33 +24,68 @@ pub struct Stamp {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let (&first, rest) = needle.split_first()?;
+    let last = hay.len().checked_sub(needle.len())?;
+    (0..=last).find(|&i| hay[i] == first && &hay[i + 1..i + needle.len()] == rest)
+}
+
+/// Digits at the start of `s`, and how many bytes they took.
+fn digits(s: &[u8]) -> Option<(u64, usize)> {
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 19 {
+        return None;
+    }
+    let v = s[..n]
+        .iter()
+        .fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+    Some((v, n))
 }
 
 /// Digits right after `key`.
 fn num_after(hay: &[u8], key: &[u8]) -> Option<u64> {
     let at = find(hay, key)? + key.len();
-    let digits = hay[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 19 {
-        return None;
-    }
-    std::str::from_utf8(&hay[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
+    digits(&hay[at..]).map(|(v, _)| v)
+}
+
+/// A string value up to its closing quote (None if it has escapes).
+fn string(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let q = s.iter().position(|&b| b == b'"' || b == b'\\')?;
+    (s[q] == b'"').then(|| (&s[..q], &s[q + 1..]))
+}
+
+/// The exact layout of PROTOCOL.md, `{"channel":"c","offset":N,"epoch":"E","data":…}`,
+/// read left to right without searching.
+fn parse_push_exact(msg: &[u8]) -> Option<Push<'_>> {
+    let (channel, rest) = string(msg.strip_prefix(b"{\"channel\":\"")?)?;
+    let rest = rest.strip_prefix(b",\"offset\":")?;
+    let (offset, n) = digits(rest)?;
+    let (epoch, rest) = string(rest[n..].strip_prefix(b",\"epoch\":\"")?)?;
+    let data = rest.strip_prefix(b",\"data\":")?;
+    let ts = match data.strip_prefix(b"{\"ts\":") {
+        Some(d) => digits(d).map(|(v, _)| v),
+        None => num_after(&data[..data.len().min(96)], b"\"ts\":"),
+    };
+    Some(Push {
+        channel,
+        offset,
+        epoch,
+        ts,
+    })
 }
 
 /// The string value right after `key` (which ends with the opening quote); no escapes expected.
 fn str_after<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let at = find(hay, key)? + key.len();
-    let len = hay[at..].iter().position(|&b| b == b'"' || b == b'\\')?;
-    (hay[at + len] == b'"').then_some(&hay[at..at + len])
+    string(&hay[at..]).map(|(v, _)| v)
 }
 
 /// A shardcast push, or None for anything else (replies, pongs, presence events).
 pub fn parse_push(msg: &[u8]) -> Option<Push<'_>> {
     if msg.starts_with(b"{\"id\"") {
         return None;
+    }
+    if let Some(p) = parse_push_exact(msg) {
+        return Some(p);
     }
     let data_at = find(msg, b"\"data\":")?;
     let channel = str_after(msg, b"\"channel\":\"")?;
@@ -98,6 +133,19 @@ mod tests {
         assert_eq!(p.offset, 42);
         assert_eq!(p.epoch, b"AbC1");
         assert_eq!(p.ts, Some(1_700_000_000_000_000_000));
+    }
+
+    #[test]
+    fn push_in_another_key_order() {
+        let m = br#"{"offset":9,"data":{"seq":1,"ts":123},"epoch":"E2","channel":"a:b"}"#;
+        let p = parse_push(m).unwrap();
+        assert_eq!(
+            (p.channel, p.offset, p.epoch, p.ts),
+            (&b"a:b"[..], 9, &b"E2"[..], Some(123))
+        );
+        assert_eq!(find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(find(b"ab", b"abc"), None);
+        assert_eq!(find(b"ab", b""), None);
     }
 
     #[test]

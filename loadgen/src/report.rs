@@ -78,6 +78,16 @@ impl Percentiles {
     }
 }
 
+/// CPU use during the measured phase, in percent of one core.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cpu {
+    pub window_s: f64,
+    /// The `--target-pid` process (the server), when given.
+    pub server_pct: Option<f64>,
+    /// All loadgen processes together.
+    pub loadgen_pct: f64,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Fanout {
     pub published: u64,
@@ -114,6 +124,7 @@ pub struct Report {
     pub churn_per_s: f64,
     pub fanout: Option<Fanout>,
     pub memory: Option<Probe>,
+    pub cpu: Cpu,
     pub timeline: Vec<Sample>,
     /// The merged histograms (V2 + base64), for tools that want more percentiles.
     pub latency_hist: Hist,
@@ -168,6 +179,10 @@ impl Report {
                 }
             }
         };
+        let mut errors = totals.errors.clone();
+        for (k, v) in outcome.iter().flat_map(|o| &o.errors) {
+            *errors.entry(k.clone()).or_default() += v;
+        }
         let fanout = outcome.map(|o| {
             let expected = o
                 .per_channel
@@ -201,13 +216,14 @@ impl Report {
             threads_per_worker: plan.threads,
             phases,
             counters: c,
-            errors: totals.errors.clone(),
+            errors,
             latency: Percentiles::of(&totals.latency),
             connect_latency: Percentiles::of(&totals.connect),
             msgs_per_s,
             churn_per_s: c.churned as f64 / measure,
             fanout,
             memory,
+            cpu: Cpu::default(),
             timeline,
             latency_hist: totals.latency,
             connect_hist: totals.connect,
@@ -290,6 +306,16 @@ impl Report {
                 per(m.slab_bytes_per_conn)
             );
         }
+        let server = self
+            .cpu
+            .server_pct
+            .map_or("?".into(), |p| format!("{p:.0}%"));
+        let _ = writeln!(
+            s,
+            "cpu while measuring (100% = one core of {}): server {server}, loadgen {:.0}%",
+            self.machine.get("cores").map_or("?", |c| c.as_str()),
+            self.cpu.loadgen_pct
+        );
         if c.epoch_changes + c.subscribe_errors + c.bad_messages > 0 {
             let _ = writeln!(
                 s,

@@ -15,7 +15,7 @@ use crate::cli::{Plan, Scenario};
 use crate::fleet::{Fleet, Group, Procs};
 use crate::mem::{self, Probe};
 use crate::publisher::{Outcome, Publisher};
-use crate::report::{Phases, Report, Sample};
+use crate::report::{Cpu, Phases, Report, Sample};
 use crate::stats::{Counters, Hist, Tick, Totals};
 
 struct Coord<'a> {
@@ -158,6 +158,7 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
     c.fleet.measure()?;
     let at_measure = settled.counters;
     let measure_start = Instant::now();
+    let server_cpu0 = o.target_pid.and_then(mem::cpu_seconds);
     let publisher = (o.scenario == Scenario::Fanout).then(|| {
         let left = c.deadline.saturating_duration_since(Instant::now());
         Publisher::start(plan, Duration::from_secs_f64(o.duration).min(left))
@@ -169,6 +170,14 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
     };
     let outcome: Option<Outcome> = publisher.map(Publisher::finish);
     let measure_s = measure_start.elapsed().as_secs_f64();
+    let cpu = Cpu {
+        window_s: measure_s,
+        loadgen_pct: (t.cpu_s - settled.cpu_s) / measure_s.max(1e-9) * 100.0,
+        server_pct: match (server_cpu0, o.target_pid.and_then(mem::cpu_seconds)) {
+            (Some(a), Some(b)) => Some((b - a) / measure_s.max(1e-9) * 100.0),
+            _ => None,
+        },
+    };
 
     let drain_start = Instant::now();
     if let Some(out) = &outcome {
@@ -198,9 +207,11 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
         total_s: t0.elapsed().as_secs_f64(),
         ramp_complete,
     };
-    Ok(Report::build(
+    let mut r = Report::build(
         plan, totals, outcome, memory, phases, at_measure, at_end, c.timeline,
-    ))
+    );
+    r.cpu = cpu;
+    Ok(r)
 }
 
 /// Deliveries owed if every open connection gets every acknowledged publication

@@ -185,6 +185,9 @@ pub struct Tick {
     pub interval: Hist,
     /// Every planned connection is up or has failed.
     pub ready: bool,
+    /// CPU time (user + system) the process(es) used so far, in seconds.
+    #[serde(default)]
+    pub cpu_s: f64,
 }
 
 impl Tick {
@@ -192,6 +195,7 @@ impl Tick {
         self.counters.add(&o.counters);
         self.interval.merge(&o.interval);
         self.ready &= o.ready;
+        self.cpu_s += o.cpu_s;
     }
 }
 

@@ -33,6 +33,14 @@ fn panel<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("seconds")
         .y_desc(y_label)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| {
+            if y_max < 10.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        })
         .draw()
         .map_err(|e| e.to_string())?;
     for (name, color, points) in series {

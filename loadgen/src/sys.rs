@@ -167,6 +167,18 @@ pub fn fd_limit() -> u64 {
     r.rlim_cur
 }
 
+/// CPU time (user + system) this process has used, in seconds.
+pub fn cpu_seconds_self() -> f64 {
+    // SAFETY: rusage is plain data, zeroed is a valid value; getrusage fills it in.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `r` is a valid rusage for the call to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) } < 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(r.ru_utime) + tv(r.ru_stime)
+}
+
 /// Wall clock in nanoseconds since the Unix epoch (comparable across processes).
 pub fn unix_ns() -> u64 {
     std::time::SystemTime::now()
