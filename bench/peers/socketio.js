@@ -1,7 +1,7 @@
 'use strict';
-// Socket.IO peer for bench/compare: every "m" event from any client is emitted to
-// all clients (io.emit encodes the packet once for everyone); with --echo, back
-// to its sender only. WebSocket transport only, no HTTP long-polling, no
+// Socket.IO peer for bench/compare: every "m" event from a client is emitted to
+// every other client (socket.broadcast encodes the packet once for everyone); with
+// --echo, back to its sender only. WebSocket transport only, no HTTP long-polling, no
 // compression.
 //
 // Not in the table yet: the loadgen speaks plain WebSocket text frames, and
@@ -41,7 +41,7 @@ const io = new Server(server, {
 io.on('connection', (socket) => {
   socket.on('m', (data) => {
     if (a.echo) socket.emit('m', data);
-    else io.emit('m', data);
+    else socket.broadcast.emit('m', data);
   });
 });
 server.listen({ host: a.host, port: a.port, backlog: 4096 }, () => {

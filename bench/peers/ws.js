@@ -1,8 +1,9 @@
 'use strict';
-// Node `ws` peer for bench/compare, written as the ws README suggests for a broadcast:
-// every text message received from any client is sent to every open client
-// (the raw-peer convention of docs/loadgen.md). With --echo, each message goes
-// back to its sender only (the echo scenario).
+// Node `ws` peer for bench/compare, written as the ws README's "client broadcast"
+// example: every text message received from a client is sent to every other open
+// client (the raw-peer convention of docs/loadgen.md, less the sender: see
+// bench/README.md). With --echo, each message goes back to its sender only (the
+// echo scenario).
 //
 // Usage: node ws.js [--listen 127.0.0.1:9003] [--echo]
 const { WebSocketServer, WebSocket } = require('ws');
@@ -36,7 +37,7 @@ wss.on('connection', (ws) => {
       return;
     }
     for (const c of wss.clients) {
-      if (c.readyState === WebSocket.OPEN) c.send(data, { binary: isBinary });
+      if (c !== ws && c.readyState === WebSocket.OPEN) c.send(data, { binary: isBinary });
     }
   });
 });

@@ -6,6 +6,9 @@
 //!   and submitted together, one frame per socket at a time;
 //! - `--mode send`: one blocking `send()` per socket, for reference.
 //!
+//! `--frames-per-send K` (default 1) puts K copies of the frame in each write, as
+//! a server does when several publications wait for the same connection.
+//!
 //! A reader process (this binary again, `--reader`) opens the N connections from
 //! several loopback source addresses and drains them with epoll, counting bytes.
 //! It measures for `--seconds` after `--warmup` seconds of traffic, then reports;
@@ -32,6 +35,7 @@ const USAGE: &str =
 struct Args {
     connections: usize,
     payload_bytes: usize,
+    frames_per_send: usize,
     warmup: f64,
     seconds: f64,
     mode: String,
@@ -47,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         connections: 15_000,
         payload_bytes: 1024,
+        frames_per_send: 1,
         warmup: 2.0,
         seconds: 10.0,
         mode: "uring".into(),
@@ -63,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
         match k.as_str() {
             "--connections" => a.connections = num(v()?)? as usize,
             "--payload-bytes" => a.payload_bytes = num(v()?)? as usize,
+            "--frames-per-send" => a.frames_per_send = num(v()?)? as usize,
             "--warmup" => a.warmup = num(v()?)?,
             "--seconds" => a.seconds = num(v()?)?,
             "--batch" => a.batch = num(v()?)? as u32,
@@ -97,8 +103,15 @@ fn parse_args() -> Result<Args, String> {
     if !["uring", "send"].contains(&a.mode.as_str()) {
         return Err("--mode is uring or send".into());
     }
-    if a.connections == 0 || a.batch == 0 || a.seconds <= 0.0 || a.warmup < 0.0 {
-        return Err("--connections, --batch and --seconds must be positive".into());
+    if a.connections == 0
+        || a.batch == 0
+        || a.frames_per_send == 0
+        || a.seconds <= 0.0
+        || a.warmup < 0.0
+    {
+        return Err(
+            "--connections, --batch, --frames-per-send and --seconds must be positive".into(),
+        );
     }
     Ok(a)
 }
@@ -158,6 +171,7 @@ fn build_frame(payload_bytes: usize) -> Vec<u8> {
 
 fn sender(a: &Args) -> Result<(), String> {
     let frame = build_frame(a.payload_bytes);
+    let write = frame.repeat(a.frames_per_send);
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     // std listens with a small backlog; widen it (listen() again updates it).
     // SAFETY: a valid listening socket; listen takes no pointers.
@@ -178,7 +192,7 @@ fn sender(a: &Args) -> Result<(), String> {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("reader: {e}"))?;
-    let result = run_sender(a, &listener, &frame, &mut child);
+    let result = run_sender(a, &listener, &write, frame.len(), &mut child);
     let _ = child.kill();
     let _ = child.wait();
     result
@@ -188,6 +202,7 @@ fn run_sender(
     a: &Args,
     listener: &TcpListener,
     frame: &[u8],
+    frame_len: usize,
     child: &mut std::process::Child,
 ) -> Result<(), String> {
     let stdout = child.stdout.take().ok_or("reader stdout")?;
@@ -239,9 +254,10 @@ fn run_sender(
         other => return Err(format!("reader not ready: {other:?}")),
     }
     eprintln!(
-        "rawsend: {} connections up; sending {}-byte frames ({} mode)",
+        "rawsend: {} connections up; sending {}-byte frames, {} per write ({} mode)",
         fds.len(),
-        frame.len(),
+        frame_len,
+        a.frames_per_send,
         a.mode
     );
     let bound = Duration::from_secs_f64(a.warmup + a.seconds + 20.0);
@@ -268,20 +284,20 @@ fn run_sender(
     let [bytes, secs, reader_cpu_pct] = f[..] else {
         return Err(format!("bad reader result {line:?}"));
     };
-    let deliveries_per_s = bytes / frame.len() as f64 / secs;
+    let deliveries_per_s = bytes / frame_len as f64 / secs;
     println!(
-        "rawsend: {deliveries_per_s:.0} deliveries/s ({:.0} MB/s) of {}-byte frames to {} sockets, {} mode; sender CPU {sender_cpu_pct:.0}%, reader CPU {reader_cpu_pct:.0}% (of one core)",
+        "rawsend: {deliveries_per_s:.0} deliveries/s ({:.0} MB/s) of {frame_len}-byte frames, {} per write, to {} sockets, {} mode; sender CPU {sender_cpu_pct:.0}%, reader CPU {reader_cpu_pct:.0}% (of one core)",
         bytes / secs / 1e6,
-        frame.len(),
+        a.frames_per_send,
         fds.len(),
         a.mode
     );
     if let Some(path) = &a.json {
         let json = format!(
-            "{{\"mode\":\"{}\",\"connections\":{},\"frame_bytes\":{},\"payload_bytes\":{},\"seconds\":{secs:.3},\"bytes\":{bytes},\"deliveries_per_s\":{deliveries_per_s:.1},\"frames_completed\":{sent},\"sender_cpu_pct\":{sender_cpu_pct:.1},\"reader_cpu_pct\":{reader_cpu_pct:.1}}}\n",
+            "{{\"mode\":\"{}\",\"connections\":{},\"frame_bytes\":{frame_len},\"frames_per_send\":{},\"payload_bytes\":{},\"seconds\":{secs:.3},\"bytes\":{bytes},\"deliveries_per_s\":{deliveries_per_s:.1},\"writes_completed\":{sent},\"sender_cpu_pct\":{sender_cpu_pct:.1},\"reader_cpu_pct\":{reader_cpu_pct:.1}}}\n",
             a.mode,
             fds.len(),
-            frame.len(),
+            a.frames_per_send,
             a.payload_bytes
         );
         std::fs::write(path, json).map_err(|e| format!("{path}: {e}"))?;

@@ -1,13 +1,15 @@
 //! A tokio-tungstenite broadcast server, written the way its users usually write one:
 //! a task per connection, a `tokio::sync::broadcast` channel for the fan-out.
 //!
-//! Raw-peer convention (docs/loadgen.md): every text message received from any
-//! client is sent to all clients. With `--echo`, each message goes back to its
-//! sender only (the echo scenario).
+//! Raw-peer convention (docs/loadgen.md), less the sender: every text message
+//! received from a client is sent to every other client (bench/README.md says
+//! why). With `--echo`, each message goes back to its sender only (the echo
+//! scenario).
 //!
 //! Usage: tungstenite-broadcast-peer [--listen 127.0.0.1:9002] [--echo] [--threads N]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +19,11 @@ use tokio_tungstenite::tungstenite::Message;
 /// Messages the broadcast channel keeps for slow receivers; a receiver further
 /// behind skips what it missed (the loadgen counts those as missing).
 const BUS_MESSAGES: usize = 4096;
+
+/// A broadcast message and the connection it came from.
+type Bus = broadcast::Sender<(u64, Message)>;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 struct Args {
     listen: SocketAddr,
@@ -81,7 +88,7 @@ async fn serve(a: Args) {
         a.listen,
         if a.echo { "echo" } else { "broadcast" }
     );
-    let (bus, _) = broadcast::channel::<Message>(BUS_MESSAGES);
+    let (bus, _) = broadcast::channel::<(u64, Message)>(BUS_MESSAGES);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -95,10 +102,11 @@ async fn serve(a: Args) {
     }
 }
 
-async fn client(stream: TcpStream, bus: broadcast::Sender<Message>, echo: bool) {
+async fn client(stream: TcpStream, bus: Bus, echo: bool) {
     let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut sub = bus.subscribe();
     let (mut tx, mut rx) = ws.split();
     loop {
@@ -110,7 +118,7 @@ async fn client(stream: TcpStream, bus: broadcast::Sender<Message>, echo: bool) 
                             return;
                         }
                     } else {
-                        let _ = bus.send(m);
+                        let _ = bus.send((id, m));
                     }
                 }
                 // Pings are answered by tungstenite itself on the next write or flush.
@@ -123,13 +131,13 @@ async fn client(stream: TcpStream, bus: broadcast::Sender<Message>, echo: bool) 
                 Some(Ok(_)) => {}
             },
             r = sub.recv(), if !echo => match r {
-                Ok(m) => {
+                Ok((from, m)) => {
                     // Queue everything already waiting, then one flush.
-                    if tx.feed(m).await.is_err() {
+                    if from != id && tx.feed(m).await.is_err() {
                         return;
                     }
-                    while let Ok(m) = sub.try_recv() {
-                        if tx.feed(m).await.is_err() {
+                    while let Ok((from, m)) = sub.try_recv() {
+                        if from != id && tx.feed(m).await.is_err() {
                             return;
                         }
                     }
