@@ -206,7 +206,10 @@ def markdown(res, root):
     w("")
     w(f"- **Machine:** {meta.get('nproc')} cores, {meta.get('cpu')}; {meta.get('mem_total')} RAM;"
       f" Linux {meta.get('kernel')}; descriptor limit {meta.get('fd_limit')} per process.")
-    w(f"- **Date:** {meta.get('date')}; shardcast commit `{meta.get('commit')}`.")
+    dirty = meta.get("dirty", "").split()
+    w(f"- **Date:** {meta.get('date')}; shardcast commit `{meta.get('commit')}`"
+      + (f", built with uncommitted changes in {', '.join(f'`{d}`' for d in dirty)}." if dirty
+         else " (clean tree)."))
     w(f"- **Load average** (1, 5, 15 min) just before the measurements: {meta.get('load_before')};"
       f" just after: {meta.get('load_after')} (the run's own processes count in the second figure)."
       f" The measurements took {meta.get('elapsed_s')} s after the build.")
