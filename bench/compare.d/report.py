@@ -176,6 +176,18 @@ def versions(root):
     return v
 
 
+def measure_s(res):
+    """Seconds from the first measurement to the last line of compare.log."""
+    import re
+    marks = []
+    for ln in read(os.path.join(res, "compare.log")).splitlines():
+        m = re.match(r"\[compare +(\d+)s\] (.*)", ln)
+        if m:
+            marks.append((int(m.group(1)), m.group(2)))
+    first = next((t for t, msg in marks if msg.startswith("results in")), None)
+    return "?" if first is None or not marks else str(marks[-1][0] - first)
+
+
 def markdown(res, root):
     meta = dict(
         ln.split("=", 1) for ln in read(os.path.join(res, "meta.env")).splitlines() if "=" in ln
@@ -212,7 +224,8 @@ def markdown(res, root):
          else " (clean tree)."))
     w(f"- **Load average** (1, 5, 15 min) just before the measurements: {meta.get('load_before')};"
       f" just after: {meta.get('load_after')} (the run's own processes count in the second figure)."
-      f" The measurements took {meta.get('elapsed_s')} s after the build.")
+      f" The whole run took {meta.get('elapsed_s')} s, of which {measure_s(res)} s measuring"
+      " (the rest: build and waiting for a quiet machine).")
     w(f"- **Versions:** {meta.get('rustc')}; Node {meta.get('node')}; shardcast {ver.get('shardcast')}"
       f" ({', '.join(ver.get('Cargo.lock', []))});"
       f" tokio-tungstenite peer: {', '.join(ver.get('bench/peers/tungstenite/Cargo.lock', []))};"
