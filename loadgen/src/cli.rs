@@ -105,8 +105,9 @@ pub struct Opts {
     /// Seconds to wait after the ramp before measuring (and before the memory sample).
     #[arg(long, default_value_t = 2.0)]
     pub settle: f64,
-    /// Fanout: at most this many seconds to wait for deliveries after the last publication.
-    #[arg(long, default_value_t = 5.0)]
+    /// Fanout: at most this many seconds to wait for deliveries after the last publication
+    /// (less if none arrives for 3 s); what has not arrived by then counts as missing.
+    #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
     /// Server pid: sample its RSS before the ramp and after it, and print bytes per connection.
     #[arg(long)]

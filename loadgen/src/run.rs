@@ -18,6 +18,9 @@ use crate::publisher::{Outcome, Publisher};
 use crate::report::{Cpu, Phases, Report, Sample};
 use crate::stats::{Counters, Hist, Tick, Totals};
 
+/// Drain: ticks without a single new delivery before giving up on the rest.
+const STALL_TICKS: u32 = 3;
+
 struct Coord<'a> {
     plan: &'a Plan,
     fleet: Box<dyn Fleet>,
@@ -39,6 +42,11 @@ impl Coord<'_> {
         let now = Instant::now();
         if self.next_tick > now {
             std::thread::sleep(self.next_tick - now);
+        } else if now - self.next_tick > Duration::from_millis(500) {
+            // Late (a phase change took a while): skip the missed ticks rather than
+            // firing them back to back with nothing new in them.
+            std::thread::sleep(Duration::from_millis(500));
+            self.next_tick = Instant::now();
         }
         self.next_tick += Duration::from_secs(1);
         let t = self.fleet.tick()?;
@@ -183,10 +191,16 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
     if let Some(out) = &outcome {
         let expected = expected_deliveries(plan, out, t.counters.open);
         let drain_end = drain_start + Duration::from_secs_f64(o.drain);
-        let mut prev = t.counters.deliveries;
+        // Stop early only once deliveries have not moved for STALL_TICKS ticks in a row.
+        let (mut prev, mut still) = (t.counters.deliveries, 0);
         while t.counters.deliveries < expected && Instant::now() < drain_end && !c.out_of_time() {
             t = c.tick()?;
-            if t.counters.deliveries == prev && t.counters.deliveries > 0 {
+            still = if t.counters.deliveries == prev {
+                still + 1
+            } else {
+                0
+            };
+            if still >= STALL_TICKS {
                 break;
             }
             prev = t.counters.deliveries;
