@@ -58,26 +58,30 @@ def line(r):
 
 
 def cpu_window(res, tag, r):
-    """Server and client CPU (% of one core) over the measured phase (+ drain)."""
+    """Server, client and everything else's CPU (% of one core) over the measured phase (+ drain)."""
     rows = []
     for ln in read(os.path.join(res, f"{tag}.cpu")).splitlines():
         w = ln.split()
         if len(w) >= 3 and float(w[1]) >= 0:
-            rows.append((float(w[0]), float(w[1]), float(w[2])))
+            rows.append((float(w[0]), float(w[1]), float(w[2]), float(w[4]) if len(w) >= 5 else None))
     start = read(os.path.join(res, f"{tag}.start"))
     if not rows or not start or r is None:
-        return None, None
+        return None, None, None
     p = r["phases"]
     t0 = float(start) + p["ramp_s"] + p["settle_s"]
     t1 = t0 + p["measure_s"] + (p["drain_s"] if r["scenario"] == "fanout" else 0.0)
     inside = [x for x in rows if t0 <= x[0] <= t1]
     if len(inside) < 2:
-        return None, None
+        return None, None, None
     a, b = inside[0], inside[-1]
     dt = b[0] - a[0]
     if dt <= 0:
-        return None, None
-    return 100 * (b[1] - a[1]) / dt, 100 * (b[2] - a[2]) / dt
+        return None, None, None
+    server, client = 100 * (b[1] - a[1]) / dt, 100 * (b[2] - a[2]) / dt
+    other = None
+    if a[3] is not None and b[3] is not None:
+        other = max(0.0, 100 * (b[3] - a[3]) / dt - server - client)
+    return server, client, other
 
 
 def fmt_int(v):
@@ -291,20 +295,22 @@ def markdown(res, root):
     w("")
     w("CPU over each measured phase (fan-out: from the first publication to the end of the"
       " drain), as % of one core: 200% is both cores. The load generator's figure covers all its"
-      " processes. A server far below what it can use while the load generator is near 200%"
-      " would mean the figure is the client's.")
+      " processes. \"Rest\" is the machine's busy time less those two: the kernel's"
+      " softirq work charged to no process, this script's sampler, and any other process on the"
+      " machine. A server far below what it can use while the load generator is near 200% would"
+      " mean the figure is the client's; a large rest means something else was running.")
     w("")
-    w("| server | fan-out saturated: server / loadgen | fan-out steady: server / loadgen |"
-      " echo: server / loadgen |")
+    w("| server | fan-out saturated: server / loadgen / rest | fan-out steady: server / loadgen / rest |"
+      " echo: server / loadgen / rest |")
     w("|---|---:|---:|---:|")
     for name in shown:
         r = results[name]
-        cells = [f"{fmt_pct(r.cpu[s][0])} / {fmt_pct(r.cpu[s][1])}"
+        cells = [" / ".join(fmt_pct(x) for x in r.cpu[s])
                  for s in ["fanout-sat", "fanout-steady", "echo"]]
         w(f"| {label[name]} | " + " | ".join(cells) + " |")
     for k, raw in raws:
         w(f"| raw-send, {k} per write | sender {fmt_pct(raw['sender_cpu_pct'])} / reader"
-          f" {fmt_pct(raw['reader_cpu_pct'])} | – | – |")
+          f" {fmt_pct(raw['reader_cpu_pct'])} / {fmt_pct(raw.get('rest_cpu_pct'))} | – | – |")
     w("")
     w("### Fan-out in detail")
     w("")
@@ -326,20 +332,26 @@ def markdown(res, root):
     w("")
     w("### Idle connections in detail")
     w("")
-    w("RSS is the server process's resident set before the ramp and 2 s after it, divided by"
-      " the connections up. Kernel memory is machine-wide and covers both ends of each loopback"
-      " connection (the load generator's sockets too), so it is context, not the server's figure.")
+    w("RSS is the server process's resident set before the ramp and 2 s after it; the figure"
+      " per connection is the difference divided by the connections up, which leaves out what"
+      " a server allocates at start whatever its load (shardcast's receive buffers and rings,"
+      " Node's heap): the column after it divides the whole RSS instead. Kernel memory is"
+      " machine-wide and covers both ends of each loopback connection (the load generator's"
+      " sockets too), so it is context, not the server's figure.")
     w("")
-    w("| server | connections up | RSS before → after | RSS per connection | kernel slab per connection (both ends) |")
-    w("|---|---:|---:|---:|---:|")
+    w("| server | connections up | RSS before → after | ΔRSS per connection | whole RSS ÷ connections |"
+      " kernel slab per connection (both ends) |")
+    w("|---|---:|---:|---:|---:|---:|")
     for name in shown:
         m = results[name].get("idle", "memory")
         if not m:
             continue
         mib = lambda b: "–" if b is None else f"{b / 1048576:.1f} MiB"
+        whole = (m["after"]["rss_bytes"] / m["connections"]
+                 if m["after"].get("rss_bytes") and m["connections"] else None)
         w(f"| {label[name]} | {fmt_int(m['connections'])} | {mib(m['before']['rss_bytes'])} →"
           f" {mib(m['after']['rss_bytes'])} | {fmt_int(m['rss_bytes_per_conn'])} B |"
-          f" {fmt_int(m.get('slab_bytes_per_conn'))} B |")
+          f" {fmt_int(whole)} B | {fmt_int(m.get('slab_bytes_per_conn'))} B |")
     w("")
     errs = []
     for name in shown:

@@ -4,10 +4,12 @@
 Usage: sample.py SERVER_PID CLIENT_ROOT_PID OUT [INTERVAL_S]
 
 Every INTERVAL_S (default 0.25) appends one line to OUT:
-    unix_time  server_cpu_s  client_cpu_s  load1
-where server_cpu_s is the server's user+system CPU time so far, and client_cpu_s
+    unix_time  server_cpu_s  client_cpu_s  load1  machine_busy_s
+where server_cpu_s is the server's user+system CPU time so far, client_cpu_s
 the sum over CLIENT_ROOT_PID and all its live descendants (the loadgen and its
-worker processes). Stops when CLIENT_ROOT_PID is gone.
+worker processes), and machine_busy_s the whole machine's non-idle CPU time
+(/proc/stat), so that what other processes used can be told apart. Stops when
+CLIENT_ROOT_PID is gone.
 """
 import os
 import sys
@@ -24,6 +26,13 @@ def cpu_s(pid):
         return (int(fields[11]) + int(fields[12])) / TICK
     except (OSError, IndexError, ValueError):
         return None
+
+
+def machine_busy_s():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice, inside user]
+    return (sum(v[:8]) - v[3] - v[4]) / TICK
 
 
 def children(pid):
@@ -62,7 +71,7 @@ def main():
             with open("/proc/loadavg") as la:
                 load1 = la.read().split()[0]
             f.write(f"{time.time():.3f} {s if s is not None else -1:.2f} "
-                    f"{sum(best.values()):.2f} {load1}\n")
+                    f"{sum(best.values()):.2f} {load1} {machine_busy_s():.2f}\n")
             f.flush()
             time.sleep(interval)
 

@@ -144,6 +144,48 @@ fn cpu_s() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Clock ticks per second of /proc's CPU figures.
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf takes no pointers.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// User + system CPU seconds of process `pid` (all its threads), from /proc.
+fn proc_cpu_s(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|w| w.parse().unwrap_or(0.0))
+        .collect();
+    // After the command name: state is field 3; utime and stime are fields 14 and 15.
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / clk_tck()
+}
+
+/// Non-idle CPU seconds of the whole machine, from /proc/stat.
+fn machine_busy_s() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|w| w.parse().unwrap_or(0.0))
+        .collect();
+    if v.len() < 8 {
+        return 0.0;
+    }
+    // user nice system idle iowait irq softirq steal
+    (v.iter().sum::<f64>() - v[3] - v[4]) / clk_tck()
+}
+
 fn last_os_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
@@ -275,18 +317,19 @@ fn run_sender(
         .unwrap_or_else(|e| e.into_inner())
         .clone()
         .ok_or("the reader gave no result")?;
-    // result <bytes> <seconds> <reader cpu %>
+    // result <bytes> <seconds> <reader cpu %> <sender cpu %> <machine busy %>, over the reader's window
     let f: Vec<f64> = line
         .split_whitespace()
         .skip(1)
         .filter_map(|w| w.parse().ok())
         .collect();
-    let [bytes, secs, reader_cpu_pct] = f[..] else {
+    let [bytes, secs, reader_cpu_pct, window_sender_pct, machine_pct] = f[..] else {
         return Err(format!("bad reader result {line:?}"));
     };
+    let rest_pct = (machine_pct - reader_cpu_pct - window_sender_pct).max(0.0);
     let deliveries_per_s = bytes / frame_len as f64 / secs;
     println!(
-        "rawsend: {deliveries_per_s:.0} deliveries/s ({:.0} MB/s) of {frame_len}-byte frames, {} per write, to {} sockets, {} mode; sender CPU {sender_cpu_pct:.0}%, reader CPU {reader_cpu_pct:.0}% (of one core)",
+        "rawsend: {deliveries_per_s:.0} deliveries/s ({:.0} MB/s) of {frame_len}-byte frames, {} per write, to {} sockets, {} mode; sender CPU {window_sender_pct:.0}%, reader CPU {reader_cpu_pct:.0}%, rest of the machine {rest_pct:.0}% (of one core)",
         bytes / secs / 1e6,
         a.frames_per_send,
         fds.len(),
@@ -294,7 +337,7 @@ fn run_sender(
     );
     if let Some(path) = &a.json {
         let json = format!(
-            "{{\"mode\":\"{}\",\"connections\":{},\"frame_bytes\":{frame_len},\"frames_per_send\":{},\"payload_bytes\":{},\"seconds\":{secs:.3},\"bytes\":{bytes},\"deliveries_per_s\":{deliveries_per_s:.1},\"writes_completed\":{sent},\"sender_cpu_pct\":{sender_cpu_pct:.1},\"reader_cpu_pct\":{reader_cpu_pct:.1}}}\n",
+            "{{\"mode\":\"{}\",\"connections\":{},\"frame_bytes\":{frame_len},\"frames_per_send\":{},\"payload_bytes\":{},\"seconds\":{secs:.3},\"bytes\":{bytes},\"deliveries_per_s\":{deliveries_per_s:.1},\"writes_completed\":{sent},\"sender_cpu_pct\":{window_sender_pct:.1},\"sender_cpu_pct_whole_run\":{sender_cpu_pct:.1},\"reader_cpu_pct\":{reader_cpu_pct:.1},\"rest_cpu_pct\":{rest_pct:.1}}}\n",
             a.mode,
             fds.len(),
             a.frames_per_send,
@@ -465,7 +508,8 @@ fn reader(a: &Args, target: SocketAddr) -> Result<(), String> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut bytes = 0u64;
     let mut first_at: Option<Instant> = None;
-    let mut window: Option<(Instant, u64, f64)> = None;
+    let mut window: Option<(Instant, u64, f64, f64, f64)> = None;
+    let sender = std::os::unix::process::parent_id();
     let give_up = Instant::now() + Duration::from_secs_f64(a.warmup + a.seconds + 30.0);
     loop {
         // SAFETY: `events` has room for its length.
@@ -498,13 +542,19 @@ fn reader(a: &Args, target: SocketAddr) -> Result<(), String> {
         let Some(f) = first_at else { continue };
         match window {
             None if now.duration_since(f).as_secs_f64() >= a.warmup => {
-                window = Some((now, bytes, cpu_s()));
+                window = Some((now, bytes, cpu_s(), proc_cpu_s(sender), machine_busy_s()));
             }
-            Some((t0, b0, c0)) => {
+            Some((t0, b0, c0, s0, m0)) => {
                 let secs = now.duration_since(t0).as_secs_f64();
                 if secs >= a.seconds {
-                    let cpu = 100.0 * (cpu_s() - c0) / secs;
-                    println!("result {} {secs:.6} {cpu:.1}", bytes - b0);
+                    let pct = |d: f64| 100.0 * d / secs;
+                    println!(
+                        "result {} {secs:.6} {:.1} {:.1} {:.1}",
+                        bytes - b0,
+                        pct(cpu_s() - c0),
+                        pct(proc_cpu_s(sender) - s0),
+                        pct(machine_busy_s() - m0)
+                    );
                     std::io::stdout().flush().map_err(|e| e.to_string())?;
                     return Ok(());
                 }
