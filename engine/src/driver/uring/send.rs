@@ -23,6 +23,10 @@ use crate::driver::{Completion, ConnKey, Sock, SEND_IOVECS_MAX};
 
 /// Vector capacity a recycled slab entry keeps (typical sends carry a few frames).
 const KEEP_IOVECS: usize = 8;
+/// Free entries that keep their vectors; beyond this, a finished entry gives
+/// its memory back. A broadcast briefly needs one entry per subscriber; keeping
+/// them all would pin hundreds of bytes per connection for good.
+const KEEP_WARM: usize = 256;
 
 struct SendOp {
     conn: ConnKey,
@@ -77,8 +81,9 @@ impl SendSlab {
         // The slab grows to the peak number of concurrent sends (every
         // connection, during a broadcast); cap what each entry keeps so a rare
         // 64-buffer send does not pin its vectors' capacity forever.
-        op.iov.shrink_to(KEEP_IOVECS);
-        op.bufs.shrink_to(KEEP_IOVECS);
+        let keep = if self.free.len() < KEEP_WARM { KEEP_IOVECS } else { 0 };
+        op.iov.shrink_to(keep);
+        op.bufs.shrink_to(keep);
         op.msg.msg_iov = std::ptr::null_mut();
         op.msg.msg_iovlen = 0;
         self.free.push(id);
