@@ -96,6 +96,12 @@ pub struct IoConfig {
     pub recv_buf_bytes: u32,
     /// io_uring submission queue entries.
     pub ring_entries: u32,
+    /// SO_SNDBUF of every connection (set on the listener, inherited at accept);
+    /// 0 keeps the kernel's autotuning. Autotuned buffers grow to megabytes for
+    /// a reader that stopped, in kernel memory the engine never sees; with many
+    /// such readers the host hits TCP memory pressure and every connection
+    /// stalls (measured: bench/slow/slow-readers.sh, docs/operations.md).
+    pub send_buffer_bytes: u32,
 }
 
 impl Default for Config {
@@ -149,6 +155,7 @@ impl Default for IoConfig {
             recv_bufs: 1024,
             recv_buf_bytes: 16 * 1024,
             ring_entries: 4096,
+            send_buffer_bytes: 64 * 1024,
         }
     }
 }

@@ -84,7 +84,7 @@ impl Engine {
         let mut listeners = Vec::with_capacity(n);
         let mut addr = cfg.listen;
         for _ in 0..n {
-            let l = listener(addr)?;
+            let l = listener(addr, cfg.io.send_buffer_bytes)?;
             // Port 0: every shard must share the port the first one got.
             addr = l.local_addr()?.as_socket().expect("inet socket");
             listeners.push(l);
@@ -162,8 +162,12 @@ impl Engine {
     }
 }
 
-fn listener(addr: SocketAddr) -> io::Result<Socket> {
+fn listener(addr: SocketAddr, send_buffer_bytes: u32) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if send_buffer_bytes > 0 {
+        // Inherited by accepted sockets (and turns off send-buffer autotuning).
+        s.set_send_buffer_size(send_buffer_bytes as usize)?;
+    }
     s.set_reuse_address(true)?;
     // With port 0, the first socket binds without SO_REUSEPORT so the kernel
     // picks a port no other socket holds; a reuseport bind to port 0 may be
