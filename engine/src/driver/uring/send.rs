@@ -81,7 +81,11 @@ impl SendSlab {
         // The slab grows to the peak number of concurrent sends (every
         // connection, during a broadcast); cap what each entry keeps so a rare
         // 64-buffer send does not pin its vectors' capacity forever.
-        let keep = if self.free.len() < KEEP_WARM { KEEP_IOVECS } else { 0 };
+        let keep = if self.free.len() < KEEP_WARM {
+            KEEP_IOVECS
+        } else {
+            0
+        };
         op.iov.shrink_to(keep);
         op.bufs.shrink_to(keep);
         op.msg.msg_iov = std::ptr::null_mut();
