@@ -27,8 +27,9 @@ pub struct HttpState {
     pub buf: Vec<u8>,
     /// When an incomplete request stops being waited for (slowloris guard).
     pub deadline: Option<std::time::Instant>,
-    /// An API request waiting for owner shards: its id and the results gathered so far.
-    pub waiting: Option<crate::http_api::Waiting>,
+    /// Pipelined API requests in arrival order: publishes waiting for owner
+    /// shards, and responses ready but held behind them (answers keep order).
+    pub waiting: std::collections::VecDeque<crate::http_api::Waiting>,
 }
 
 /// Outcome of queueing bytes for a connection.

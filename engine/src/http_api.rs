@@ -17,14 +17,21 @@ use crate::mesh::{owner_of, ConnRef, Published, ReplyTo, ShardMsg};
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
-/// An API request waiting for owner shards to assign offsets.
-#[derive(Debug)]
+/// Publishes from one connection in flight at once: pipelined requests are
+/// handed to the owners without waiting for earlier answers, so a burst of
+/// publications can be fanned out (and batched per socket) together.
+const PIPELINE_MAX: usize = 64;
+
+/// A pipelined API request: waiting for owner shards to assign offsets, or
+/// already answered (`ready`) but held until the requests before it are.
+#[derive(Debug, Default)]
 pub struct Waiting {
     pub req: u32,
     pub broadcast: bool,
     pub keep_alive: bool,
     pub channels: Vec<Arc<str>>,
     pub results: Vec<Option<Published>>,
+    pub ready: Option<Vec<u8>>,
 }
 
 impl Core {
@@ -49,8 +56,7 @@ impl Core {
         self.process_http(key);
     }
 
-    /// Handle complete requests in the buffer, one at a time (a request waiting
-    /// for a publish result holds back the ones pipelined behind it).
+    /// Handle the complete requests in the buffer, up to `PIPELINE_MAX` in flight.
     fn process_http(&mut self, key: ConnKey) {
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -60,7 +66,7 @@ impl Core {
                 return;
             }
             let Some(h) = conn.http_mut() else { return };
-            if h.waiting.is_some() || h.buf.is_empty() {
+            if h.waiting.len() >= PIPELINE_MAX || h.buf.is_empty() {
                 return;
             }
             let (req, used) = match http::parse_request(&h.buf, &self.http_limits) {
@@ -68,6 +74,9 @@ impl Core {
                 Ok(None) => return,
                 Err(e) => return self.reject(key, e),
             };
+            if req.path == "/ws" && !h.waiting.is_empty() {
+                return; // the 101 must not overtake earlier answers
+            }
             h.buf.drain(..used);
             self.route(key, req);
         }
@@ -270,12 +279,13 @@ impl Core {
         let channels: Vec<Arc<str>> = channels.into_iter().map(Arc::from).collect();
         let n = channels.len();
         if let Some(h) = conn.http_mut() {
-            h.waiting = Some(Waiting {
+            h.waiting.push_back(Waiting {
                 req: req_id,
                 broadcast,
                 keep_alive,
                 channels: channels.clone(),
                 results: vec![None; n],
+                ready: None,
             });
         }
         for (index, channel) in channels.into_iter().enumerate() {
@@ -301,20 +311,77 @@ impl Core {
         let Some(c) = self.conns.get_gen(conn.key, conn.gen) else {
             return;
         };
+        if c.phase != Phase::Http {
+            return;
+        }
         let Some(h) = c.http_mut() else { return };
-        let Some(w) = h.waiting.as_mut().filter(|w| w.req == req) else {
+        let Some(w) = h
+            .waiting
+            .iter_mut()
+            .find(|w| w.req == req && w.ready.is_none())
+        else {
             return;
         };
         if let Some(slot) = w.results.get_mut(index as usize) {
             *slot = Some(result);
         }
-        if w.results.iter().any(Option::is_none) {
-            return;
+        if w.results.iter().all(Option::is_some) {
+            let body = publish_response(w);
+            w.ready = Some(http::response(
+                200,
+                "application/json",
+                &[],
+                &body,
+                w.keep_alive,
+            ));
         }
-        let w = h.waiting.take().expect("checked above");
-        let body = publish_response(&w);
-        self.respond(conn.key, 200, "application/json", &body, w.keep_alive);
+        self.flush_answers(conn.key);
         self.process_http(conn.key);
+    }
+
+    /// Send the answers at the front of the queue that are ready, in order.
+    fn flush_answers(&mut self, key: ConnKey) {
+        loop {
+            let Some(h) = self.conns.get_mut(key).and_then(|c| c.http_mut()) else {
+                return;
+            };
+            let Some(bytes) = h.waiting.front_mut().and_then(|w| w.ready.take()) else {
+                return;
+            };
+            let w = h.waiting.pop_front().expect("front exists");
+            if !self.send_answer(key, bytes, w.keep_alive) {
+                return;
+            }
+        }
+    }
+
+    /// Write one answer now; false when the connection closes after it.
+    fn send_answer(&mut self, key: ConnKey, bytes: Vec<u8>, keep_alive: bool) -> bool {
+        self.send_raw(key, bytes);
+        if keep_alive {
+            self.arm_http_deadline(key);
+        } else {
+            if let Some(h) = self.conns.get_mut(key).and_then(|c| c.http_mut()) {
+                h.waiting.clear();
+            }
+            self.close_after_response(key);
+        }
+        keep_alive
+    }
+
+    /// Answer now, or behind the pipelined requests still waiting for owners.
+    fn emit(&mut self, key: ConnKey, bytes: Vec<u8>, keep_alive: bool) {
+        if let Some(h) = self.conns.get_mut(key).and_then(|c| c.http_mut()) {
+            if !h.waiting.is_empty() {
+                h.waiting.push_back(Waiting {
+                    keep_alive,
+                    ready: Some(bytes),
+                    ..Waiting::default()
+                });
+                return;
+            }
+        }
+        self.send_answer(key, bytes, keep_alive);
     }
 
     fn channels_json(&self) -> Vec<u8> {
@@ -348,22 +415,17 @@ impl Core {
         if status >= 400 {
             ShardStats::inc(&self.stats.rejected_bad_request);
         }
-        self.send_raw(
+        self.emit(
             key,
             http::response(status, content_type, &[], body, keep_alive),
+            keep_alive,
         );
-        if keep_alive {
-            self.arm_http_deadline(key);
-        } else {
-            self.close_after_response(key);
-        }
     }
 
     /// Refuse a request with its status and close the connection.
     fn reject(&mut self, key: ConnKey, e: HttpError) {
         ShardStats::inc(&self.stats.rejected_bad_request);
-        self.send_raw(key, e.response());
-        self.close_after_response(key);
+        self.emit(key, e.response(), false);
     }
 }
 

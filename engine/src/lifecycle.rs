@@ -241,7 +241,7 @@ impl Core {
         }
         let expired = conn
             .http()
-            .is_some_and(|h| h.waiting.is_none() && h.deadline.is_some_and(|d| d <= now));
+            .is_some_and(|h| h.waiting.is_empty() && h.deadline.is_some_and(|d| d <= now));
         if expired {
             // Slowloris guard: a request that never completes holds nothing for long.
             self.send_raw(

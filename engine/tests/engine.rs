@@ -406,6 +406,58 @@ fn pongs_come_back_in_ping_order(d: DriverKind) {
     h.shutdown();
 }
 
+fn pipelined_api_requests_are_answered_in_order(d: DriverKind) {
+    use std::io::{Read, Write};
+    let h = start(config(d));
+    let addr = h.local_addr();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut reqs = Vec::new();
+    for i in 0..50 {
+        // Channels on both owner shards, a health check in the middle, then a bad body.
+        let body = format!(r#"{{"channel":"p{}","data":{i}}}"#, i % 2);
+        reqs.extend(
+            format!(
+                "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .bytes(),
+        );
+        if i == 25 {
+            reqs.extend(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+    }
+    reqs.extend(b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    s.write_all(&reqs).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let bodies: Vec<&str> = out
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|r| r.split("\r\n\r\n").nth(1).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 52, "{out}");
+    let mut next = [1u64, 1];
+    for (i, b) in bodies.iter().enumerate() {
+        if i == 26 {
+            assert_eq!(*b, "ok", "the health answer keeps its place");
+            continue;
+        }
+        if i == 51 {
+            assert!(
+                b.contains(r#""code":1"#),
+                "the bad body is answered last: {b}"
+            );
+            continue;
+        }
+        let n = if i < 26 { i } else { i - 1 };
+        let r: serde_json::Value = serde_json::from_str(b).unwrap();
+        assert_eq!(r["offset"], next[n % 2], "answer {i} in request order: {b}");
+        next[n % 2] += 1;
+    }
+    h.shutdown();
+}
+
 /// Sum of one metric's samples over its label sets, from OpenMetrics text.
 fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -615,4 +667,5 @@ both_drivers!(
     command_rate_limit_then_policy_close,
     shedding_ready_high_water_and_accept_rate,
     pongs_come_back_in_ping_order,
+    pipelined_api_requests_are_answered_in_order,
 );
