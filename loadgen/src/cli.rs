@@ -29,6 +29,29 @@ pub enum Protocol {
     Shardcast,
     /// Plain text frames: no commands; the peer broadcasts every text message to all clients.
     Raw,
+    /// Socket.IO v4 on engine.io's WebSocket transport: open packet, `40` connect, `2`/`3`
+    /// heartbeat, messages as `42["m",…]` events the peer broadcasts to every other client.
+    Socketio,
+}
+
+impl Protocol {
+    /// The value of `--protocol` that selects it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Shardcast => "shardcast",
+            Protocol::Raw => "raw",
+            Protocol::Socketio => "socketio",
+        }
+    }
+
+    /// The upgrade path used when `--path` is not given.
+    pub fn default_path(self) -> &'static str {
+        match self {
+            Protocol::Shardcast | Protocol::Raw => "/ws",
+            // Engine.io's default mount point, protocol 4, WebSocket from the first request.
+            Protocol::Socketio => "/socket.io/?EIO=4&transport=websocket",
+        }
+    }
 }
 
 /// Load generator for shardcast and peer WebSocket servers (loopback only).
@@ -65,9 +88,9 @@ pub struct Opts {
     /// Local source addresses, e.g. 127.0.0.2-127.0.0.60 or a comma list; connections round-robin over them.
     #[arg(long)]
     pub source_ips: Option<String>,
-    /// Request path of the WebSocket upgrade.
-    #[arg(long, default_value = "/ws")]
-    pub path: String,
+    /// Request path of the WebSocket upgrade [default: /ws; socketio: /socket.io/?EIO=4&transport=websocket].
+    #[arg(long)]
+    pub path: Option<String>,
     /// Channels to subscribe to, comma-separated (shardcast protocol).
     #[arg(long, default_value = "bench", value_delimiter = ',')]
     pub channels: Vec<String>,
@@ -133,6 +156,8 @@ pub struct Plan {
     pub targets: Vec<SocketAddr>,
     pub sources: Vec<IpAddr>,
     pub publish_target: SocketAddr,
+    /// The upgrade path: `--path`, or the protocol's default.
+    pub path: String,
     pub connections: u64,
     pub threads: usize,
 }
@@ -193,8 +218,12 @@ impl Opts {
         if self.channels.is_empty() || self.channels.iter().any(|c| !valid_channel(c)) {
             return Err("--channels: names are 1-255 bytes of [A-Za-z0-9_.:/-]".into());
         }
-        if !self.path.starts_with('/') {
-            return Err("--path must start with /".into());
+        let path = self
+            .path
+            .clone()
+            .unwrap_or_else(|| self.protocol.default_path().to_string());
+        if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err("--path must start with / and hold no spaces or control bytes".into());
         }
         let default_n = if self.scenario == Scenario::Echo {
             100
@@ -215,6 +244,7 @@ impl Opts {
             targets,
             sources,
             publish_target,
+            path,
             connections,
             threads,
         })

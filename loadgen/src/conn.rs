@@ -17,6 +17,7 @@ use socket2::Socket;
 
 use crate::cli::{Protocol, Scenario};
 use crate::push::{parse_push, parse_stamp};
+use crate::sio::{self, Packet};
 use crate::stats::{Hist, Totals};
 use crate::sys;
 use crate::track::{epoch_hash, Track};
@@ -27,7 +28,8 @@ pub enum Phase {
     Connecting,
     /// Upgrade request sent, waiting for 101.
     Handshake,
-    /// Subscribe commands sent, waiting for their replies.
+    /// Subscribe commands sent, waiting for their replies (Socket.IO: waiting for the
+    /// open packet, then for the namespace connect).
     Subscribing,
     /// Ready: counted as up.
     Up,
@@ -102,6 +104,17 @@ pub struct Conn {
     pub subs: Vec<(u16, Option<Track>)>,
     pending_replies: usize,
     echo_sent: VecDeque<Instant>,
+    /// Socket.IO: the engine.io open packet has arrived (and `40` went out).
+    sio_opened: bool,
+}
+
+/// One echo message as sent on the wire: `--message-bytes` of `x` (raw, shardcast), or
+/// an `m` event whose data is a JSON string of that many bytes (Socket.IO).
+fn echo_message(ctx: &Ctx) -> Vec<u8> {
+    match ctx.protocol {
+        Protocol::Socketio => sio::event(&sio::echo_data(ctx.message_bytes)),
+        _ => vec![b'x'; ctx.message_bytes],
+    }
 }
 
 impl Conn {
@@ -122,6 +135,7 @@ impl Conn {
             subs: subs.into_iter().map(|c| (c, None)).collect(),
             pending_replies: 0,
             echo_sent: VecDeque::new(),
+            sio_opened: false,
         }
     }
 
@@ -225,6 +239,11 @@ impl Conn {
     }
 
     fn after_upgrade(&mut self, ctx: &mut Ctx) -> Next {
+        if ctx.protocol == Protocol::Socketio {
+            // Up once engine.io has opened and the default namespace has connected.
+            self.phase = Phase::Subscribing;
+            return Next::Continue;
+        }
         let subscribe = ctx.protocol == Protocol::Shardcast
             && ctx.scenario != Scenario::Echo
             && !self.subs.is_empty();
@@ -249,7 +268,7 @@ impl Conn {
     fn become_up(&mut self, ctx: &mut Ctx) -> Next {
         self.phase = Phase::Up;
         if ctx.scenario == Scenario::Echo {
-            let msg = vec![b'x'; ctx.message_bytes];
+            let msg = echo_message(ctx);
             for _ in 0..ctx.inflight {
                 self.echo_sent.push_back(Instant::now());
                 if let Err(kind) = self.send_frame(ctx, OpCode::Text, &msg) {
@@ -257,8 +276,8 @@ impl Conn {
                 }
             }
         }
-        if ctx.protocol == Protocol::Raw && ctx.scenario != Scenario::Echo {
-            // Raw peers have no subscriptions: one stream, sequence numbers from 0.
+        if ctx.protocol != Protocol::Shardcast && ctx.scenario != Scenario::Echo {
+            // Raw and Socket.IO peers have no subscriptions: one stream, sequence numbers from 0.
             for (_, t) in self.subs.iter_mut() {
                 *t = Some(Track::new(0, 0));
             }
@@ -300,6 +319,9 @@ impl Conn {
 
     /// One text/binary message; Some when the loop has something to do.
     fn on_message(&mut self, ctx: &mut Ctx, msg: &[u8], now_ns: u64) -> Option<Next> {
+        if ctx.protocol == Protocol::Socketio {
+            return self.on_socketio(ctx, msg, now_ns);
+        }
         if ctx.scenario == Scenario::Echo {
             return self.on_echo(ctx, msg);
         }
@@ -322,6 +344,43 @@ impl Conn {
             return None;
         }
         self.on_reply(ctx, msg)
+    }
+
+    /// One engine.io packet: the session's set-up, heartbeats, and `m` events.
+    fn on_socketio(&mut self, ctx: &mut Ctx, msg: &[u8], now_ns: u64) -> Option<Next> {
+        let setting_up = self.phase == Phase::Subscribing;
+        match sio::parse(msg) {
+            Packet::Open if setting_up && !self.sio_opened => {
+                self.sio_opened = true;
+                let r = self.send_frame(ctx, OpCode::Text, sio::CONNECT);
+                return r.err().map(|k| Next::Close(Some(k)));
+            }
+            Packet::Connected if setting_up && self.sio_opened => {
+                return Some(self.become_up(ctx));
+            }
+            Packet::Ping => {
+                let r = self.send_frame(ctx, OpCode::Text, sio::PONG);
+                return r.err().map(|k| Next::Close(Some(k)));
+            }
+            Packet::ConnectError(_) => {
+                ctx.totals.counters.subscribe_errors += 1;
+                return Some(Next::Close(Some("socket.io connect refused".into())));
+            }
+            Packet::Disconnect => {
+                return Some(Next::Close(Some("socket.io disconnect".into())));
+            }
+            Packet::Event(data) if self.phase == Phase::Up => {
+                if ctx.scenario == Scenario::Echo {
+                    return self.on_echo(ctx, data);
+                }
+                match parse_stamp(data) {
+                    Some(s) => self.deliver(ctx, 0, s.seq, 0, Some(s.ts), now_ns),
+                    None => ctx.totals.counters.bad_messages += 1,
+                }
+            }
+            _ => ctx.totals.counters.bad_messages += 1,
+        }
+        None
     }
 
     fn deliver(
@@ -388,7 +447,12 @@ impl Conn {
             return None;
         };
         ctx.totals.counters.echoes += 1;
-        if msg.len() != ctx.message_bytes {
+        // `msg` is what was sent: the whole message (raw) or the event's data (Socket.IO).
+        let sent_bytes = match ctx.protocol {
+            Protocol::Socketio => ctx.message_bytes.max(2),
+            _ => ctx.message_bytes,
+        };
+        if msg.len() != sent_bytes {
             ctx.totals.counters.bad_messages += 1;
         }
         if ctx.measuring {
@@ -396,7 +460,7 @@ impl Conn {
             ctx.record(now.duration_since(sent).as_nanos() as u64, sys::unix_ns());
         }
         self.echo_sent.push_back(Instant::now());
-        let out = vec![b'x'; ctx.message_bytes];
+        let out = echo_message(ctx);
         self.send_frame(ctx, OpCode::Text, &out)
             .err()
             .map(|k| Next::Close(Some(k)))

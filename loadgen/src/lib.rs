@@ -16,6 +16,7 @@ pub mod publisher;
 pub mod push;
 pub mod report;
 pub mod run;
+pub mod sio;
 pub mod stats;
 pub mod svg;
 pub mod sys;

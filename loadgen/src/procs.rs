@@ -302,15 +302,7 @@ fn opts_to_args(o: &Opts) -> Vec<String> {
         a.push(v);
     };
     flag("targets", o.targets.join(","));
-    flag(
-        "protocol",
-        if o.protocol == crate::cli::Protocol::Raw {
-            "raw"
-        } else {
-            "shardcast"
-        }
-        .into(),
-    );
+    flag("protocol", o.protocol.as_str().into());
     if let Some(n) = o.connections {
         flag("connections", n.to_string());
     }
@@ -324,7 +316,9 @@ fn opts_to_args(o: &Opts) -> Vec<String> {
     if let Some(s) = &o.source_ips {
         flag("source-ips", s.clone());
     }
-    flag("path", o.path.clone());
+    if let Some(p) = &o.path {
+        flag("path", p.clone());
+    }
     flag("channels", o.channels.join(","));
     flag("rate", o.rate.to_string());
     flag("payload-bytes", o.payload_bytes.to_string());

@@ -6,23 +6,31 @@
 //! - raw: one extra WebSocket connection sending masked text frames; the peer
 //!   broadcasts each to every client (docs/loadgen.md). Sequence numbers stand in
 //!   for offsets.
+//! - socketio: the same, after engine.io's open and the namespace connect, each
+//!   payload sent as a `42["m",…]` event; the server's pings are answered.
 //!
 //! It is a single connection, so plain blocking sockets and two threads suffice.
+//! The WebSocket publisher keeps its connection open, still reading, until the
+//! coordinator has waited for the last deliveries ([`Publisher::close`]): a peer
+//! may still be reading publications from that socket, and closing it with unread
+//! data in it would make the kernel reset the connection and discard them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use shardcast_proto::frame::{encode_frame, OpCode};
 use shardcast_proto::handshake::{client_key, client_request, verify_response};
+use shardcast_proto::{Decoder, DecoderConfig, Message, Role};
 
 use crate::cli::{Plan, Protocol};
 use crate::push::payload;
+use crate::sio::{self, Packet};
 use crate::sys::unix_ns;
 
 /// How long to wait for outstanding answers after the last publication.
@@ -67,26 +75,55 @@ struct State {
 
 pub struct Publisher {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<Outcome>,
+    release: Arc<AtomicBool>,
+    outcome: mpsc::Receiver<Outcome>,
+    handle: JoinHandle<()>,
 }
 
 impl Publisher {
     /// Start publishing now, for `duration` at most.
     pub fn start(plan: &Plan, duration: Duration) -> Publisher {
         let stop = Arc::new(AtomicBool::new(false));
+        let release = Arc::new(AtomicBool::new(false));
+        let (tx, outcome) = mpsc::channel();
         let plan = plan.clone();
-        let flag = stop.clone();
+        let (flag, held) = (stop.clone(), release.clone());
         let handle = std::thread::spawn(move || match plan.opts.protocol {
-            Protocol::Shardcast => run_http(&plan, duration, &flag),
-            Protocol::Raw => run_raw(&plan, duration, &flag),
+            Protocol::Shardcast => {
+                let _ = tx.send(run_http(&plan, duration, &flag));
+            }
+            Protocol::Raw | Protocol::Socketio => {
+                let (out, link) = run_ws(&plan, duration, &flag);
+                let _ = tx.send(out);
+                // Hold the connection (its reader keeps draining) until released.
+                while !held.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if let Some(link) = link {
+                    link.close();
+                }
+            }
         });
-        Publisher { stop, handle }
+        Publisher {
+            stop,
+            release,
+            outcome,
+            handle,
+        }
     }
 
-    /// Stop early (if still running) and collect the outcome.
-    pub fn finish(self) -> Outcome {
+    /// Stop publishing (if still running) and collect the outcome; a WebSocket
+    /// publisher's connection stays open until [`Publisher::close`].
+    pub fn finish(&mut self) -> Outcome {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or_default()
+        self.outcome.recv().unwrap_or_default()
+    }
+
+    /// Close the publisher's connection (after the drain).
+    pub fn close(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.release.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
     }
 }
 
@@ -323,46 +360,93 @@ fn mark_dead(state: &State, why: &str) {
     state.cv.notify_all();
 }
 
-/// Raw peers: a WebSocket connection sending stamped text frames.
-fn run_raw(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
+/// A publishing WebSocket connection: writes from the publishing thread, reads (and
+/// Socket.IO pongs) from a reader thread, so the writer lock is all they share.
+struct WsLink {
+    w: Arc<Mutex<TcpStream>>,
+    mask_seed: u32,
+}
+
+impl WsLink {
+    fn send(&mut self, op: OpCode, payload: &[u8]) -> std::io::Result<()> {
+        self.mask_seed = self.mask_seed.wrapping_mul(0x9e37_79b9).wrapping_add(1);
+        let mut frame = Vec::with_capacity(payload.len() + 14);
+        encode_frame(
+            &mut frame,
+            op,
+            true,
+            payload,
+            Some(self.mask_seed.to_ne_bytes()),
+        );
+        write_locked(&self.w, &frame)
+    }
+
+    /// A close frame, then both directions shut (the reader thread sees the end).
+    fn close(mut self) {
+        let _ = self.send(OpCode::Close, &1000u16.to_be_bytes());
+        if let Ok(s) = self.w.lock() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn write_locked(w: &Mutex<TcpStream>, bytes: &[u8]) -> std::io::Result<()> {
+    w.lock().unwrap_or_else(|e| e.into_inner()).write_all(bytes)
+}
+
+/// Raw and Socket.IO peers: one WebSocket connection sending stamped payloads.
+fn run_ws(plan: &Plan, duration: Duration, stop: &AtomicBool) -> (Outcome, Option<WsLink>) {
     let o = &plan.opts;
     let mut out = Outcome {
         finals: vec![0; o.channels.len()],
         per_channel: vec![0; o.channels.len()],
         ..Outcome::default()
     };
-    let mut s = match ws_connect(plan.publish_target, &plan.opts.path) {
+    let socketio = o.protocol == Protocol::Socketio;
+    let (s, rest) = match ws_connect(plan.publish_target, &plan.path) {
         Ok(s) => s,
         Err(e) => {
             out.error(format!("publish connect: {e}"));
-            return out;
+            return (out, None);
         }
     };
-    // Drain what the peer broadcasts back to us, so it never blocks on this connection.
-    if let Ok(mut r) = s.try_clone() {
-        std::thread::spawn(move || {
-            let mut chunk = vec![0u8; 64 * 1024];
-            while matches!(r.read(&mut chunk), Ok(n) if n > 0) {}
-        });
+    let w = match s.try_clone() {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(e) => {
+            out.error(format!("publish connect: {e}"));
+            return (out, None);
+        }
+    };
+    let mut link = WsLink {
+        w: w.clone(),
+        mask_seed: unix_ns() as u32,
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || read_ws(s, rest, w, socketio, ready_tx));
+    if socketio {
+        // The reader sends `40` on the open packet and reports the namespace connect.
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                out.error(format!("publish connect: {e}"));
+                return (out, Some(link));
+            }
+            Err(_) => {
+                out.error("publish connect: no socket.io connect within 5 s");
+                return (out, Some(link));
+            }
+        }
     }
     let t0 = Instant::now();
     let end = t0 + duration;
     let mut lag = 0.0;
     let mut k = 0u64;
-    let mut frame = Vec::new();
     while pace(t0, k, o.rate, end, stop, &mut lag) {
         k += 1;
         let ts = unix_ns();
-        frame.clear();
-        let mask = (ts as u32 ^ (k as u32).wrapping_mul(0x9e37_79b9)).to_ne_bytes();
-        encode_frame(
-            &mut frame,
-            OpCode::Text,
-            true,
-            &payload(ts, k, o.payload_bytes),
-            Some(mask),
-        );
-        if let Err(e) = s.write_all(&frame) {
+        let data = payload(ts, k, o.payload_bytes);
+        let msg = if socketio { sio::event(&data) } else { data };
+        if let Err(e) = link.send(OpCode::Text, &msg) {
             out.error(format!("publish write: {e}"));
             break;
         }
@@ -375,21 +459,74 @@ fn run_raw(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
         }
         out.last_ns = ts;
     }
-    let mut close = Vec::new();
-    encode_frame(
-        &mut close,
-        OpCode::Close,
-        true,
-        &1000u16.to_be_bytes(),
-        Some([1, 2, 3, 4]),
-    );
-    let _ = s.write_all(&close);
-    let _ = s.shutdown(std::net::Shutdown::Both);
     out.lag_max_ms = lag;
-    out
+    (out, Some(link))
 }
 
-fn ws_connect(addr: SocketAddr, path: &str) -> Result<TcpStream, String> {
+/// Read what the peer sends the publisher until the connection ends, so the peer
+/// never blocks on it; for Socket.IO also complete the session set-up (reported on
+/// `ready`) and answer pings.
+fn read_ws(
+    mut s: TcpStream,
+    mut pending: Vec<u8>,
+    w: Arc<Mutex<TcpStream>>,
+    socketio: bool,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let cfg = DecoderConfig {
+        role: Role::Client,
+        message_bytes_max: 16 << 20,
+    };
+    let mut dec = Decoder::default();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut mask = 0x5bd1_e995u32;
+    let mut frame = Vec::new();
+    loop {
+        let mut replies: Vec<&[u8]> = Vec::new();
+        let mut pongs: Vec<Vec<u8>> = Vec::new();
+        let res = dec.feed(&cfg, &mut pending, |m| match m {
+            Message::Text(t) if socketio => match sio::parse(t) {
+                Packet::Open => replies.push(sio::CONNECT),
+                Packet::Connected => {
+                    let _ = ready.send(Ok(()));
+                }
+                Packet::ConnectError(why) => {
+                    let _ = ready.send(Err(format!(
+                        "socket.io connect refused: {}",
+                        String::from_utf8_lossy(why)
+                    )));
+                }
+                Packet::Ping => replies.push(sio::PONG),
+                _ => {}
+            },
+            Message::Ping(p) => pongs.push(p.to_vec()),
+            _ => {}
+        });
+        if res.is_err() {
+            return;
+        }
+        for (op, p) in replies
+            .into_iter()
+            .map(|r| (OpCode::Text, r.to_vec()))
+            .chain(pongs.into_iter().map(|p| (OpCode::Pong, p)))
+        {
+            mask = mask.wrapping_mul(0x9e37_79b9).wrapping_add(7);
+            frame.clear();
+            encode_frame(&mut frame, op, true, &p, Some(mask.to_ne_bytes()));
+            if write_locked(&w, &frame).is_err() {
+                return;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(n) if n > 0 => pending = chunk[..n].to_vec(),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => pending = Vec::new(),
+            _ => return,
+        }
+    }
+}
+
+/// Connect and upgrade; returns the stream and any bytes that followed the 101.
+fn ws_connect(addr: SocketAddr, path: &str) -> Result<(TcpStream, Vec<u8>), String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -406,19 +543,16 @@ fn ws_connect(addr: SocketAddr, path: &str) -> Result<TcpStream, String> {
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
+    let used = loop {
         let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("closed during upgrade".into());
         }
         buf.extend_from_slice(&chunk[..n]);
-        if verify_response(&buf, &key)
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            break;
+        if let Some((_, used)) = verify_response(&buf, &key).map_err(|e| e.to_string())? {
+            break used;
         }
-    }
+    };
     s.set_read_timeout(None).map_err(|e| e.to_string())?;
-    Ok(s)
+    Ok((s, buf.split_off(used)))
 }

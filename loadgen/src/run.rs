@@ -167,7 +167,7 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
     let at_measure = settled.counters;
     let measure_start = Instant::now();
     let server_cpu0 = o.target_pid.and_then(mem::cpu_seconds);
-    let publisher = (o.scenario == Scenario::Fanout).then(|| {
+    let mut publisher = (o.scenario == Scenario::Fanout).then(|| {
         let left = c.deadline.saturating_duration_since(Instant::now());
         Publisher::start(plan, Duration::from_secs_f64(o.duration).min(left))
     });
@@ -176,7 +176,7 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
     } else {
         c.tick()?
     };
-    let outcome: Option<Outcome> = publisher.map(Publisher::finish);
+    let outcome: Option<Outcome> = publisher.as_mut().map(Publisher::finish);
     let measure_s = measure_start.elapsed().as_secs_f64();
     let cpu = Cpu {
         window_s: measure_s,
@@ -207,6 +207,9 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
         }
     }
     let drain_s = drain_start.elapsed().as_secs_f64();
+    if let Some(p) = publisher {
+        p.close();
+    }
     let at_end = t.counters;
     let finals = outcome
         .as_ref()

@@ -90,7 +90,7 @@ impl Worker {
             scenario: o.scenario,
             protocol: o.protocol,
             channels: o.channels.clone(),
-            path: o.path.clone(),
+            path: plan.path.clone(),
             message_bytes: o.message_bytes,
             inflight: o.inflight,
             dec_cfg: DecoderConfig {
@@ -191,7 +191,8 @@ impl Worker {
         let n = self.ctx.channels.len() as u64;
         match self.ctx.scenario {
             Scenario::Echo => Vec::new(),
-            _ if self.ctx.protocol == Protocol::Raw => vec![0],
+            // Raw and Socket.IO peers have one stream and no channels.
+            _ if self.ctx.protocol != Protocol::Shardcast => vec![0],
             _ if self.plan.opts.spread => vec![(g % n) as u16],
             _ => (0..n as u16).collect(),
         }

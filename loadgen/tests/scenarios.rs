@@ -281,3 +281,83 @@ fn too_many_connections_for_one_process_asks_for_workers() {
     let err = shardcast_loadgen::run(&opts.plan().unwrap(), None).unwrap_err();
     assert!(err.contains("--workers"), "{err}");
 }
+
+/// Socket.IO's heartbeat is 100 ms here, so a run of a second fails unless every
+/// connection (and the publisher) answers the pings.
+#[test]
+fn socketio_fanout_through_a_strict_peer() {
+    let peer = common::sio::sio_peer(false, 100);
+    let addr = peer.addr.to_string();
+    let r = run(&[
+        "fanout",
+        "--protocol",
+        "socketio",
+        "--targets",
+        &addr,
+        "-n",
+        "20",
+        "--duration",
+        "1",
+        "--rate",
+        "50",
+        "--payload-bytes",
+        "300",
+    ]);
+    let f = r.fanout.as_ref().unwrap();
+    assert_eq!(f.published, 50, "{}", r.summary());
+    assert_eq!(f.deliveries, 20 * 50, "{}", r.summary());
+    assert_eq!((f.missing, f.duplicate, f.out_of_order), (0, 0, 0));
+    assert_eq!(r.counters.bad_messages, 0, "{}", r.summary());
+    assert_eq!(r.counters.up, 20);
+    assert_eq!(r.latency.count, 1000);
+    assert_eq!((peer.ping_timeouts(), peer.bad_packets()), (0, 0));
+    assert!(peer.pongs() >= 20 * 5, "pongs {}", peer.pongs());
+}
+
+#[test]
+fn socketio_echo_round_trips() {
+    let peer = common::sio::sio_peer(true, 100);
+    let addr = peer.addr.to_string();
+    let r = run(&[
+        "echo",
+        "--protocol",
+        "socketio",
+        "--targets",
+        &addr,
+        "-n",
+        "10",
+        "--message-bytes",
+        "20",
+        "--duration",
+        "0.5",
+    ]);
+    let c = &r.counters;
+    assert_eq!(c.up, 10, "{}", r.summary());
+    assert!(c.echoes > 50, "{}", r.summary());
+    assert_eq!(c.bad_messages, 0, "{}", r.summary());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!((peer.ping_timeouts(), peer.bad_packets()), (0, 0));
+}
+
+#[test]
+fn socketio_never_up_without_the_open_packet() {
+    // A raw broadcast peer never sends the open packet: nobody comes up, and the
+    // connections time out in the set-up phase instead of being counted as up.
+    let peer = raw_peer();
+    let addr = peer.addr.to_string();
+    let r = run(&[
+        "idle",
+        "--protocol",
+        "socketio",
+        "--targets",
+        &addr,
+        "-n",
+        "5",
+        "--connect-timeout",
+        "0.5",
+        "--duration",
+        "0",
+    ]);
+    assert_eq!(r.counters.up, 0, "{}", r.summary());
+    assert_eq!(r.counters.failed, 5, "{}", r.summary());
+}

@@ -2,6 +2,8 @@
 //! follows the convention in docs/loadgen.md, and running the loadgen.
 #![allow(dead_code)]
 
+pub mod sio;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
