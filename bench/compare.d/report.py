@@ -122,7 +122,6 @@ class Result:
             self.tags["fanout-sat"] = self.sat_runs[(len(self.sat_runs) - 1) // 2][2]
         self.runs = {s: load(os.path.join(res, f"{self.tags[s]}.json")) for s in SCENARIOS}
         self.cpu = {s: cpu_window(res, self.tags[s], self.runs[s]) for s in SCENARIOS}
-        self.skipped = os.path.exists(os.path.join(res, f"{name}.skipped"))
         self.present = any(self.runs.values())
 
     def get(self, scenario, *path):
@@ -224,7 +223,7 @@ def markdown(res, root):
     n = int(meta.get("n", "15000"))
     steady = f"{meta.get('steady_rate')} publications/s ({int(meta.get('steady_rate', 0)) * n:,} deliveries/s)"
     ver = versions(root)
-    shown = [name for name, _ in SERVERS if results[name].present and not results[name].skipped]
+    shown = [name for name, _ in SERVERS if results[name].present]
     peers = [p for p in PEERS if p in shown]
     ours = [s for s in SHARDCAST if s in shown]
     o = []
@@ -394,19 +393,6 @@ def markdown(res, root):
     w("")
     o.extend(errs or ["None: every connection of every run came up, and no run reported an error."])
     w("")
-    skipped = [name for name, _ in SERVERS if results[name].skipped]
-    if skipped:
-        w("### Not in the table")
-        w("")
-        for name in skipped:
-            w(f"- **{label[name]}**: the load generator speaks shardcast's protocol and plain"
-              " WebSocket text frames (`--protocol raw`), not Socket.IO's engine.io framing:"
-              " engine.io sends `0{…}` on connect, creates no Socket.IO socket until the client"
-              " sends `40`, pings with `2` and drops clients that do not answer `3`, and closes a"
-              " connection on a frame that does not start with a packet type (the raw publisher's"
-              " `{\"ts\":…}`). The peer (bench/peers/socketio.js) is ready and checked with"
-              " socket.io-client; bench/README.md lists what the load generator needs for it.")
-        w("")
     w("## Commands")
     w("")
     w("Each figure: start the server, then run the load generator against it. `$PORT` is any"

@@ -2,10 +2,7 @@
 // Socket.IO peer for bench/compare: every "m" event from a client is emitted to
 // every other client (socket.broadcast encodes the packet once for everyone); with
 // --echo, back to its sender only. WebSocket transport only, no HTTP long-polling, no
-// compression.
-//
-// Not in the table yet: the loadgen speaks plain WebSocket text frames, and
-// engine.io needs its own framing (see bench/README.md, "Socket.IO").
+// compression. The loadgen drives it with --protocol socketio (docs/loadgen.md).
 //
 // Usage: node socketio.js [--listen 127.0.0.1:9004] [--echo]
 const http = require('http');
