@@ -52,6 +52,8 @@ pub mod flag {
     pub const PING_OUTSTANDING: u8 = 1 << 3;
     /// A write is in flight.
     pub const SENDING: u8 = 1 << 4;
+    /// A Server-Sent Events stream, not a WebSocket (same phase, other framing).
+    pub const SSE: u8 = 1 << 5;
 }
 
 #[derive(Debug)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shardcast_proto::error::close_code;
+use shardcast_proto::sse;
 
 use crate::auth::unix_now;
 use crate::conn::{flag, Enqueue, Phase};
@@ -108,6 +109,19 @@ impl Core {
             .is_some_and(|exp| exp <= unix_now())
         {
             return self.close_ws(key, close_code::TOKEN_EXPIRED, "token expired");
+        }
+        if conn.has(flag::SSE) {
+            // A stream's client never answers: a comment every interval keeps proxies
+            // from timing it out, and a dead peer shows up as a failed write.
+            if conn.enqueue_control(Bytes::from_static(sse::HEARTBEAT), limit)
+                == Enqueue::Backpressure
+            {
+                return self.slow_consumer(key);
+            }
+            self.mark_dirty(key);
+            let next = t + b.ping;
+            let next = self.expiry_tick(key).map_or(next, |exp| next.min(exp));
+            return self.wheel.schedule(next, (key, gen));
         }
         let idle_at = conn.last_msg_tick as u64 + b.idle;
         if b.idle > 0 && t >= idle_at {

@@ -74,8 +74,8 @@ impl Core {
                 Ok(None) => return,
                 Err(e) => return self.reject(key, e),
             };
-            if req.path == "/ws" && !h.waiting.is_empty() {
-                return; // the 101 must not overtake earlier answers
+            if (req.path == "/ws" || req.path == "/sse") && !h.waiting.is_empty() {
+                return; // the 101 (or stream head) must not overtake earlier answers
             }
             h.buf.drain(..used);
             self.route(key, req);
@@ -86,6 +86,7 @@ impl Core {
         let keep_alive = req.keep_alive();
         match (req.method.as_str(), req.path.as_str()) {
             (_, "/ws") => self.upgrade(key, req),
+            ("GET", "/sse") => self.sse_open(key, req),
             ("GET", "/health") => self.respond(key, 200, "text/plain", b"ok", keep_alive),
             ("GET", "/ready") => {
                 if self.shared.draining.load(Ordering::Relaxed) {
@@ -115,7 +116,7 @@ impl Core {
             (
                 _,
                 "/health" | "/ready" | "/metrics" | "/api/channels" | "/api/publish"
-                | "/api/broadcast",
+                | "/api/broadcast" | "/sse",
             ) => self.reject(
                 key,
                 HttpError {
@@ -192,7 +193,7 @@ impl Core {
     }
 
     /// WebSocket connections this shard and the engine may still take.
-    fn over_capacity(&self) -> bool {
+    pub(crate) fn over_capacity(&self) -> bool {
         let l = &self.cfg.limits;
         if self.stopping || self.drain.is_some() {
             return true;

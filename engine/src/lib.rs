@@ -24,6 +24,7 @@ mod recovery;
 pub mod registry;
 mod session;
 pub mod shard;
+mod sse;
 pub mod stats;
 pub mod timer;
 

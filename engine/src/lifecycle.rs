@@ -22,6 +22,8 @@ impl Core {
         };
         match conn.phase {
             Phase::Http => self.on_http_bytes(key, data),
+            // An event stream is one-way: what its client sends after the request is ignored.
+            Phase::Ws if conn.has(flag::SSE) => {}
             Phase::Ws => self.on_ws_bytes(key, data),
             // The peer's reply to our close, or data we no longer read.
             Phase::Closing | Phase::Dead => {}
@@ -94,12 +96,23 @@ impl Core {
             self.cfg.limits.queue_bytes_max,
             self.cfg.limits.queue_frames_max,
         );
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get(key) else {
             return Enqueue::Ok;
         };
         if conn.phase != Phase::Ws {
             return Enqueue::Ok;
         }
+        let frame = if conn.has(flag::SSE) {
+            match self.sse_event(&frame) {
+                Some(event) => event,
+                None => return Enqueue::Ok,
+            }
+        } else {
+            frame
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Enqueue::Ok;
+        };
         let len = frame.len() as u64;
         let r = conn.enqueue(frame, limit, frames);
         if r == Enqueue::Ok {
@@ -160,7 +173,11 @@ impl Core {
             Phase::Http => return self.close_after_response(key),
             Phase::Closing | Phase::Dead => return,
         }
-        let frame = PreparedFrame::close(code, reason).into_bytes();
+        let frame = if conn.has(flag::SSE) {
+            Self::sse_close_event(code, reason)
+        } else {
+            PreparedFrame::close(code, reason).into_bytes()
+        };
         conn.queued_bytes += frame.len() as u32;
         ShardStats::add(&self.stats.queued_bytes, frame.len() as u64);
         conn.out.push_back(frame);
@@ -172,6 +189,9 @@ impl Core {
     fn leave_ws(&mut self, key: ConnKey) {
         self.unsubscribe_all(key);
         ShardStats::sub(&self.stats.ws_open, 1);
+        if self.conns.get(key).is_some_and(|c| c.has(flag::SSE)) {
+            ShardStats::sub(&self.stats.sse_open, 1);
+        }
     }
 
     /// Finish writing what is queued, then shut down the write side.

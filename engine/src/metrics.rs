@@ -65,8 +65,13 @@ const GAUGES: &[(&str, &str, Pick)] = &[
     ),
     (
         "shardcast_websocket_connections",
-        "Open WebSocket connections.",
+        "Open subscriber connections: WebSockets and SSE streams (capacity counts both).",
         |s| &s.ws_open,
+    ),
+    (
+        "shardcast_sse_connections",
+        "Open Server-Sent Events streams.",
+        |s| &s.sse_open,
     ),
     (
         "shardcast_queued_bytes",

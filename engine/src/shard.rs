@@ -74,6 +74,8 @@ pub(crate) struct Core {
     pub drain: Option<crate::drain::DrainPlan>,
     pub started: Instant,
     pub accept_budget: crate::ratelimit::AcceptBudget,
+    /// The last frame turned into an SSE event on this shard.
+    pub sse_cache: crate::sse::EventCache,
 }
 
 impl Shard {
@@ -122,6 +124,7 @@ impl Shard {
             drain: None,
             started: now,
             accept_budget: crate::ratelimit::AcceptBudget::new(now),
+            sse_cache: crate::sse::EventCache::default(),
             id,
             shards,
             owner: Owner::new(

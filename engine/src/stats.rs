@@ -33,7 +33,8 @@ macro_rules! counters {
 
 counters! {
     conns_open: "Sockets open (HTTP and WebSocket).",
-    ws_open: "Open WebSocket connections.",
+    ws_open: "Open subscriber connections: WebSockets and SSE streams.",
+    sse_open: "Open SSE streams (also counted in ws_open).",
     upgrades: "Successful WebSocket upgrades.",
     rejected_full: "Upgrades refused with 503 because the shard was full.",
     rejected_bad_request: "Requests refused with a 4xx status.",

@@ -14,6 +14,7 @@
 //! - [`prepared`]: encode-once frames shared by every subscriber.
 //! - [`command`]: client → server control commands (simd-json).
 //! - [`reply`]: server → client replies and pushes.
+//! - [`sse`]: the same messages as Server-Sent Events (the `/sse` fallback).
 //! - [`error`]: protocol errors and how they map to close codes.
 
 pub mod close;
@@ -26,6 +27,7 @@ pub mod mask;
 pub mod prepared;
 pub mod reassembly;
 pub mod reply;
+pub mod sse;
 pub mod utf8;
 
 pub use error::ProtoError;
