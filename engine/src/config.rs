@@ -102,6 +102,12 @@ pub struct IoConfig {
     /// such readers the host hits TCP memory pressure and every connection
     /// stalls (measured: bench/slow/slow-readers.sh, docs/operations.md).
     pub send_buffer_bytes: u32,
+    /// Let the process use transparent huge pages. Off by default: the allocator
+    /// asks for them on its heap, and a 2 MiB page that backs a few live
+    /// connection records is resident in full, which more than doubled the
+    /// measured memory per idle connection (docs/benchmarks.md). Off means
+    /// `prctl(PR_SET_THP_DISABLE)` at start, which is process-wide.
+    pub huge_pages: bool,
 }
 
 impl Default for Config {
@@ -156,6 +162,7 @@ impl Default for IoConfig {
             recv_buf_bytes: 16 * 1024,
             ring_entries: 4096,
             send_buffer_bytes: 64 * 1024,
+            huge_pages: false,
         }
     }
 }

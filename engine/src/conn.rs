@@ -54,6 +54,9 @@ pub mod flag {
     pub const SENDING: u8 = 1 << 4;
     /// A Server-Sent Events stream, not a WebSocket (same phase, other framing).
     pub const SSE: u8 = 1 << 5;
+    /// Free the queue's memory once it drains: what is queued is a one-off (the
+    /// upgrade's replies, a heartbeat ping), so the connection is idle after it.
+    pub const RELEASE_WHEN_DRAINED: u8 = 1 << 6;
 }
 
 #[derive(Debug)]

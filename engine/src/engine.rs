@@ -79,6 +79,9 @@ impl Engine {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let verifier = crate::auth::Verifier::from_config(&cfg.auth)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if !cfg.io.huge_pages {
+            disable_huge_pages();
+        }
         let cfg = Arc::new(cfg);
         let n = cfg.shard_count();
         let mut listeners = Vec::with_capacity(n);
@@ -304,5 +307,16 @@ impl Handle {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Keep transparent huge pages out of this process (see `IoConfig::huge_pages`).
+/// The kernel checks the flag at every fault and in khugepaged, so it covers
+/// mappings made before the call too, such as the allocator's first arena.
+fn disable_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "PR_SET_THP_DISABLE failed; huge pages stay as the host has them");
     }
 }

@@ -99,9 +99,13 @@ impl Core {
         if conn.phase != Phase::Ws {
             return;
         }
-        // Idle connections give their queue's memory back between bursts.
+        // Idle connections give their queue's memory back between bursts, and
+        // again once the ping below has gone out.
         if !conn.has(flag::SENDING) {
             conn.out.release_if_empty();
+        }
+        if conn.out.is_empty() {
+            conn.set(flag::RELEASE_WHEN_DRAINED, true);
         }
         if conn
             .claims()

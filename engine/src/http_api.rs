@@ -156,6 +156,9 @@ impl Core {
         ShardStats::inc(&self.stats.upgrades);
         ShardStats::inc(&self.stats.ws_open);
         self.send_raw(key, handshake::upgrade_response(&up));
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.set(crate::conn::flag::RELEASE_WHEN_DRAINED, true);
+        }
         if !self.authenticate(key, &req) {
             return;
         }

@@ -55,6 +55,10 @@ impl Core {
                     self.mark_dirty(key);
                 } else if conn.has(flag::CLOSE_AFTER_FLUSH) {
                     self.flushed_before_close(key);
+                } else if conn.has(flag::RELEASE_WHEN_DRAINED) {
+                    // An idle connection holds no queue memory (about 160 bytes otherwise).
+                    conn.set(flag::RELEASE_WHEN_DRAINED, false);
+                    conn.out.release_if_empty();
                 }
             }
             Err(_) => {

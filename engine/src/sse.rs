@@ -125,6 +125,9 @@ impl Core {
         ShardStats::inc(&self.stats.ws_open);
         ShardStats::inc(&self.stats.sse_open);
         self.send_raw(key, sse::RESPONSE_HEAD.to_vec());
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.set(flag::RELEASE_WHEN_DRAINED, true);
+        }
         self.heartbeat_start(key);
         for channel in &channels {
             let since = resume

@@ -90,8 +90,18 @@ impl SendSlab {
         op.bufs.shrink_to(keep);
         op.msg.msg_iov = std::ptr::null_mut();
         op.msg.msg_iovlen = 0;
+        let conn = op.conn;
         self.free.push(id);
-        Some(op.conn)
+        if self.free.len() == self.ops.len() && self.ops.len() > KEEP_WARM {
+            // Nothing in flight after a burst (a broadcast or a heartbeat round
+            // has one send per connection): give the peak's entries back.
+            self.ops.truncate(KEEP_WARM);
+            self.ops.shrink_to_fit();
+            self.free.clear();
+            self.free.extend((0..KEEP_WARM as u32).rev());
+            self.free.shrink_to_fit();
+        }
+        Some(conn)
     }
 
     /// Sends in flight.
@@ -158,5 +168,31 @@ impl UringDriver {
         };
         out.push(Completion::Sent { conn, result });
         self.op_done(conn, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slab_gives_a_burst_back_once_nothing_is_in_flight() {
+        let mut slab = SendSlab::default();
+        let frame = Bytes::from_static(b"\x81\x02hi");
+        // A broadcast: one send per connection in flight at once.
+        let ids: Vec<u32> = (0..1000)
+            .map(|c| slab.insert(c, std::slice::from_ref(&frame)).0)
+            .collect();
+        assert_eq!((slab.ops.len(), slab.in_flight()), (1000, 1000));
+        for (c, id) in ids.iter().enumerate().take(999) {
+            assert_eq!(slab.remove(*id), Some(c as u32));
+        }
+        assert_eq!(slab.ops.len(), 1000, "kept while a send is in flight");
+        assert_eq!(slab.remove(ids[999]), Some(999));
+        assert_eq!((slab.ops.len(), slab.in_flight()), (KEEP_WARM, 0));
+        assert_eq!(slab.remove(ids[999]), None, "a stale id is unknown");
+        // Entries are reused afterwards.
+        let (id, _) = slab.insert(7, &[frame]);
+        assert!((id as usize) < KEEP_WARM);
     }
 }
