@@ -57,6 +57,8 @@ pub mod flag {
     /// Free the queue's memory once it drains: what is queued is a one-off (the
     /// upgrade's replies, a heartbeat ping), so the connection is idle after it.
     pub const RELEASE_WHEN_DRAINED: u8 = 1 << 6;
+    /// The WebSocket speaks `shardcast.v1.msgpack`: binary MessagePack frames.
+    pub const MSGPACK: u8 = 1 << 7;
 }
 
 #[derive(Debug)]

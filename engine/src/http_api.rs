@@ -129,18 +129,11 @@ impl Core {
     }
 
     fn upgrade(&mut self, key: ConnKey, req: Request) {
-        let mut up = match handshake::validate_upgrade(&req) {
+        let up = match handshake::validate_upgrade(&req) {
             Ok(up) => up,
             Err(e) => return self.reject(key, e),
         };
-        if up.protocol == Some(Subprotocol::Msgpack) {
-            // MessagePack framing is not built: speak JSON if offered, else
-            // echo no protocol so the client fails the handshake itself.
-            let json = Subprotocol::Json.as_str();
-            up.protocol = req
-                .header_has_token("sec-websocket-protocol", json)
-                .then_some(Subprotocol::Json);
-        }
+        let msgpack = up.protocol == Some(Subprotocol::Msgpack);
         if self.over_capacity() {
             ShardStats::inc(&self.stats.rejected_full);
             let body = b"server full";
@@ -153,6 +146,7 @@ impl Core {
         };
         let leftover = conn.take_http().map(|h| h.buf).unwrap_or_default();
         conn.phase = Phase::Ws;
+        conn.set(crate::conn::flag::MSGPACK, msgpack);
         ShardStats::inc(&self.stats.upgrades);
         ShardStats::inc(&self.stats.ws_open);
         self.send_raw(key, handshake::upgrade_response(&up));

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+mod convert;
 mod dispatch;
 mod drain;
 pub mod driver;

@@ -106,13 +106,15 @@ impl Core {
         if conn.phase != Phase::Ws {
             return Enqueue::Ok;
         }
-        let frame = if conn.has(flag::SSE) {
-            match self.sse_event(&frame) {
-                Some(event) => event,
-                None => return Enqueue::Ok,
-            }
+        let converted = if conn.has(flag::SSE) {
+            self.sse_event(&frame)
+        } else if conn.has(flag::MSGPACK) && !self.cfg.echo {
+            self.msgpack_frame(&frame)
         } else {
-            frame
+            Some(frame)
+        };
+        let Some(frame) = converted else {
+            return Enqueue::Ok;
         };
         let Some(conn) = self.conns.get_mut(key) else {
             return Enqueue::Ok;

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use shardcast_proto::command::{self, error_code, Command, Op, Since};
 use shardcast_proto::error::close_code;
-use shardcast_proto::{reply, Message, PreparedFrame};
+use shardcast_proto::{msgpack, reply, Message, PreparedFrame};
 
 use crate::auth;
-use crate::conn::{Enqueue, Phase};
+use crate::conn::{flag, Enqueue, Phase};
 use crate::driver::ConnKey;
 use crate::mesh::{owner_of, ConnRef, ReplyTo, ShardMsg};
 use crate::registry::{Position, Waiter};
@@ -43,6 +43,7 @@ impl crate::shard::Core {
         if matches!(msg, Message::Text(_) | Message::Binary(_)) {
             self.heartbeat_msg(key);
         }
+        let is_binary = matches!(msg, Message::Binary(_));
         match msg {
             Message::Text(p) if self.cfg.echo => {
                 self.send_frame(key, PreparedFrame::text(p).into_bytes())
@@ -52,7 +53,14 @@ impl crate::shard::Core {
             }
             Message::Text(p) | Message::Binary(p) => {
                 self.scratch.clear();
-                self.scratch.extend_from_slice(p);
+                let msgpack =
+                    is_binary && self.conns.get(key).is_some_and(|c| c.has(flag::MSGPACK));
+                if !msgpack {
+                    self.scratch.extend_from_slice(p);
+                } else if let Err(e) = msgpack::msgpack_to_json(p, &mut self.scratch) {
+                    let e = reply::error(None, error_code::MALFORMED, &e.to_string());
+                    return self.send_json(key, &e);
+                }
                 let mut buf = std::mem::take(&mut self.scratch);
                 match command::parse_command(&mut buf) {
                     Ok(cmd) => {
@@ -305,5 +313,24 @@ impl crate::shard::Core {
                 },
             );
         }
+    }
+}
+
+impl crate::shard::Core {
+    /// The binary MessagePack frame a JSON frame becomes for a `shardcast.v1.msgpack`
+    /// connection (converted once per shard, see [`crate::convert`]).
+    pub(crate) fn msgpack_frame(&mut self, frame: &bytes::Bytes) -> Option<bytes::Bytes> {
+        self.msgpack_cache.get(frame, |f| {
+            let json = shardcast_proto::prepared::payload_of(f)?;
+            let mut mp = Vec::with_capacity(json.len());
+            match msgpack::json_to_msgpack(json, &mut mp) {
+                Ok(()) => Some(PreparedFrame::binary(&mp).into_bytes()),
+                Err(e) => {
+                    // Every JSON the engine queues is its own or validated: a bug.
+                    tracing::warn!(error = %e, "frame not converted to MessagePack; dropped");
+                    None
+                }
+            }
+        })
     }
 }

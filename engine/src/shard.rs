@@ -74,8 +74,9 @@ pub(crate) struct Core {
     pub drain: Option<crate::drain::DrainPlan>,
     pub started: Instant,
     pub accept_budget: crate::ratelimit::AcceptBudget,
-    /// The last frame turned into an SSE event on this shard.
-    pub sse_cache: crate::sse::EventCache,
+    /// The last frame turned into an SSE event, and into MessagePack, on this shard.
+    pub sse_cache: crate::convert::FrameCache,
+    pub msgpack_cache: crate::convert::FrameCache,
 }
 
 impl Shard {
@@ -124,7 +125,8 @@ impl Shard {
             drain: None,
             started: now,
             accept_budget: crate::ratelimit::AcceptBudget::new(now),
-            sse_cache: crate::sse::EventCache::default(),
+            sse_cache: Default::default(),
+            msgpack_cache: Default::default(),
             id,
             shards,
             owner: Owner::new(

@@ -3,9 +3,8 @@
 //! An SSE stream is a subscriber like a WebSocket: it lives in the `Ws` phase
 //! with the `SSE` flag, joins channels through the same registry, and gets the
 //! same shared push frames. Only the last step differs: a frame queued for a
-//! stream is turned into an SSE event (`proto::sse`) instead. The conversion is
-//! cached per shard, keyed by the frame buffer, so a publication fanned out to
-//! many streams on a shard is converted once there, not once per stream.
+//! stream is turned into an SSE event (`proto::sse`) instead, once per shard
+//! and publication (`crate::convert`).
 //!
 //! Everything that can be refused is refused before the stream starts, with an
 //! HTTP status (401, 403, 400, 503): browsers' EventSource does not retry a
@@ -22,32 +21,6 @@ use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
 use crate::shard::Core;
 use crate::stats::ShardStats;
-
-/// The last frame converted on this shard, and its event.
-#[derive(Debug, Default)]
-pub struct EventCache {
-    frame: Option<Bytes>,
-    event: Bytes,
-}
-
-impl EventCache {
-    /// The SSE event for an unmasked server frame; None for a frame that is not
-    /// a whole text frame (nothing else is queued for a stream).
-    pub fn event_for(&mut self, frame: &Bytes) -> Option<Bytes> {
-        if let Some(f) = &self.frame {
-            // Same buffer, same bytes: the frame is immutable while it is held here.
-            if f.as_ptr() == frame.as_ptr() && f.len() == frame.len() {
-                return Some(self.event.clone());
-            }
-        }
-        let json = sse::frame_payload(frame)?;
-        let mut out = Vec::new();
-        sse::write_event(&mut out, json);
-        self.frame = Some(frame.clone());
-        self.event = Bytes::from(out);
-        Some(self.event.clone())
-    }
-}
 
 impl Core {
     /// Open an event stream: check everything, answer 200 with the stream head,
@@ -146,9 +119,15 @@ impl Core {
         self.close_after_response(key);
     }
 
-    /// The event a frame becomes on a stream (see [`EventCache`]).
+    /// The event a frame becomes on a stream (converted once per shard, see
+    /// [`crate::convert`]); None for anything but a whole data frame.
     pub(crate) fn sse_event(&mut self, frame: &Bytes) -> Option<Bytes> {
-        self.sse_cache.event_for(frame)
+        self.sse_cache.get(frame, |f| {
+            let json = shardcast_proto::prepared::payload_of(f)?;
+            let mut out = Vec::with_capacity(json.len() + 48);
+            sse::write_event(&mut out, json);
+            Some(Bytes::from(out))
+        })
     }
 
     /// The stream's last event: `close` with the code and reason a WebSocket would
@@ -164,26 +143,14 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use shardcast_proto::reply;
+    use shardcast_proto::{prepared::payload_of, reply, sse};
 
     #[test]
-    fn a_frame_is_converted_once_per_shard() {
-        let mut cache = EventCache::default();
+    fn a_push_frame_becomes_an_event_with_its_id() {
         let frame = reply::push("news", 7, "E", b"{}").into_bytes();
-        let first = cache.event_for(&frame).unwrap();
-        assert!(first.starts_with(b"id: news:E:7\n"));
-        // Every further subscriber gets the same buffer, not a copy.
-        for _ in 0..3 {
-            let again = cache.event_for(&frame.clone()).unwrap();
-            assert_eq!(again.as_ptr(), first.as_ptr());
-        }
-        // Equal bytes in another buffer are another frame: converted anew, same text.
-        let other = Bytes::copy_from_slice(&frame);
-        let e = cache.event_for(&other).unwrap();
-        assert_ne!(e.as_ptr(), first.as_ptr());
-        assert_eq!(e, first);
-        // Not a whole server frame: nothing to send.
-        assert!(cache.event_for(&frame.slice(..frame.len() - 1)).is_none());
+        let mut out = Vec::new();
+        sse::write_event(&mut out, payload_of(&frame).unwrap());
+        assert!(out.starts_with(b"id: news:E:7\ndata: {"));
+        assert!(payload_of(&frame[..frame.len() - 1]).is_none());
     }
 }

@@ -14,6 +14,7 @@
 //! - [`prepared`]: encode-once frames shared by every subscriber.
 //! - [`command`]: client → server control commands (simd-json).
 //! - [`reply`]: server → client replies and pushes.
+//! - [`msgpack`]: the same messages as MessagePack (`shardcast.v1.msgpack`).
 //! - [`sse`]: the same messages as Server-Sent Events (the `/sse` fallback).
 //! - [`error`]: protocol errors and how they map to close codes.
 
@@ -24,6 +25,7 @@ pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod mask;
+pub mod msgpack;
 pub mod prepared;
 pub mod reassembly;
 pub mod reply;

@@ -60,3 +60,24 @@ impl PreparedFrame {
         self.0.is_empty()
     }
 }
+
+/// The payload of an unmasked, unfragmented server frame (what the engine
+/// queues), or None when the bytes are not one.
+pub fn payload_of(frame: &[u8]) -> Option<&[u8]> {
+    let b1 = *frame.get(1)?;
+    if b1 & 0x80 != 0 {
+        return None;
+    }
+    let (len, at): (usize, usize) = match b1 & 0x7f {
+        126 => (
+            u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    (frame.len() == at.checked_add(len)?).then(|| &frame[at..])
+}

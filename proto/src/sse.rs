@@ -148,30 +148,10 @@ pub fn close_event(code: u16, reason: &str, retry_ms: Option<u64>) -> Vec<u8> {
     out
 }
 
-/// The payload of an unmasked, unfragmented server frame (what the engine
-/// queues), or None when the bytes are not one.
-pub fn frame_payload(frame: &[u8]) -> Option<&[u8]> {
-    let b1 = *frame.get(1)?;
-    if b1 & 0x80 != 0 {
-        return None;
-    }
-    let (len, at): (usize, usize) = match b1 & 0x7f {
-        126 => (
-            u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    (frame.len() == at.checked_add(len)?).then(|| &frame[at..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prepared::payload_of as frame_payload;
     use crate::reply;
 
     fn event(json: &[u8]) -> String {

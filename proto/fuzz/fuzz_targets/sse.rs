@@ -3,7 +3,8 @@
 //! turned into an event: nothing may panic, a parsed id round-trips, and an event
 //! never holds a line break that is not one of its own field separators.
 use libfuzzer_sys::fuzz_target;
-use shardcast_proto::sse::{frame_payload, parse_event_id, write_event};
+use shardcast_proto::prepared::payload_of;
+use shardcast_proto::sse::{parse_event_id, write_event};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
@@ -12,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(parse_event_id(&again), Some(id));
         }
     }
-    let _ = frame_payload(data);
+    let _ = payload_of(data);
     let mut out = Vec::new();
     write_event(&mut out, data);
     assert!(out.ends_with(b"\n\n"));
