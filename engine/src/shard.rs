@@ -28,6 +28,8 @@ use crate::stats::ShardStats;
 const INBOX_PER_TURN: usize = 8192;
 /// How often a shard refreshes its channel snapshot for `/api/channels`.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
+/// How often the driver may give back memory kept from a burst.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Shard {
     driver: Box<dyn Driver>,
@@ -169,6 +171,7 @@ impl Shard {
         );
         let mut completions = Vec::with_capacity(1024);
         let mut batch = Vec::with_capacity(crate::driver::SEND_IOVECS_MAX);
+        let mut trimmed_at = Instant::now();
         loop {
             let timeout = self.core.poll_timeout();
             let may_sleep = timeout != Some(Duration::ZERO) && self.core.inbox.prepare_sleep();
@@ -194,6 +197,10 @@ impl Shard {
             self.flush(&mut batch);
             self.core.record_latency();
             self.core.flush_peers();
+            if self.core.now.duration_since(trimmed_at) >= TRIM_EVERY {
+                trimmed_at = self.core.now;
+                self.driver.trim();
+            }
             if self.core.stopping && self.core.conns.is_empty() {
                 break;
             }

@@ -121,6 +121,9 @@ pub trait Driver {
 
     /// Sockets currently open through this driver (accepted and not yet closed).
     fn open_sockets(&self) -> usize;
+
+    /// Give back memory kept from a past burst; the shard calls it about once a second.
+    fn trim(&mut self) {}
 }
 
 /// Wakes a shard blocked in [`Driver::poll`] from another thread (an eventfd).

@@ -412,6 +412,10 @@ impl Driver for UringDriver {
     fn open_sockets(&self) -> usize {
         self.open
     }
+
+    fn trim(&mut self) {
+        self.sends.shrink_if_idle();
+    }
 }
 
 impl Drop for UringDriver {

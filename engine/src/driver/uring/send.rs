@@ -90,18 +90,22 @@ impl SendSlab {
         op.bufs.shrink_to(keep);
         op.msg.msg_iov = std::ptr::null_mut();
         op.msg.msg_iovlen = 0;
-        let conn = op.conn;
         self.free.push(id);
-        if self.free.len() == self.ops.len() && self.ops.len() > KEEP_WARM {
-            // Nothing in flight after a burst (a broadcast or a heartbeat round
-            // has one send per connection): give the peak's entries back.
+        Some(op.conn)
+    }
+
+    /// A broadcast or a heartbeat round has one send per connection in flight,
+    /// and the slab keeps that peak (about 128 bytes an entry). With nothing in
+    /// flight, give it back down to the warm entries. Called about once a second,
+    /// not after every burst, so a busy shard does not regrow it round after round.
+    pub(super) fn shrink_if_idle(&mut self) {
+        if self.in_flight() == 0 && self.ops.len() > KEEP_WARM {
             self.ops.truncate(KEEP_WARM);
             self.ops.shrink_to_fit();
             self.free.clear();
             self.free.extend((0..KEEP_WARM as u32).rev());
             self.free.shrink_to_fit();
         }
-        Some(conn)
     }
 
     /// Sends in flight.
@@ -188,7 +192,10 @@ mod tests {
             assert_eq!(slab.remove(*id), Some(c as u32));
         }
         assert_eq!(slab.ops.len(), 1000, "kept while a send is in flight");
+        slab.shrink_if_idle();
+        assert_eq!(slab.ops.len(), 1000, "kept while a send is in flight");
         assert_eq!(slab.remove(ids[999]), Some(999));
+        slab.shrink_if_idle();
         assert_eq!((slab.ops.len(), slab.in_flight()), (KEEP_WARM, 0));
         assert_eq!(slab.remove(ids[999]), None, "a stale id is unknown");
         // Entries are reused afterwards.
