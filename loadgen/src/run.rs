@@ -231,15 +231,18 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
     Ok(r)
 }
 
-/// Deliveries owed if every open connection gets every acknowledged publication
-/// on the channels it subscribed to (an estimate for the drain; the exact
-/// figure comes from the workers' subscriber counts).
+/// What the drain waits for: every open connection getting every publication
+/// sent on the channels it subscribed to. Sent, not acknowledged: a publication
+/// whose answer was lost or late may still be delivered, and stopping at the
+/// acknowledged count would cut its deliveries off. One that was never published
+/// ends the drain through the stall rule instead. (The report's "expected"
+/// counts acknowledged publications only: that is what subscribers are owed.)
 fn expected_deliveries(plan: &Plan, out: &Outcome, open: u64) -> u64 {
-    let acked: u64 = out.per_channel.iter().sum();
+    let published = out.sent.max(out.per_channel.iter().sum());
     if plan.opts.spread {
-        acked * open / plan.opts.channels.len().max(1) as u64
+        published * open / plan.opts.channels.len().max(1) as u64
     } else {
-        acked * open
+        published * open
     }
 }
 
