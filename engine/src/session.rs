@@ -60,6 +60,13 @@ impl crate::shard::Core {
                 } else if let Err(e) = msgpack::msgpack_to_json(p, &mut self.scratch) {
                     let e = reply::error(None, error_code::MALFORMED, &e.to_string());
                     return self.send_json(key, &e);
+                } else if self.scratch.len() > self.cfg.limits.message_bytes_max {
+                    // JSON can be a few times longer than its MessagePack (escapes,
+                    // digits); what goes into pushes stays within the same limit.
+                    let max = self.cfg.limits.message_bytes_max;
+                    let msg = format!("message is over {max} bytes as JSON");
+                    let e = reply::error(None, error_code::LIMIT_EXCEEDED, &msg);
+                    return self.send_json(key, &e);
                 }
                 let mut buf = std::mem::take(&mut self.scratch);
                 match command::parse_command(&mut buf) {

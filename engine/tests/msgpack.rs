@@ -100,7 +100,9 @@ fn pushes_and_replies_in_messagepack(d: DriverKind) {
 }
 
 fn bad_messagepack_gets_error_1_and_the_connection_stays(d: DriverKind) {
-    let h = start(config(d));
+    let mut cfg = config(d);
+    cfg.limits.message_bytes_max = 16 * 1024;
+    let h = start(cfg);
     let addr = h.local_addr();
     let (mut mp, _) = connect_msgpack(addr, "shardcast.v1.msgpack");
     for bad in [
@@ -120,6 +122,12 @@ fn bad_messagepack_gets_error_1_and_the_connection_stays(d: DriverKind) {
             "{r}"
         );
     }
+    // 4,000 control characters: under the frame limit as MessagePack, six times
+    // longer as JSON escapes, so over the limit where it counts (error 113).
+    let big = json!({"op": "publish", "channel": "c", "data": "\u{1}".repeat(4000)});
+    send_mp(&mut mp, &big);
+    let r = recv_mp(&mut mp);
+    assert_eq!(r["error"]["code"], 113, "{r}");
     // Unknown op in valid MessagePack: error 2 with the id, as in JSON.
     send_mp(&mut mp, &json!({"id": 9, "op": "dance"}));
     let r = recv_mp(&mut mp);
