@@ -28,6 +28,43 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Per-namespace options, by namespace name (`""` for channels without `:`).
     pub namespaces: std::collections::HashMap<String, crate::auth::Namespace>,
+    /// Cluster mode (several nodes sharing channels through Redis); off by default.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: with `redis` set, offsets, epochs and history live in Redis and
+/// every node sharing it sees every publication (docs/operations.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis address, `host:port` (an IP, or `localhost`); absent: single node.
+    pub redis: Option<String>,
+    /// Prefix of every key and pub/sub channel, so several deployments can share a Redis.
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: None,
+            key_prefix: "shardcast:".into(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The Redis address, resolved (`localhost` included); None in single-node mode.
+    pub fn redis_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let Some(r) = &self.redis else {
+            return Ok(None);
+        };
+        use std::net::ToSocketAddrs;
+        r.to_socket_addrs()
+            .map_err(|e| format!("cluster.redis {r:?}: {e}"))?
+            .next()
+            .map(Some)
+            .ok_or_else(|| format!("cluster.redis {r:?}: no address"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +160,7 @@ impl Default for Config {
             io: IoConfig::default(),
             auth: Default::default(),
             namespaces: Default::default(),
+            cluster: Default::default(),
         }
     }
 }
@@ -186,6 +224,15 @@ impl Config {
     /// Reject combinations that cannot work, with a message naming the field.
     pub fn validate(&self) -> Result<(), String> {
         let l = &self.limits;
+        self.cluster.redis_addr()?;
+        if self
+            .cluster
+            .key_prefix
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err("cluster.key_prefix must not hold spaces or control bytes".into());
+        }
         if !self.io.recv_bufs.is_power_of_two() {
             return Err(format!(
                 "io.recv_bufs must be a power of two, got {}",

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use shardcast_proto::{reply, PreparedFrame};
 
+use crate::cluster::{BusEvent, BusReq, ReadFor};
+use crate::fanout::{Fanned, Watch};
 use crate::mesh::{Published, ReplyTo, ShardMsg};
 use crate::registry::Position;
 use crate::shard::Core;
@@ -12,6 +14,39 @@ use crate::stats::ShardStats;
 impl Core {
     pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
         match msg {
+            ShardMsg::Interest { channel, from, on } if self.shared.bus.is_some() => {
+                self.cluster_interest(channel, from, on)
+            }
+            ShardMsg::Publish {
+                channel,
+                data,
+                reply,
+            } if self.shared.bus.is_some() => self.cluster_publish(channel, data, reply),
+            ShardMsg::Recover {
+                channel,
+                since,
+                conn,
+            } if self.shared.bus.is_some() => {
+                self.cluster_read(channel, ReadFor::Recover { since, conn })
+            }
+            ShardMsg::History {
+                channel,
+                since,
+                limit,
+                conn,
+                id,
+            } if self.shared.bus.is_some() => self.cluster_read(
+                channel,
+                ReadFor::History {
+                    since,
+                    limit,
+                    conn,
+                    id,
+                },
+            ),
+            ShardMsg::Bus { channel, event } => self.on_bus(channel, *event),
+            ShardMsg::BusLost => self.bus_lost(),
+            ShardMsg::PublishFailed { reply, message } => self.publish_failed(reply, &message),
             ShardMsg::Interest { channel, from, on } => {
                 let (epoch, offset) = self.owner.interest(&channel, from, on);
                 if on {
@@ -36,28 +71,11 @@ impl Core {
                 reply,
             } => {
                 let fanned = self.owner.publish(&channel, &data, self.now);
-                ShardStats::inc(&self.stats.publications);
-                let mut bits = fanned.interest;
-                while bits != 0 {
-                    let to = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let frame = fanned.frame.clone();
-                    let (channel, epoch) = (channel.clone(), fanned.epoch.clone());
-                    self.send_to(
-                        to,
-                        ShardMsg::Deliver {
-                            channel,
-                            offset: fanned.offset,
-                            epoch,
-                            frame,
-                            published_at: self.now,
-                        },
-                    );
-                }
                 let result = Published {
                     offset: fanned.offset,
-                    epoch: fanned.epoch,
+                    epoch: fanned.epoch.clone(),
                 };
+                self.fan_out(&channel, fanned);
                 match reply {
                     ReplyTo::Nobody => {}
                     ReplyTo::External(tx) => {
@@ -189,5 +207,219 @@ impl Core {
         c.position = Position::Active { epoch, offset };
         self.fan_local(ch, frame.into_bytes());
         true
+    }
+}
+
+/// The owner side in cluster mode: Redis assigns offsets; this node's owner
+/// shard relays between the bus and the node's shards, in Redis's order.
+impl Core {
+    /// Hand one publication, framed once, to every shard with subscribers.
+    fn fan_out(&mut self, channel: &Arc<str>, fanned: Fanned) {
+        ShardStats::inc(&self.stats.publications);
+        let mut bits = fanned.interest;
+        while bits != 0 {
+            let to = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            self.send_to(
+                to,
+                ShardMsg::Deliver {
+                    channel: channel.clone(),
+                    offset: fanned.offset,
+                    epoch: fanned.epoch.clone(),
+                    frame: fanned.frame.clone(),
+                    published_at: self.now,
+                },
+            );
+        }
+    }
+
+    fn bus_send(&mut self, req: BusReq) -> Result<(), BusReq> {
+        match self.shared.bus.as_ref() {
+            Some(bus) => bus.send(req),
+            None => Err(req),
+        }
+    }
+
+    fn cluster_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
+        match self.owner.cluster_interest(&channel, from, on) {
+            Watch::Ack(epoch, offset) => self.send_to(
+                from,
+                ShardMsg::InterestAck {
+                    channel,
+                    epoch,
+                    offset,
+                },
+            ),
+            Watch::Wait { start: Some(seq) } => {
+                let epoch = self.owner.epoch_candidate();
+                if self
+                    .bus_send(BusReq::Watch {
+                        channel: channel.clone(),
+                        on: true,
+                        epoch,
+                        seq,
+                    })
+                    .is_err()
+                {
+                    // The bus is down: its loss closes every subscriber, this one too.
+                    tracing::warn!(channel = %channel, "cluster: cannot subscribe, bus unavailable");
+                }
+            }
+            Watch::Stop => {
+                let _ = self.bus_send(BusReq::Watch {
+                    channel,
+                    on: false,
+                    epoch: Arc::from(""),
+                    seq: 0,
+                });
+            }
+            Watch::Wait { start: None } | Watch::Nothing => {}
+        }
+    }
+
+    fn cluster_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
+        let ns = self.owner.namespace_of(&channel);
+        let req = BusReq::Publish {
+            channel,
+            data,
+            history_size: ns.history_size,
+            history_ttl_ms: ns.history_ttl_ms,
+            epoch: self.owner.epoch_candidate(),
+            reply,
+        };
+        if let Err(BusReq::Publish { reply, .. }) = self.bus_send(req) {
+            self.publish_failed(reply, "cluster bus unavailable");
+        }
+    }
+
+    fn cluster_read(&mut self, channel: Arc<str>, then: ReadFor) {
+        let ttl = self.owner.namespace_of(&channel).history_ttl_ms;
+        let req = BusReq::Read {
+            channel: channel.clone(),
+            history_ttl_ms: ttl,
+            then,
+        };
+        if let Err(BusReq::Read { then, .. }) = self.bus_send(req) {
+            self.on_bus(channel, BusEvent::ReadFailed { then });
+        }
+    }
+
+    fn on_bus(&mut self, channel: Arc<str>, event: BusEvent) {
+        match event {
+            BusEvent::Message {
+                epoch,
+                offset,
+                data,
+            } => {
+                if let Some(fanned) = self.owner.cluster_message(&channel, epoch, offset, &data) {
+                    self.fan_out(&channel, fanned);
+                }
+            }
+            BusEvent::Watched { epoch, offset, seq } => {
+                let mut bits = self
+                    .owner
+                    .cluster_watched(&channel, epoch.clone(), offset, seq);
+                while bits != 0 {
+                    let to = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let (channel, epoch) = (channel.clone(), epoch.clone());
+                    self.send_to(
+                        to,
+                        ShardMsg::InterestAck {
+                            channel,
+                            epoch,
+                            offset,
+                        },
+                    );
+                }
+            }
+            BusEvent::Read { snapshot, then } => match then {
+                ReadFor::Recover { since, conn } => {
+                    let recovery = crate::fanout::recover_from(&channel, &snapshot, &since);
+                    self.send_to(
+                        conn.shard,
+                        ShardMsg::Recovered {
+                            channel,
+                            conn,
+                            recovery,
+                        },
+                    );
+                }
+                ReadFor::History {
+                    since,
+                    limit,
+                    conn,
+                    id,
+                } => {
+                    let page = crate::fanout::history_from(&snapshot, since.as_ref(), limit);
+                    self.send_to(conn.shard, ShardMsg::HistoryPage { conn, id, page });
+                }
+            },
+            BusEvent::ReadFailed { then } => match then {
+                // The subscriber waits for its answer until the bus's loss closes it.
+                ReadFor::Recover { .. } => {}
+                ReadFor::History { conn, id, .. } => self.send_to(
+                    conn.shard,
+                    ShardMsg::PublishFailed {
+                        reply: ReplyTo::Ws { conn, id },
+                        message: "cluster bus unavailable".into(),
+                    },
+                ),
+            },
+        }
+    }
+
+    /// A publication (or a read) the bus could not carry out.
+    fn publish_failed(&mut self, reply: ReplyTo, message: &str) {
+        match reply {
+            ReplyTo::Ws { conn, id } if conn.shard == self.id => {
+                if self.conns.get_gen(conn.key, conn.gen).is_some() {
+                    let e = shardcast_proto::reply::error(
+                        id,
+                        shardcast_proto::command::error_code::INTERNAL,
+                        message,
+                    );
+                    self.send_json(conn.key, &e);
+                }
+            }
+            ReplyTo::Http { conn, req, index } if conn.shard == self.id => {
+                self.http_failed(conn, req, index, message)
+            }
+            reply @ (ReplyTo::Ws { .. } | ReplyTo::Http { .. }) => {
+                let shard = match &reply {
+                    ReplyTo::Ws { conn, .. } | ReplyTo::Http { conn, .. } => conn.shard,
+                    _ => unreachable!("matched above"),
+                };
+                self.send_to(
+                    shard,
+                    ShardMsg::PublishFailed {
+                        reply,
+                        message: message.to_string(),
+                    },
+                );
+            }
+            ReplyTo::Nobody | ReplyTo::External(_) => {}
+        }
+    }
+
+    /// The link to Redis is lost: this node cannot tell what it misses from now
+    /// on, so its subscribers reconnect (4001) and recover from Redis with `since`.
+    fn bus_lost(&mut self) {
+        self.owner.cluster_reset();
+        let spread = self.cfg.limits.reconnect_spread_ms.max(1);
+        let keys: Vec<_> = self
+            .conns
+            .keys()
+            .filter(|&k| {
+                self.conns
+                    .get(k)
+                    .is_some_and(|c| c.phase == crate::conn::Phase::Ws)
+            })
+            .collect();
+        for (i, key) in keys.into_iter().enumerate() {
+            let jitter = (key as u64 ^ (i as u64).wrapping_mul(0x9e37_79b9)) % spread;
+            let reason = format!("reconnect_after_ms={jitter}");
+            self.close_ws(key, shardcast_proto::error::close_code::DRAINING, &reason);
+        }
     }
 }

@@ -30,6 +30,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Token verifier; None: anonymous connections.
     pub verifier: Option<crate::auth::Verifier>,
+    /// Cluster mode's link to Redis; None on a single node.
+    pub bus: Option<Arc<crate::cluster::Bus>>,
 }
 
 impl Shared {
@@ -92,12 +94,6 @@ impl Engine {
             addr = l.local_addr()?.as_socket().expect("inet socket");
             listeners.push(l);
         }
-        let shared = Arc::new(Shared {
-            stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
-            channels: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
-            draining: AtomicBool::new(false),
-            verifier,
-        });
         let mut peers = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);
         for _ in 0..n {
@@ -105,6 +101,22 @@ impl Engine {
             peers.push(p);
             inboxes.push(i);
         }
+        let bus = match cfg.cluster.redis_addr() {
+            Ok(Some(addr)) => {
+                let bus = crate::cluster::Bus::start(addr, &cfg.cluster.key_prefix, peers.clone())?;
+                tracing::info!(redis = %addr, prefix = %cfg.cluster.key_prefix, "cluster mode");
+                Some(bus)
+            }
+            Ok(None) => None,
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+        };
+        let shared = Arc::new(Shared {
+            stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
+            channels: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+            draining: AtomicBool::new(false),
+            verifier,
+            bus,
+        });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin = cfg.pin_cores && n <= cores.len();
         let dcfg = cfg.driver_config();

@@ -39,6 +39,28 @@ struct Owned {
     /// Oldest first; bounded by the namespace's `history_size` and `history_ttl_ms`.
     history: VecDeque<Kept>,
     members: Vec<Member>,
+    /// Cluster mode: this node receives the channel from Redis (`watched`), and
+    /// knows its position (`known`, after the first read); shards waiting for it.
+    watched: bool,
+    known: bool,
+    waiting: u64,
+    /// Starts of the Redis subscription so far; only the latest one's position counts.
+    watch_seq: u64,
+}
+
+/// Cluster mode: what a change of interest asks of the bus.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Watch {
+    /// The position is known: acknowledge at once.
+    Ack(Arc<str>, u64),
+    /// Wait for the position; `start` (with its sequence number) when the bus
+    /// must subscribe first.
+    Wait {
+        start: Option<u64>,
+    },
+    /// Nobody on this node listens any more: unsubscribe.
+    Stop,
+    Nothing,
 }
 
 /// One publication ready to hand out.
@@ -75,6 +97,8 @@ pub struct Owner {
     boot_nanos: u64,
     idle_channels_max: usize,
     namespaces: Arc<HashMap<String, Namespace>>,
+    /// Cluster mode: Redis holds offsets and history; this keeps a node's view.
+    cluster: bool,
 }
 
 impl Owner {
@@ -94,6 +118,107 @@ impl Owner {
             boot_nanos,
             idle_channels_max,
             namespaces,
+            cluster: false,
+        }
+    }
+
+    /// Switch to cluster mode (before any channel exists).
+    pub fn set_cluster(&mut self) {
+        self.cluster = true;
+    }
+
+    /// An epoch for a channel Redis has none for yet.
+    pub fn epoch_candidate(&mut self) -> Arc<str> {
+        self.new_epoch()
+    }
+
+    /// The namespace options of a channel (history size and TTL for the bus).
+    pub fn namespace_of(&self, channel: &str) -> Namespace {
+        self.namespace(channel)
+    }
+
+    /// Cluster mode: shard `from` starts or stops wanting the channel.
+    pub fn cluster_interest(&mut self, channel: &Arc<str>, from: ShardId, on: bool) -> Watch {
+        let st = self.entry(channel);
+        if on {
+            st.interest |= 1 << from;
+            if st.known {
+                return Watch::Ack(st.epoch.clone(), st.offset);
+            }
+            st.waiting |= 1 << from;
+            if st.watched {
+                return Watch::Wait { start: None };
+            }
+            st.watched = true;
+            st.watch_seq += 1;
+            Watch::Wait {
+                start: Some(st.watch_seq),
+            }
+        } else {
+            st.interest &= !(1 << from);
+            st.waiting &= !(1 << from);
+            if st.interest == 0 && st.watched {
+                st.watched = false;
+                st.known = false;
+                return Watch::Stop;
+            }
+            Watch::Nothing
+        }
+    }
+
+    /// Cluster mode: the position after subscribe `seq`; returns the shards to acknowledge.
+    pub fn cluster_watched(
+        &mut self,
+        channel: &Arc<str>,
+        epoch: Arc<str>,
+        offset: u64,
+        seq: u64,
+    ) -> u64 {
+        let Some(st) = self.channels.get_mut(channel) else {
+            return 0;
+        };
+        // Unsubscribed meanwhile, or an earlier subscription's answer: what was
+        // published between that unsubscribe and the next subscribe never came here.
+        if !st.watched || seq != st.watch_seq {
+            return 0;
+        }
+        st.known = true;
+        st.epoch = epoch;
+        st.offset = offset;
+        std::mem::take(&mut st.waiting)
+    }
+
+    /// Cluster mode: a publication from Redis, framed once for this node; None
+    /// before the position is known (it is older than that position) or for a
+    /// repeat.
+    pub fn cluster_message(
+        &mut self,
+        channel: &Arc<str>,
+        epoch: Arc<str>,
+        offset: u64,
+        data: &Bytes,
+    ) -> Option<Fanned> {
+        let st = self.channels.get_mut(channel)?;
+        if !st.known || (st.epoch == epoch && offset <= st.offset) {
+            return None;
+        }
+        st.epoch = epoch;
+        st.offset = offset;
+        let frame = reply::push(channel, offset, &st.epoch, data);
+        Some(Fanned {
+            offset,
+            epoch: st.epoch.clone(),
+            frame,
+            interest: st.interest,
+        })
+    }
+
+    /// Cluster mode: the link to Redis is gone; every position is unknown again.
+    pub fn cluster_reset(&mut self) {
+        for st in self.channels.values_mut() {
+            st.watched = false;
+            st.known = false;
+            st.waiting = 0;
         }
     }
 
@@ -126,6 +251,10 @@ impl Owner {
                 interest: 0,
                 history: VecDeque::new(),
                 members: Vec::new(),
+                watched: false,
+                known: !self.cluster,
+                waiting: 0,
+                watch_seq: 0,
             };
             self.channels.insert(channel.clone(), st);
         }
@@ -307,6 +436,64 @@ impl Owner {
     }
 }
 
+/// Cluster mode: what a subscriber at `since` missed, from a Redis snapshot
+/// (the same rule as [`Owner::recover`]).
+pub fn recover_from(channel: &str, snap: &crate::cluster::Snapshot, since: &Since) -> Recovery {
+    let same = *since.epoch == *snap.epoch && since.offset <= snap.offset;
+    let oldest = snap.items.first().map_or(snap.offset + 1, |i| i.0);
+    if !same || since.offset + 1 < oldest {
+        return Recovery {
+            epoch: snap.epoch.clone(),
+            offset: snap.offset,
+            recovered: false,
+            frames: Vec::new(),
+        };
+    }
+    let frames = snap
+        .items
+        .iter()
+        .filter(|(o, _)| *o > since.offset)
+        .map(|(o, d)| reply::push(channel, *o, &snap.epoch, d))
+        .collect();
+    Recovery {
+        epoch: snap.epoch.clone(),
+        offset: snap.offset,
+        recovered: true,
+        frames,
+    }
+}
+
+/// Cluster mode: a history page from a Redis snapshot (the rule of [`Owner::history`]).
+pub fn history_from(
+    snap: &crate::cluster::Snapshot,
+    since: Option<&Since>,
+    limit: usize,
+) -> Option<Page> {
+    let items: Vec<(u64, Bytes)> = match since {
+        Some(s) => {
+            let oldest = snap.items.first().map_or(snap.offset + 1, |i| i.0);
+            if *s.epoch != *snap.epoch || s.offset > snap.offset || s.offset + 1 < oldest {
+                return None;
+            }
+            snap.items
+                .iter()
+                .filter(|(o, _)| *o > s.offset)
+                .take(limit)
+                .cloned()
+                .collect()
+        }
+        None => {
+            let skip = snap.items.len().saturating_sub(limit);
+            snap.items.iter().skip(skip).cloned().collect()
+        }
+    };
+    Some(Page {
+        epoch: snap.epoch.clone(),
+        offset: snap.offset,
+        items,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,5 +659,47 @@ mod tests {
             .unwrap()
             .contains(r#""leave":{"user":"u1""#));
         assert!(o.members(&ch).is_empty());
+    }
+
+    #[test]
+    fn cluster_positions_come_from_the_latest_subscribe_only() {
+        let mut o = owner(0);
+        o.set_cluster();
+        let ch: Arc<str> = Arc::from("c");
+        let b = Bytes::from_static(b"1");
+        assert_eq!(
+            o.cluster_interest(&ch, 1, true),
+            Watch::Wait { start: Some(1) }
+        );
+        assert_eq!(
+            o.cluster_interest(&ch, 0, true),
+            Watch::Wait { start: None }
+        );
+        // Before the position is known, a message is older than it: dropped.
+        assert!(o.cluster_message(&ch, "E".into(), 5, &b).is_none());
+        assert_eq!(o.cluster_interest(&ch, 1, false), Watch::Nothing);
+        assert_eq!(o.cluster_interest(&ch, 0, false), Watch::Stop);
+        assert_eq!(
+            o.cluster_interest(&ch, 1, true),
+            Watch::Wait { start: Some(2) }
+        );
+        // The first subscription's answer comes late: what was published while
+        // unsubscribed never came here, so its position must not be used.
+        assert_eq!(o.cluster_watched(&ch, "E".into(), 7, 1), 0);
+        assert_eq!(o.cluster_watched(&ch, "E".into(), 9, 2), 1 << 1);
+        assert_eq!(o.cluster_interest(&ch, 0, true), Watch::Ack("E".into(), 9));
+        assert!(
+            o.cluster_message(&ch, "E".into(), 9, &b).is_none(),
+            "already counted"
+        );
+        let f = o.cluster_message(&ch, "E".into(), 10, &b).unwrap();
+        assert_eq!((f.offset, f.interest), (10, 0b11));
+        // A new epoch (Redis lost the channel) starts over.
+        assert_eq!(o.cluster_message(&ch, "F".into(), 1, &b).unwrap().offset, 1);
+        o.cluster_reset();
+        assert!(
+            o.cluster_message(&ch, "F".into(), 2, &b).is_none(),
+            "unknown after a loss"
+        );
     }
 }

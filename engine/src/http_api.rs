@@ -91,6 +91,8 @@ impl Core {
             ("GET", "/ready") => {
                 if self.shared.draining.load(Ordering::Relaxed) {
                     self.respond(key, 503, "text/plain", b"draining", keep_alive)
+                } else if self.shared.bus.as_ref().is_some_and(|b| !b.is_up()) {
+                    self.respond(key, 503, "text/plain", b"cluster bus down", keep_alive)
                 } else if self.above_high_water() {
                     self.respond(key, 503, "text/plain", b"overloaded", keep_alive)
                 } else {
@@ -193,6 +195,10 @@ impl Core {
     pub(crate) fn over_capacity(&self) -> bool {
         let l = &self.cfg.limits;
         if self.stopping || self.drain.is_some() {
+            return true;
+        }
+        // Cluster mode without Redis: a subscriber could not be told what it misses.
+        if self.shared.bus.as_ref().is_some_and(|b| !b.is_up()) {
             return true;
         }
         if self.stats.ws_open.load(Ordering::Relaxed) >= l.conns_per_shard_max as u64 {
@@ -333,6 +339,32 @@ impl Core {
                 w.keep_alive,
             ));
         }
+        self.flush_answers(conn.key);
+        self.process_http(conn.key);
+    }
+
+    /// Cluster mode: the bus could not publish one channel of a waiting API request.
+    pub(crate) fn http_failed(&mut self, conn: ConnRef, req: u32, index: u16, message: &str) {
+        let _ = index;
+        let Some(c) = self.conns.get_gen(conn.key, conn.gen) else {
+            return;
+        };
+        let Some(h) = c.http_mut() else { return };
+        let Some(w) = h
+            .waiting
+            .iter_mut()
+            .find(|w| w.req == req && w.ready.is_none())
+        else {
+            return;
+        };
+        let body = shardcast_proto::reply::error(None, command::error_code::INTERNAL, message);
+        w.ready = Some(http::response(
+            503,
+            "application/json",
+            &[("Retry-After", "1")],
+            &body,
+            w.keep_alive,
+        ));
         self.flush_answers(conn.key);
         self.process_http(conn.key);
     }

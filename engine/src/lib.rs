@@ -6,6 +6,7 @@
 //! [`mesh`] carries to every shard with subscribers.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 mod convert;

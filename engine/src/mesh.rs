@@ -123,6 +123,15 @@ pub enum ShardMsg {
         channel: Arc<str>,
         frame: PreparedFrame,
     },
+    /// Cluster mode, to the owner: what Redis said about a channel, in its order.
+    Bus {
+        channel: Arc<str>,
+        event: Box<crate::cluster::BusEvent>,
+    },
+    /// Cluster mode: the link to Redis is lost (every shard closes its subscribers).
+    BusLost,
+    /// Cluster mode, to the publisher's shard: the publication did not happen.
+    PublishFailed { reply: ReplyTo, message: String },
     /// Close everything now (1001) and stop.
     Shutdown,
     /// Close WebSockets with 4001 paced over the window, then stop.

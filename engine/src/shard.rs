@@ -160,6 +160,10 @@ impl Shard {
             now,
             cfg,
         };
+        let mut core = core;
+        if core.shared.bus.is_some() {
+            core.owner.set_cluster();
+        }
         Shard { driver, core }
     }
 
