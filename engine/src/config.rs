@@ -80,6 +80,9 @@ pub struct Limits {
     pub conns_per_shard_max: u32,
     /// WebSocket connections in the whole engine (all shards); 0: only the per-shard cap.
     pub conns_max: u64,
+    /// Connections (WebSocket and SSE) one authenticated user (`sub`) may hold on
+    /// this node; past it, close 4504 (SSE: 429). 0: no limit.
+    pub conns_per_user_max: u32,
     /// Time a new connection has to complete its HTTP request (slowloris guard).
     pub handshake_timeout_ms: u64,
     /// Bytes queued for one connection; past it the connection closes with 4008
@@ -172,6 +175,7 @@ impl Default for Limits {
             channels_per_conn_max: 128,
             conns_per_shard_max: 20_000,
             conns_max: 0,
+            conns_per_user_max: 0,
             handshake_timeout_ms: 10_000,
             queue_bytes_max: 256 * 1024,
             queue_frames_max: 4096,

@@ -93,6 +93,8 @@ pub struct Conn {
 pub struct Extra {
     pub http: Option<HttpState>,
     pub claims: Option<crate::auth::Claims>,
+    /// Counted in the per-user connection limit (released when it closes).
+    pub user_counted: bool,
 }
 
 impl Conn {
@@ -114,6 +116,7 @@ impl Conn {
             extra: Some(Box::new(Extra {
                 http: Some(HttpState::default()),
                 claims: None,
+                user_counted: false,
             })),
         }
     }

@@ -32,6 +32,8 @@ pub struct Shared {
     pub verifier: Option<crate::auth::Verifier>,
     /// Cluster mode's link to Redis; None on a single node.
     pub bus: Option<Arc<crate::cluster::Bus>>,
+    /// Open connections per authenticated user (`limits.conns_per_user_max`).
+    pub users: crate::users::UserConns,
 }
 
 impl Shared {
@@ -116,6 +118,7 @@ impl Engine {
             draining: AtomicBool::new(false),
             verifier,
             bus,
+            users: Default::default(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin = cfg.pin_cores && n <= cores.len();

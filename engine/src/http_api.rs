@@ -158,6 +158,10 @@ impl Core {
         if !self.authenticate(key, &req) {
             return;
         }
+        if !self.admit_user(key) {
+            let reason = "too many connections for this user";
+            return self.close_ws(key, close_code::BANNED, reason);
+        }
         self.heartbeat_start(key);
         if let Some(list) = req.query_param("subscribe") {
             for channel in list.split(',').filter(|c| !c.is_empty()) {

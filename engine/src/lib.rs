@@ -29,6 +29,7 @@ pub mod shard;
 mod sse;
 pub mod stats;
 pub mod timer;
+pub mod users;
 
 pub use config::{Config, IoConfig, Limits};
 pub use driver::DriverKind;

@@ -194,6 +194,13 @@ impl Core {
     /// The connection stops being a WebSocket: unsubscribe and count it out.
     fn leave_ws(&mut self, key: ConnKey) {
         self.unsubscribe_all(key);
+        if let Some(e) = self.conns.get_mut(key).and_then(|c| c.extra.as_mut()) {
+            if std::mem::take(&mut e.user_counted) {
+                if let Some(c) = &e.claims {
+                    self.shared.users.release(&c.sub);
+                }
+            }
+        }
         ShardStats::sub(&self.stats.ws_open, 1);
         if self.conns.get(key).is_some_and(|c| c.has(flag::SSE)) {
             ShardStats::sub(&self.stats.sse_open, 1);
@@ -280,5 +287,32 @@ impl Core {
             );
             self.close_after_response(key);
         }
+    }
+}
+
+impl Core {
+    /// Count an authenticated connection against `limits.conns_per_user_max`;
+    /// false when the user already holds that many (the caller refuses it).
+    pub(crate) fn admit_user(&mut self, key: ConnKey) -> bool {
+        let max = self.cfg.limits.conns_per_user_max;
+        if max == 0 {
+            return true;
+        }
+        let Some(e) = self.conns.get_mut(key).and_then(|c| c.extra.as_mut()) else {
+            return true; // anonymous: no identity to count
+        };
+        let Some(sub) = e
+            .claims
+            .as_ref()
+            .map(|c| c.sub.as_str())
+            .filter(|s| !s.is_empty())
+        else {
+            return true;
+        };
+        if !self.shared.users.acquire(sub, max) {
+            return false;
+        }
+        e.user_counted = true;
+        true
     }
 }

@@ -93,6 +93,12 @@ impl Core {
         if let Some(c) = claims {
             conn.set_claims(c);
         }
+        if !self.admit_user(key) {
+            return self.refuse(key, 429, "too many connections for this user");
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.phase = Phase::Ws;
         conn.set(flag::SSE, true);
         ShardStats::inc(&self.stats.ws_open);

@@ -185,7 +185,46 @@ fn churn_of_refused_connections(d: DriverKind) {
     h.shutdown();
 }
 
+fn a_user_holds_at_most_conns_per_user_max(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.auth.hmac_secret = Some(SECRET.into());
+    cfg.limits.conns_per_user_max = 2;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let alice = hs256(serde_json::json!({"sub":"alice","exp":now() + 600}), SECRET);
+    let bob = hs256(serde_json::json!({"sub":"bob","exp":now() + 600}), SECRET);
+    let mut first = connect(addr, Some(&alice));
+    let mut second = connect(addr, Some(&alice));
+    subscribe(&mut first, 1, "a");
+    subscribe(&mut second, 1, "a");
+    assert_eq!(
+        recv_close_code(&mut connect(addr, Some(&alice))),
+        4504,
+        "a third connection of the same user"
+    );
+    // An SSE stream counts too, and is refused before it starts.
+    let (st, _) = http(
+        addr,
+        "GET",
+        &format!("/sse?channels=a&token={alice}"),
+        &[],
+        b"",
+    );
+    assert_eq!(st, 429);
+    let mut other = connect(addr, Some(&bob));
+    subscribe(&mut other, 1, "a");
+    // Closing one gives its slot back (the count is released on every close path).
+    drop(first);
+    eventually("alice may connect again", || {
+        let mut c = connect(addr, Some(&alice));
+        send(&mut c, r#"{"id":1,"op":"ping"}"#);
+        matches!(c.read(), Ok(tungstenite::Message::Text(_)))
+    });
+    h.shutdown();
+}
+
 both_drivers!(
+    a_user_holds_at_most_conns_per_user_max,
     refused_tokens_get_their_close_codes,
     claims_decide_channels,
     rs256_and_es256_in_header_or_query,
