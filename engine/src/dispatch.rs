@@ -382,8 +382,8 @@ impl Core {
                     self.send_json(conn.key, &e);
                 }
             }
-            ReplyTo::Http { conn, req, index } if conn.shard == self.id => {
-                self.http_failed(conn, req, index, message)
+            ReplyTo::Http { conn, req, .. } if conn.shard == self.id => {
+                self.http_failed(conn, req, message)
             }
             reply @ (ReplyTo::Ws { .. } | ReplyTo::Http { .. }) => {
                 let shard = match &reply {

@@ -314,20 +314,21 @@ impl Core {
         }
     }
 
-    /// An owner answered one channel of a waiting API request.
-    pub(crate) fn http_result(&mut self, conn: ConnRef, req: u32, index: u16, result: Published) {
-        let Some(c) = self.conns.get_gen(conn.key, conn.gen) else {
-            return;
-        };
+    /// The unanswered pipelined request `req` of a connection still in its HTTP phase.
+    fn waiting_request(&mut self, conn: ConnRef, req: u32) -> Option<&mut Waiting> {
+        let c = self.conns.get_gen(conn.key, conn.gen)?;
         if c.phase != Phase::Http {
-            return;
+            return None;
         }
-        let Some(h) = c.http_mut() else { return };
-        let Some(w) = h
+        c.http_mut()?
             .waiting
             .iter_mut()
             .find(|w| w.req == req && w.ready.is_none())
-        else {
+    }
+
+    /// An owner answered one channel of a waiting API request.
+    pub(crate) fn http_result(&mut self, conn: ConnRef, req: u32, index: u16, result: Published) {
+        let Some(w) = self.waiting_request(conn, req) else {
             return;
         };
         if let Some(slot) = w.results.get_mut(index as usize) {
@@ -347,18 +348,10 @@ impl Core {
         self.process_http(conn.key);
     }
 
-    /// Cluster mode: the bus could not publish one channel of a waiting API request.
-    pub(crate) fn http_failed(&mut self, conn: ConnRef, req: u32, index: u16, message: &str) {
-        let _ = index;
-        let Some(c) = self.conns.get_gen(conn.key, conn.gen) else {
-            return;
-        };
-        let Some(h) = c.http_mut() else { return };
-        let Some(w) = h
-            .waiting
-            .iter_mut()
-            .find(|w| w.req == req && w.ready.is_none())
-        else {
+    /// Cluster mode: the bus could not publish a channel of a waiting API request;
+    /// the whole request answers 503 (temporary), as none of it can be confirmed.
+    pub(crate) fn http_failed(&mut self, conn: ConnRef, req: u32, message: &str) {
+        let Some(w) = self.waiting_request(conn, req) else {
             return;
         };
         let body = shardcast_proto::reply::error(None, command::error_code::INTERNAL, message);

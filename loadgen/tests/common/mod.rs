@@ -79,25 +79,12 @@ pub fn raw_peer() -> RawPeer {
 }
 
 fn serve_raw(mut s: TcpStream, clients: Arc<Mutex<Vec<TcpStream>>>) {
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let rest = loop {
-        let Ok(n) = s.read(&mut chunk) else { return };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        match parse_request(&buf, &Limits::default()) {
-            Ok(Some((req, used))) => {
-                let up = validate_upgrade(&req).expect("an upgrade");
-                s.write_all(&upgrade_response(&up)).unwrap();
-                break buf.split_off(used);
-            }
-            Ok(None) => continue,
-            Err(_) => return,
-        }
+    let Some((req, rest)) = read_request(&mut s) else {
+        return;
     };
+    let up = validate_upgrade(&req).expect("an upgrade");
+    s.write_all(&upgrade_response(&up)).unwrap();
+    let mut chunk = vec![0u8; 64 * 1024];
     clients.lock().unwrap().push(s.try_clone().unwrap());
     let cfg = DecoderConfig {
         role: Role::Server,
@@ -133,6 +120,20 @@ fn serve_raw(mut s: TcpStream, clients: Arc<Mutex<Vec<TcpStream>>>) {
         match s.read(&mut chunk) {
             Ok(n) if n > 0 => pending = chunk[..n].to_vec(),
             _ => return,
+        }
+    }
+}
+
+/// Read one HTTP request (a peer's upgrade); returns it and the bytes after it.
+pub fn read_request(s: &mut TcpStream) -> Option<(shardcast_proto::http::Request, Vec<u8>)> {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((req, used)) = parse_request(&buf, &Limits::default()).ok()? {
+            return Some((req, buf.split_off(used)));
         }
     }
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use shardcast_proto::frame::{encode_frame, OpCode, Role};
 use shardcast_proto::handshake::{upgrade_response, validate_upgrade};
-use shardcast_proto::http::{parse_request, Limits};
 use shardcast_proto::{Decoder, DecoderConfig, Message};
 
 struct Client {
@@ -100,30 +99,17 @@ pub fn sio_peer(echo: bool, ping_ms: u64) -> SioPeer {
 }
 
 fn serve(mut s: TcpStream, st: Arc<State>, echo: bool, ping_ms: u64) {
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let rest = loop {
-        let Ok(n) = s.read(&mut chunk) else { return };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        match parse_request(&buf, &Limits::default()) {
-            Ok(Some((req, used))) => {
-                // Engine.io refuses anything but its path and protocol 4 over WebSocket.
-                if req.path != "/socket.io/" || req.query != "EIO=4&transport=websocket" {
-                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
-                    return;
-                }
-                let up = validate_upgrade(&req).expect("an upgrade");
-                s.write_all(&upgrade_response(&up)).unwrap();
-                break buf.split_off(used);
-            }
-            Ok(None) => continue,
-            Err(_) => return,
-        }
+    let Some((req, rest)) = super::read_request(&mut s) else {
+        return;
     };
+    // Engine.io refuses anything but its path and protocol 4 over WebSocket.
+    if req.path != "/socket.io/" || req.query != "EIO=4&transport=websocket" {
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        return;
+    }
+    let up = validate_upgrade(&req).expect("an upgrade");
+    s.write_all(&upgrade_response(&up)).unwrap();
+    let mut chunk = vec![0u8; 64 * 1024];
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
     let open = format!(
         r#"0{{"sid":"s{id}","upgrades":[],"pingInterval":{ping_ms},"pingTimeout":{ping_ms},"maxPayload":1000000}}"#
