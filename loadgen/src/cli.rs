@@ -32,6 +32,9 @@ pub enum Protocol {
     /// Socket.IO v4 on engine.io's WebSocket transport: open packet, `40` connect, `2`/`3`
     /// heartbeat, messages as `42["m",…]` events the peer broadcasts to every other client.
     Socketio,
+    /// shardcast's Server-Sent Events fallback: `GET /sse?channels=…`, pushes as
+    /// events, publications through the HTTP API (fanout and idle only).
+    Sse,
 }
 
 impl Protocol {
@@ -41,6 +44,7 @@ impl Protocol {
             Protocol::Shardcast => "shardcast",
             Protocol::Raw => "raw",
             Protocol::Socketio => "socketio",
+            Protocol::Sse => "sse",
         }
     }
 
@@ -48,6 +52,7 @@ impl Protocol {
     pub fn default_path(self) -> &'static str {
         match self {
             Protocol::Shardcast | Protocol::Raw => "/ws",
+            Protocol::Sse => "/sse",
             // Engine.io's default mount point, protocol 4, WebSocket from the first request.
             Protocol::Socketio => "/socket.io/?EIO=4&transport=websocket",
         }
@@ -208,6 +213,11 @@ impl Opts {
             && !(self.churn_rate > 0.0 && self.churn_rate.is_finite())
         {
             return Err("--churn-rate must be positive".into());
+        }
+        if self.protocol == Protocol::Sse && matches!(self.scenario, Scenario::Echo) {
+            return Err(
+                "--protocol sse: an event stream is one-way; echo needs a WebSocket".into(),
+            );
         }
         if self.workers == 0 || self.workers > 64 {
             return Err("--workers must be 1..=64".into());

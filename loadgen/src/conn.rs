@@ -18,6 +18,7 @@ use socket2::Socket;
 use crate::cli::{Protocol, Scenario};
 use crate::push::{parse_push, parse_stamp};
 use crate::sio::{self, Packet};
+use crate::sse;
 use crate::stats::{Hist, Totals};
 use crate::sys;
 use crate::track::{epoch_hash, Track};
@@ -189,6 +190,19 @@ impl Conn {
                 return Next::Close(Some(sys::error_kind(&e)));
             }
             self.phase = Phase::Handshake;
+            if ctx.protocol == Protocol::Sse {
+                let chans: Vec<&str> = self
+                    .subs
+                    .iter()
+                    .map(|(c, _)| ctx.channels[*c as usize].as_str())
+                    .collect();
+                let req = sse::request(host, &ctx.path, &chans);
+                self.wants_write = false;
+                return match self.send(&req) {
+                    Ok(()) => Next::Continue,
+                    Err(kind) => Next::Close(Some(kind)),
+                };
+            }
             let mut nonce = [0u8; 16];
             nonce[..8].copy_from_slice(&ctx.next_u64().to_ne_bytes());
             nonce[8..].copy_from_slice(&ctx.next_u64().to_ne_bytes());
@@ -216,6 +230,9 @@ impl Conn {
     /// Bytes arrived (`data` may be unmasked in place).
     pub fn on_bytes(&mut self, ctx: &mut Ctx, data: &mut [u8], now_ns: u64) -> Next {
         ctx.totals.counters.bytes_in += data.len() as u64;
+        if ctx.protocol == Protocol::Sse {
+            return self.on_sse_bytes(ctx, data, now_ns);
+        }
         if self.phase == Phase::Handshake {
             self.hs_buf.extend_from_slice(data);
             let used = match verify_response(&self.hs_buf, &self.key) {
@@ -276,7 +293,9 @@ impl Conn {
                 }
             }
         }
-        if ctx.protocol != Protocol::Shardcast && ctx.scenario != Scenario::Echo {
+        if matches!(ctx.protocol, Protocol::Raw | Protocol::Socketio)
+            && ctx.scenario != Scenario::Echo
+        {
             // Raw and Socket.IO peers have no subscriptions: one stream, sequence numbers from 0.
             for (_, t) in self.subs.iter_mut() {
                 *t = Some(Track::new(0, 0));
@@ -344,6 +363,112 @@ impl Conn {
             return None;
         }
         self.on_reply(ctx, msg)
+    }
+
+    /// An event stream: the response head, then events (`hs_buf` keeps a partial one).
+    fn on_sse_bytes(&mut self, ctx: &mut Ctx, data: &[u8], now_ns: u64) -> Next {
+        let mut data = data;
+        if self.phase == Phase::Handshake {
+            self.hs_buf.extend_from_slice(data);
+            let used = match sse::response_head(&self.hs_buf) {
+                Ok(None) => return Next::Continue,
+                Ok(Some((200, used))) => used,
+                Ok(Some((status, _))) => {
+                    return Next::Close(Some(format!("handshake status {status}")))
+                }
+                Err(e) => return Next::Close(Some(e)),
+            };
+            self.hs_buf.drain(..used);
+            self.phase = Phase::Subscribing;
+            self.pending_replies = self.subs.len();
+            data = &[];
+        }
+        // Parse straight from the read buffer unless part of an event is pending.
+        let held = std::mem::take(&mut self.hs_buf);
+        let joined;
+        let buf: &[u8] = if held.is_empty() {
+            data
+        } else {
+            joined = [held.as_slice(), data].concat();
+            &joined
+        };
+        let (events, used) = sse::events(buf);
+        self.hs_buf = held;
+        self.hs_buf.clear();
+        self.hs_buf.extend_from_slice(&buf[used..]);
+        let mut next = Next::Continue;
+        for ev in events {
+            let n = match ev.kind {
+                None => {
+                    match parse_push(&ev.data) {
+                        Some(p) => {
+                            let idx = self.subs.iter().position(|(c, _)| {
+                                ctx.channels[*c as usize].as_bytes() == p.channel
+                            });
+                            match idx {
+                                Some(i) => {
+                                    let epoch = epoch_hash(p.epoch);
+                                    self.deliver(ctx, i, p.offset, epoch, p.ts, now_ns)
+                                }
+                                None => ctx.totals.counters.bad_messages += 1,
+                            }
+                        }
+                        None => ctx.totals.counters.bad_messages += 1,
+                    }
+                    None
+                }
+                Some(b"reply") => self.on_sse_reply(ctx, &ev.data),
+                Some(b"close") => {
+                    let code = serde_json::from_slice::<serde_json::Value>(&ev.data)
+                        .ok()
+                        .and_then(|v| v.get("code")?.as_u64())
+                        .unwrap_or(0);
+                    Some(Next::Close(Some(format!("closed with code {code}"))))
+                }
+                Some(_) => None, // presence
+            };
+            if let Some(n) = n {
+                if next == Next::Continue || matches!(n, Next::Close(_)) {
+                    next = n;
+                }
+            }
+        }
+        next
+    }
+
+    /// A stream's subscribe result (`event: reply`, no id): find the channel it names.
+    fn on_sse_reply(&mut self, ctx: &mut Ctx, json: &[u8]) -> Option<Next> {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+            ctx.totals.counters.bad_messages += 1;
+            return None;
+        };
+        let Some(ok) = v.get("ok") else {
+            let code = v
+                .pointer("/error/code")
+                .and_then(|c| c.as_u64())
+                .unwrap_or(0);
+            ctx.totals.counters.subscribe_errors += 1;
+            ctx.totals.error(format!("subscribe error {code}"));
+            return Some(Next::Close(None));
+        };
+        let channel = ok.get("channel").and_then(|c| c.as_str()).unwrap_or("");
+        let Some(i) = self
+            .subs
+            .iter()
+            .position(|(c, t)| t.is_none() && ctx.channels[*c as usize] == channel)
+        else {
+            ctx.totals.counters.bad_messages += 1;
+            return None;
+        };
+        let offset = ok.get("offset").and_then(|o| o.as_u64()).unwrap_or(0);
+        let epoch = ok
+            .get("epoch")
+            .and_then(|e| e.as_str())
+            .map(|e| epoch_hash(e.as_bytes()))
+            .unwrap_or(0);
+        self.subs[i].1 = Some(Track::new(offset, epoch));
+        self.pending_replies -= 1;
+        (self.pending_replies == 0).then(|| self.become_up(ctx))
     }
 
     /// One engine.io packet: the session's set-up, heartbeats, and `m` events.

@@ -17,6 +17,7 @@ pub mod push;
 pub mod report;
 pub mod run;
 pub mod sio;
+pub mod sse;
 pub mod stats;
 pub mod svg;
 pub mod sys;

@@ -89,7 +89,7 @@ impl Publisher {
         let plan = plan.clone();
         let (flag, held) = (stop.clone(), release.clone());
         let handle = std::thread::spawn(move || match plan.opts.protocol {
-            Protocol::Shardcast => {
+            Protocol::Shardcast | Protocol::Sse => {
                 let _ = tx.send(run_http(&plan, duration, &flag));
             }
             Protocol::Raw | Protocol::Socketio => {

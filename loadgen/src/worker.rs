@@ -192,7 +192,7 @@ impl Worker {
         match self.ctx.scenario {
             Scenario::Echo => Vec::new(),
             // Raw and Socket.IO peers have one stream and no channels.
-            _ if self.ctx.protocol != Protocol::Shardcast => vec![0],
+            _ if !matches!(self.ctx.protocol, Protocol::Shardcast | Protocol::Sse) => vec![0],
             _ if self.plan.opts.spread => vec![(g % n) as u16],
             _ => (0..n as u16).collect(),
         }

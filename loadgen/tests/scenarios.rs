@@ -361,3 +361,33 @@ fn socketio_never_up_without_the_open_packet() {
     assert_eq!(r.counters.up, 0, "{}", r.summary());
     assert_eq!(r.counters.failed, 5, "{}", r.summary());
 }
+
+#[test]
+fn sse_fanout_against_the_engine() {
+    let e = engine(false);
+    let addr = e.local_addr().to_string();
+    let r = run(&[
+        "fanout",
+        "--protocol",
+        "sse",
+        "--targets",
+        &addr,
+        "-n",
+        "30",
+        "--channels",
+        "a,b",
+        "--duration",
+        "0.5",
+        "--rate",
+        "40",
+        "--payload-bytes",
+        "200",
+    ]);
+    let f = r.fanout.as_ref().unwrap();
+    assert_eq!(f.published, 20, "{}", r.summary());
+    assert_eq!(f.deliveries, 30 * 20, "{}", r.summary());
+    assert_eq!((f.missing, f.duplicate, f.out_of_order), (0, 0, 0));
+    assert_eq!(r.counters.bad_messages, 0, "{}", r.summary());
+    assert_eq!(r.counters.up, 30);
+    e.shutdown();
+}
