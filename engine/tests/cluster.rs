@@ -247,6 +247,8 @@ fn losing_redis_closes_subscribers_and_refuses_until_it_is_back(d: DriverKind) {
         let (st, r) = http(addr, "GET", "/ready", &[], b"");
         st == 503 && r.contains("cluster bus down")
     });
+    let (_, m) = http(addr, "GET", "/metrics", &[], b"");
+    assert!(m.contains("shardcast_cluster_bus_up 0"), "{m}");
     let body = br#"{"channel":"live","data":2}"#;
     let (st, resp) = http(addr, "POST", "/api/publish", &[], body);
     assert_eq!(st, 503, "publications are refused, not lost: {resp}");
