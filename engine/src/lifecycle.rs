@@ -207,11 +207,17 @@ impl Core {
         }
     }
 
-    /// Finish writing what is queued, then shut down the write side.
+    /// Finish writing what is queued, then shut down the write side. The whole
+    /// close is bounded by `close_linger_ms`: a peer that stopped reading would
+    /// otherwise hold the connection (and a shutdown or drain) forever.
     pub(crate) fn close_after_response(&mut self, key: ConnKey) {
+        let deadline = self.now + Duration::from_millis(self.cfg.limits.close_linger_ms);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.phase != Phase::Closing {
+            self.lingers.push_back((deadline, key, conn.gen));
+        }
         conn.phase = Phase::Closing;
         conn.set(flag::CLOSE_AFTER_FLUSH, true);
         if conn.out.is_empty() && !conn.has(flag::SENDING) {

@@ -651,7 +651,48 @@ fn shedding_ready_high_water_and_accept_rate(d: DriverKind) {
     h.shutdown();
 }
 
+/// A client that stops reading cannot hold a closing connection, and with it a
+/// shutdown, for longer than `close_linger_ms`.
+fn shutdown_is_bounded_by_a_client_that_never_reads(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.limits.close_linger_ms = 500;
+    cfg.io.send_buffer_bytes = 16 * 1024;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let mut stuck = Raw::connect(addr);
+    stuck.send_frame(
+        OpCode::Text,
+        true,
+        br#"{"id":1,"op":"subscribe","channel":"flood"}"#,
+        Some([1, 2, 3, 4]),
+    );
+    let mut w = ws(addr, "/ws");
+    subscribe(&mut w, 1, "flood");
+    let pad = "x".repeat(30_000);
+    // Far more than the stuck client's queue and socket buffers hold.
+    for _ in 0..100 {
+        h.publish(
+            "flood",
+            format!("{{\"p\":\"{pad}\"}}"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    }
+    eventually("the stuck client is a slow consumer", || {
+        h.stats().slow_consumer_closes >= 1
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        h.shutdown();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(8))
+        .expect("shutdown finishes although a client never reads");
+    drop(stuck);
+}
+
 both_drivers!(
+    shutdown_is_bounded_by_a_client_that_never_reads,
     pub_cross_shard,
     http_publish_reaches_subscribers,
     slow_consumer_closed_others_unaffected,
