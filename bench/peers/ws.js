@@ -8,25 +8,9 @@
 // Usage: node ws.js [--listen 127.0.0.1:9003] [--echo]
 const { WebSocketServer, WebSocket } = require('ws');
 
-function parseArgs(argv) {
-  const a = { host: '127.0.0.1', port: 9003, echo: false };
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--listen') {
-      const v = argv[++i] || '';
-      const at = v.lastIndexOf(':');
-      a.host = v.slice(0, at).replace(/^\[|\]$/g, '');
-      a.port = Number(v.slice(at + 1));
-    } else if (argv[i] === '--echo') {
-      a.echo = true;
-    } else {
-      throw new Error(`unknown argument ${argv[i]}`);
-    }
-  }
-  if (!/^127\.|^::1$|^localhost$/.test(a.host)) throw new Error('--listen: loopback only');
-  return a;
-}
+const { parseArgs } = require('./args');
 
-const a = parseArgs(process.argv.slice(2));
+const a = parseArgs(process.argv.slice(2), 9003);
 const wss = new WebSocketServer({ host: a.host, port: a.port, backlog: 4096, perMessageDeflate: false });
 
 wss.on('connection', (ws) => {

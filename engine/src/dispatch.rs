@@ -251,7 +251,7 @@ impl Core {
                 },
             ),
             Watch::Wait { start: Some(seq) } => {
-                let epoch = self.owner.epoch_candidate();
+                let epoch = self.owner.new_epoch();
                 if self
                     .bus_send(BusReq::Watch {
                         channel: channel.clone(),
@@ -278,13 +278,13 @@ impl Core {
     }
 
     fn cluster_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
-        let ns = self.owner.namespace_of(&channel);
+        let ns = self.namespace_of(&channel);
         let req = BusReq::Publish {
             channel,
             data,
             history_size: ns.history_size,
             history_ttl_ms: ns.history_ttl_ms,
-            epoch: self.owner.epoch_candidate(),
+            epoch: self.owner.new_epoch(),
             reply,
         };
         if let Err(BusReq::Publish { reply, .. }) = self.bus_send(req) {
@@ -293,7 +293,7 @@ impl Core {
     }
 
     fn cluster_read(&mut self, channel: Arc<str>, then: ReadFor) {
-        let ttl = self.owner.namespace_of(&channel).history_ttl_ms;
+        let ttl = self.namespace_of(&channel).history_ttl_ms;
         let req = BusReq::Read {
             channel: channel.clone(),
             history_ttl_ms: ttl,
@@ -385,20 +385,12 @@ impl Core {
             ReplyTo::Http { conn, req, .. } if conn.shard == self.id => {
                 self.http_failed(conn, req, message)
             }
-            reply @ (ReplyTo::Ws { .. } | ReplyTo::Http { .. }) => {
-                let shard = match &reply {
-                    ReplyTo::Ws { conn, .. } | ReplyTo::Http { conn, .. } => conn.shard,
-                    _ => unreachable!("matched above"),
-                };
-                self.send_to(
-                    shard,
-                    ShardMsg::PublishFailed {
-                        reply,
-                        message: message.to_string(),
-                    },
-                );
+            reply => {
+                if let Some(shard) = reply.conn_shard() {
+                    let message = message.to_string();
+                    self.send_to(shard, ShardMsg::PublishFailed { reply, message });
+                }
             }
-            ReplyTo::Nobody | ReplyTo::External(_) => {}
         }
     }
 

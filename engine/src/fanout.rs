@@ -127,16 +127,6 @@ impl Owner {
         self.cluster = true;
     }
 
-    /// An epoch for a channel Redis has none for yet.
-    pub fn epoch_candidate(&mut self) -> Arc<str> {
-        self.new_epoch()
-    }
-
-    /// The namespace options of a channel (history size and TTL for the bus).
-    pub fn namespace_of(&self, channel: &str) -> Namespace {
-        self.namespace(channel)
-    }
-
     /// Cluster mode: shard `from` starts or stops wanting the channel.
     pub fn cluster_interest(&mut self, channel: &Arc<str>, from: ShardId, on: bool) -> Watch {
         let st = self.entry(channel);
@@ -224,7 +214,8 @@ impl Owner {
 
     /// A fresh epoch: unique per process start, shard and channel incarnation, so a
     /// client that saw another epoch knows the history it holds a position in is gone.
-    fn new_epoch(&mut self) -> Arc<str> {
+    /// (In cluster mode, the epoch a channel gets if Redis has none for it yet.)
+    pub fn new_epoch(&mut self) -> Arc<str> {
         self.epoch_seq += 1;
         let mut h = self.boot_nanos
             ^ (self.shard as u64).rotate_left(48)
@@ -316,9 +307,7 @@ impl Owner {
     pub fn recover(&mut self, channel: &Arc<str>, since: &Since, now: Instant) -> Recovery {
         let st = self.fresh(channel, now);
         let (epoch, offset) = (st.epoch.clone(), st.offset);
-        let same = *since.epoch == *epoch && since.offset <= offset;
-        let oldest = st.history.front().map_or(offset + 1, |k| k.offset);
-        if !same || since.offset + 1 < oldest {
+        if !reachable(since, &epoch, offset, st.history.front().map(|k| k.offset)) {
             return Recovery {
                 epoch,
                 offset,
@@ -353,8 +342,7 @@ impl Owner {
         let (epoch, offset) = (st.epoch.clone(), st.offset);
         let items: Vec<(u64, Bytes)> = match since {
             Some(s) => {
-                let oldest = st.history.front().map_or(offset + 1, |k| k.offset);
-                if *s.epoch != *epoch || s.offset > offset || s.offset + 1 < oldest {
+                if !reachable(s, &epoch, offset, st.history.front().map(|k| k.offset)) {
                     return None;
                 }
                 st.history
@@ -436,12 +424,23 @@ impl Owner {
     }
 }
 
+/// Can a client at `since` be told everything after it? Same epoch, not ahead
+/// of the channel, and history (oldest kept offset `oldest`) reaches back to it.
+fn reachable(since: &Since, epoch: &str, offset: u64, oldest: Option<u64>) -> bool {
+    *since.epoch == *epoch
+        && since.offset <= offset
+        && since.offset + 1 >= oldest.unwrap_or(offset + 1)
+}
+
 /// Cluster mode: what a subscriber at `since` missed, from a Redis snapshot
 /// (the same rule as [`Owner::recover`]).
 pub fn recover_from(channel: &str, snap: &crate::cluster::Snapshot, since: &Since) -> Recovery {
-    let same = *since.epoch == *snap.epoch && since.offset <= snap.offset;
-    let oldest = snap.items.first().map_or(snap.offset + 1, |i| i.0);
-    if !same || since.offset + 1 < oldest {
+    if !reachable(
+        since,
+        &snap.epoch,
+        snap.offset,
+        snap.items.first().map(|i| i.0),
+    ) {
         return Recovery {
             epoch: snap.epoch.clone(),
             offset: snap.offset,
@@ -471,8 +470,7 @@ pub fn history_from(
 ) -> Option<Page> {
     let items: Vec<(u64, Bytes)> = match since {
         Some(s) => {
-            let oldest = snap.items.first().map_or(snap.offset + 1, |i| i.0);
-            if *s.epoch != *snap.epoch || s.offset > snap.offset || s.offset + 1 < oldest {
+            if !reachable(s, &snap.epoch, snap.offset, snap.items.first().map(|i| i.0)) {
                 return None;
             }
             snap.items

@@ -100,24 +100,27 @@ impl Core {
             self.cfg.limits.queue_bytes_max,
             self.cfg.limits.queue_frames_max,
         );
-        let Some(conn) = self.conns.get(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return Enqueue::Ok;
         };
         if conn.phase != Phase::Ws {
             return Enqueue::Ok;
         }
-        let converted = if conn.has(flag::SSE) {
-            self.sse_event(&frame)
-        } else if conn.has(flag::MSGPACK) && !self.cfg.echo {
-            self.msgpack_frame(&frame)
+        // One slab lookup for a WebSocket speaking JSON (the hot path); SSE streams
+        // and MessagePack connections get the frame converted (once per shard).
+        let framing = conn.flags & (flag::SSE | flag::MSGPACK);
+        let (conn, frame) = if framing == 0 || (framing == flag::MSGPACK && self.cfg.echo) {
+            (conn, frame)
         } else {
-            Some(frame)
-        };
-        let Some(frame) = converted else {
-            return Enqueue::Ok;
-        };
-        let Some(conn) = self.conns.get_mut(key) else {
-            return Enqueue::Ok;
+            let converted = if framing & flag::SSE != 0 {
+                self.sse_event(&frame)
+            } else {
+                self.msgpack_frame(&frame)
+            };
+            let (Some(frame), Some(conn)) = (converted, self.conns.get_mut(key)) else {
+                return Enqueue::Ok;
+            };
+            (conn, frame)
         };
         let len = frame.len() as u64;
         let r = conn.enqueue(frame, limit, frames);

@@ -45,6 +45,16 @@ pub enum ReplyTo {
     External(Sender<Published>),
 }
 
+impl ReplyTo {
+    /// The shard of the connection waiting for the result, if one waits.
+    pub fn conn_shard(&self) -> Option<ShardId> {
+        match self {
+            ReplyTo::Ws { conn, .. } | ReplyTo::Http { conn, .. } => Some(conn.shard),
+            ReplyTo::Nobody | ReplyTo::External(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum ShardMsg {
     /// To the owner: shard `from` starts (`on`) or stops wanting the channel's publications.

@@ -23,7 +23,7 @@ use crate::shard::Core;
 const HISTORY_LIMIT_MAX: usize = 1000;
 
 impl Core {
-    fn namespace_of(&self, channel: &str) -> crate::auth::Namespace {
+    pub(crate) fn namespace_of(&self, channel: &str) -> crate::auth::Namespace {
         let ns = shardcast_proto::command::namespace(channel);
         self.cfg.namespaces.get(ns).cloned().unwrap_or_default()
     }

@@ -109,6 +109,17 @@ pub struct Conn {
     sio_opened: bool,
 }
 
+/// A subscription's tracker, starting at the position its subscribe reply gave.
+fn track_from(ok: &serde_json::Value) -> Track {
+    let offset = ok.get("offset").and_then(|o| o.as_u64()).unwrap_or(0);
+    let epoch = ok
+        .get("epoch")
+        .and_then(|e| e.as_str())
+        .map(|e| epoch_hash(e.as_bytes()))
+        .unwrap_or(0);
+    Track::new(offset, epoch)
+}
+
 /// One echo message as sent on the wire: `--message-bytes` of `x` (raw, shardcast), or
 /// an `m` event whose data is a JSON string of that many bytes (Socket.IO).
 fn echo_message(ctx: &Ctx) -> Vec<u8> {
@@ -352,17 +363,22 @@ impl Conn {
             return None;
         }
         if let Some(p) = parse_push(msg) {
-            let idx = self
-                .subs
-                .iter()
-                .position(|(c, _)| ctx.channels[*c as usize].as_bytes() == p.channel);
-            match idx {
-                Some(i) => self.deliver(ctx, i, p.offset, epoch_hash(p.epoch), p.ts, now_ns),
-                None => ctx.totals.counters.bad_messages += 1,
-            }
+            self.deliver_push(ctx, &p, now_ns);
             return None;
         }
         self.on_reply(ctx, msg)
+    }
+
+    /// A shardcast push (over WebSocket or SSE): account it to its subscription.
+    fn deliver_push(&mut self, ctx: &mut Ctx, p: &crate::push::Push<'_>, now_ns: u64) {
+        let idx = self
+            .subs
+            .iter()
+            .position(|(c, _)| ctx.channels[*c as usize].as_bytes() == p.channel);
+        match idx {
+            Some(i) => self.deliver(ctx, i, p.offset, epoch_hash(p.epoch), p.ts, now_ns),
+            None => ctx.totals.counters.bad_messages += 1,
+        }
     }
 
     /// An event stream: the response head, then events (`hs_buf` keeps a partial one).
@@ -401,18 +417,7 @@ impl Conn {
             let n = match ev.kind {
                 None => {
                     match parse_push(&ev.data) {
-                        Some(p) => {
-                            let idx = self.subs.iter().position(|(c, _)| {
-                                ctx.channels[*c as usize].as_bytes() == p.channel
-                            });
-                            match idx {
-                                Some(i) => {
-                                    let epoch = epoch_hash(p.epoch);
-                                    self.deliver(ctx, i, p.offset, epoch, p.ts, now_ns)
-                                }
-                                None => ctx.totals.counters.bad_messages += 1,
-                            }
-                        }
+                        Some(p) => self.deliver_push(ctx, &p, now_ns),
                         None => ctx.totals.counters.bad_messages += 1,
                     }
                     None
@@ -460,13 +465,7 @@ impl Conn {
             ctx.totals.counters.bad_messages += 1;
             return None;
         };
-        let offset = ok.get("offset").and_then(|o| o.as_u64()).unwrap_or(0);
-        let epoch = ok
-            .get("epoch")
-            .and_then(|e| e.as_str())
-            .map(|e| epoch_hash(e.as_bytes()))
-            .unwrap_or(0);
-        self.subs[i].1 = Some(Track::new(offset, epoch));
+        self.subs[i].1 = Some(track_from(ok));
         self.pending_replies -= 1;
         (self.pending_replies == 0).then(|| self.become_up(ctx))
     }
@@ -543,13 +542,7 @@ impl Conn {
             return None;
         }
         if let Some(ok) = v.get("ok") {
-            let offset = ok.get("offset").and_then(|o| o.as_u64()).unwrap_or(0);
-            let epoch = ok
-                .get("epoch")
-                .and_then(|e| e.as_str())
-                .map(|e| epoch_hash(e.as_bytes()))
-                .unwrap_or(0);
-            self.subs[i].1 = Some(Track::new(offset, epoch));
+            self.subs[i].1 = Some(track_from(ok));
         } else {
             let code = v
                 .pointer("/error/code")

@@ -140,6 +140,7 @@ impl Bus {
         let link = Link {
             addr,
             prefix: prefix.to_string(),
+            topic_prefix: format!("{prefix}p:").into_bytes(),
             peers,
             up,
             pending: Arc::new(Mutex::new(VecDeque::new())),
@@ -227,6 +228,8 @@ enum Pending {
 struct Link {
     addr: SocketAddr,
     prefix: String,
+    /// `{prefix}p:`, the start of every pub/sub topic (checked on every message).
+    topic_prefix: Vec<u8>,
     peers: Vec<Peer>,
     up: Arc<AtomicBool>,
     pending: Arc<Mutex<VecDeque<Pending>>>,
@@ -240,7 +243,7 @@ impl Link {
         format!("{}{{{ch}}}:h", self.prefix).into_bytes()
     }
     fn topic(&self, ch: &str) -> Vec<u8> {
-        format!("{}p:{ch}", self.prefix).into_bytes()
+        [self.topic_prefix.as_slice(), ch.as_bytes()].concat()
     }
 
     /// The writer: one loop per connection; reconnects after a loss, and ends
@@ -465,9 +468,8 @@ impl Link {
         let (Some(topic), Some(payload)) = (topic.as_bytes(), payload.as_bytes()) else {
             return;
         };
-        let pre = format!("{}p:", self.prefix);
         let Some(channel) = topic
-            .strip_prefix(pre.as_bytes())
+            .strip_prefix(self.topic_prefix.as_slice())
             .and_then(|c| std::str::from_utf8(c).ok())
         else {
             return;
@@ -575,10 +577,9 @@ fn deliver_result(peers: &[Peer], reply: ReplyTo, result: Result<Published, Stri
             let _ = tx.try_send(r);
         }
         (ReplyTo::External(_), Err(_)) => {} // the caller times out
-        (reply @ (ReplyTo::Ws { .. } | ReplyTo::Http { .. }), result) => {
-            let shard = match &reply {
-                ReplyTo::Ws { conn, .. } | ReplyTo::Http { conn, .. } => conn.shard,
-                _ => unreachable!("matched above"),
+        (reply, result) => {
+            let Some(shard) = reply.conn_shard() else {
+                return;
             };
             let msg = match result {
                 Ok(result) => ShardMsg::Published { reply, result },
