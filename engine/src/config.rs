@@ -30,6 +30,43 @@ pub struct Config {
     pub namespaces: std::collections::HashMap<String, crate::auth::Namespace>,
     /// Cluster mode (several nodes sharing channels through Redis); off by default.
     pub cluster: ClusterConfig,
+    /// How recoveries (`since`) and `history` replies are paced and bounded.
+    pub recovery: RecoveryConfig,
+}
+
+/// `[recovery]`: a replay is paced by its reader, page by page, so recovering a
+/// whole history never trips the slow-consumer rule (docs/operations.md,
+/// "Memory bounds"). Per replaying connection the engine holds at most one page,
+/// half the outbound queue, and `held_bytes_max` of live publications.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// Bytes of history one page holds: a replay fetches the next page from the
+    /// owner shard (or Redis) when its reader drained the last one; a `history`
+    /// reply holds at most this much data (and half the outbound queue) and
+    /// says where to continue (`next`).
+    pub page_bytes_max: usize,
+    /// Live publications that arrive during a replay wait behind it, in offset
+    /// order, up to this many bytes; past it the reader is not keeping up with
+    /// the channel and is closed with 4008.
+    pub held_bytes_max: usize,
+    /// Replays one shard runs at once; further recovering subscribers wait
+    /// their turn (first come, first served) before the owner is asked.
+    pub replays_per_shard_max: usize,
+    /// A replaying connection whose socket takes no bytes for this long has
+    /// stopped reading: closed with 4008, so it cannot hold a replay slot.
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            page_bytes_max: 256 * 1024,
+            held_bytes_max: 1024 * 1024,
+            replays_per_shard_max: 64,
+            stall_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[cluster]`: with `redis` set, offsets, epochs and history live in Redis and
@@ -164,6 +201,7 @@ impl Default for Config {
             auth: Default::default(),
             namespaces: Default::default(),
             cluster: Default::default(),
+            recovery: Default::default(),
         }
     }
 }
@@ -269,6 +307,15 @@ impl Config {
             return Err(
                 "limits.conns_per_shard_max and limits.inbox_msgs_max must be positive".into(),
             );
+        }
+        let r = &self.recovery;
+        if r.page_bytes_max == 0 || r.replays_per_shard_max == 0 || r.stall_timeout_ms == 0 {
+            return Err("recovery.page_bytes_max, recovery.replays_per_shard_max and \
+                 recovery.stall_timeout_ms must be positive"
+                .into());
+        }
+        if r.held_bytes_max < l.message_bytes_max {
+            return Err("recovery.held_bytes_max must be at least limits.message_bytes_max".into());
         }
         if self.shard_count() > 64 {
             return Err("at most 64 shards are supported".into());

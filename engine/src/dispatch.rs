@@ -5,7 +5,7 @@ use std::sync::Arc;
 use shardcast_proto::{reply, PreparedFrame};
 
 use crate::cluster::{BusEvent, BusReq, ReadFor};
-use crate::fanout::{Fanned, Watch};
+use crate::fanout::{Fanned, Watch, Window};
 use crate::mesh::{Published, ReplyTo, ShardMsg};
 use crate::registry::Position;
 use crate::shard::Core;
@@ -44,6 +44,14 @@ impl Core {
                     id,
                 },
             ),
+            ShardMsg::ReplayPage {
+                channel,
+                since,
+                upto,
+                conn,
+            } if self.shared.bus.is_some() => {
+                self.cluster_read(channel, ReadFor::Replay { since, upto, conn })
+            }
             ShardMsg::Bus { channel, event } => self.on_bus(channel, *event),
             ShardMsg::BusLost => self.bus_lost(),
             ShardMsg::PublishFailed { reply, message } => self.publish_failed(reply, &message),
@@ -124,6 +132,18 @@ impl Core {
                 id,
             } => self.serve_history(channel, since, limit, conn, id),
             ShardMsg::HistoryPage { conn, id, page } => self.on_history_page(conn, id, page),
+            ShardMsg::ReplayPage {
+                channel,
+                since,
+                upto,
+                conn,
+            } => self.serve_replay_page(channel, since, upto, conn),
+            ShardMsg::ReplayPageReady {
+                channel,
+                conn,
+                frames,
+            } => self.on_replay_page(&channel, conn, frames),
+            ShardMsg::RecoverFailed { channel, conn } => self.on_recover_failed(&channel, conn),
             ShardMsg::PresenceQuery { channel, conn, id } => {
                 let members = self.owner.members(&channel);
                 self.send_to(conn.shard, ShardMsg::PresenceList { conn, id, members });
@@ -294,9 +314,29 @@ impl Core {
 
     fn cluster_read(&mut self, channel: Arc<str>, then: ReadFor) {
         let ttl = self.namespace_of(&channel).history_ttl_ms;
+        let page_bytes = self.cfg.recovery.page_bytes_max;
+        // Redis sends one page at a time, as the owner shard does locally.
+        let window = match &then {
+            ReadFor::Recover { since, .. } => Window {
+                after: Some(since.offset),
+                count: u32::MAX as usize,
+                page_bytes,
+            },
+            ReadFor::Replay { since, upto, .. } => Window {
+                after: Some(since.offset),
+                count: usize::try_from(upto.saturating_sub(since.offset)).unwrap_or(usize::MAX),
+                page_bytes,
+            },
+            ReadFor::History { since, limit, .. } => Window {
+                after: since.as_ref().map(|s| s.offset),
+                count: *limit,
+                page_bytes: self.history_page_bytes(),
+            },
+        };
         let req = BusReq::Read {
             channel: channel.clone(),
             history_ttl_ms: ttl,
+            window,
             then,
         };
         if let Err(BusReq::Read { then, .. }) = self.bus_send(req) {
@@ -345,19 +385,36 @@ impl Core {
                         },
                     );
                 }
-                ReadFor::History {
-                    since,
-                    limit,
-                    conn,
-                    id,
-                } => {
-                    let page = crate::fanout::history_from(&snapshot, since.as_ref(), limit);
+                ReadFor::Replay { since, conn, .. } => {
+                    let frames = crate::fanout::replay_from(&channel, &snapshot, &since);
+                    self.send_to(
+                        conn.shard,
+                        ShardMsg::ReplayPageReady {
+                            channel,
+                            conn,
+                            frames,
+                        },
+                    );
+                }
+                ReadFor::History { since, conn, id, .. } => {
+                    let page = crate::fanout::history_from(&snapshot, since.as_ref());
                     self.send_to(conn.shard, ShardMsg::HistoryPage { conn, id, page });
                 }
             },
             BusEvent::ReadFailed { then } => match then {
-                // The subscriber waits for its answer until the bus's loss closes it.
-                ReadFor::Recover { .. } => {}
+                // The bus's loss closes the subscriber too (4001); its replay
+                // slot must come back all the same.
+                ReadFor::Recover { conn, .. } => {
+                    self.send_to(conn.shard, ShardMsg::RecoverFailed { channel, conn })
+                }
+                ReadFor::Replay { conn, .. } => self.send_to(
+                    conn.shard,
+                    ShardMsg::ReplayPageReady {
+                        channel,
+                        conn,
+                        frames: None,
+                    },
+                ),
                 ReadFor::History { conn, id, .. } => self.send_to(
                     conn.shard,
                     ShardMsg::PublishFailed {

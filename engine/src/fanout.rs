@@ -72,7 +72,9 @@ pub struct Fanned {
     pub interest: u64,
 }
 
-/// The answer to a subscriber's `since`: what it missed, if it can be told.
+/// The answer to a subscriber's `since`: whether what it missed can be told,
+/// the position it joins at, and the first page of the missed pushes (the
+/// rest is fetched page by page as the subscriber reads, see `replay.rs`).
 #[derive(Debug)]
 pub struct Recovery {
     pub epoch: Arc<str>,
@@ -87,6 +89,53 @@ pub struct Page {
     pub epoch: Arc<str>,
     pub offset: u64,
     pub items: Vec<(u64, Bytes)>,
+    /// More of the requested window remains after the last item: its offset is
+    /// where the next `history` call starts (`since`).
+    pub next: Option<u64>,
+}
+
+/// Which publications a read wants: those after `after` (or, without it, the
+/// newest `count`), at most `count` of them, cut to about `page_bytes` (at
+/// least one is always included, so every page makes progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub after: Option<u64>,
+    pub count: usize,
+    pub page_bytes: usize,
+}
+
+impl Window {
+    /// The index range wanted of `len` publications with consecutive offsets
+    /// from `oldest` on.
+    fn range(&self, oldest: u64, len: usize) -> std::ops::Range<usize> {
+        let start = match self.after {
+            Some(a) => usize::try_from((a + 1).saturating_sub(oldest))
+                .unwrap_or(usize::MAX)
+                .min(len),
+            None => len.saturating_sub(self.count),
+        };
+        start..len.min(start.saturating_add(self.count))
+    }
+}
+
+/// The leading items of `items` that fit in `page_bytes` (at least one), and
+/// whether any were left out.
+fn cut<T>(
+    items: impl Iterator<Item = T>,
+    size: impl Fn(&T) -> usize,
+    page_bytes: usize,
+) -> (Vec<T>, bool) {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let n = size(&item);
+        if !out.is_empty() && bytes + n > page_bytes {
+            return (out, true);
+        }
+        bytes += n;
+        out.push(item);
+    }
+    (out, false)
 }
 
 #[derive(Debug)]
@@ -302,68 +351,99 @@ impl Owner {
         }
     }
 
-    /// What a subscriber at `since` missed: every publication after it, if
-    /// the epoch matches and history still holds all of them.
-    pub fn recover(&mut self, channel: &Arc<str>, since: &Since, now: Instant) -> Recovery {
-        let st = self.fresh(channel, now);
-        let (epoch, offset) = (st.epoch.clone(), st.offset);
-        if !reachable(since, &epoch, offset, st.history.front().map(|k| k.offset)) {
-            return Recovery {
+    /// What a subscriber at `since` missed, if the epoch matches and history
+    /// still holds all of it: the first page (about `page_bytes`) of it.
+    pub fn recover(
+        &mut self,
+        channel: &Arc<str>,
+        since: &Since,
+        page_bytes: usize,
+        now: Instant,
+    ) -> Recovery {
+        let (epoch, offset) = {
+            let st = self.fresh(channel, now);
+            (st.epoch.clone(), st.offset)
+        };
+        match self.replay(channel, since, offset, page_bytes, now) {
+            Some(frames) => Recovery {
+                epoch,
+                offset,
+                recovered: true,
+                frames,
+            },
+            None => Recovery {
                 epoch,
                 offset,
                 recovered: false,
                 frames: Vec::new(),
-            };
-        }
-        let frames = st
-            .history
-            .iter()
-            .filter(|k| k.offset > since.offset)
-            .map(|k| k.frame.clone())
-            .collect();
-        Recovery {
-            epoch,
-            offset,
-            recovered: true,
-            frames,
+            },
         }
     }
 
-    /// Publications after `since` (or the latest ones), at most `limit`.
+    /// The next page of a replay: pushes after `since` up to offset `upto`,
+    /// about `page_bytes` of them, shared with history (no copy). None once
+    /// history no longer reaches back to `since` (or the epoch changed).
+    pub fn replay(
+        &mut self,
+        channel: &Arc<str>,
+        since: &Since,
+        upto: u64,
+        page_bytes: usize,
+        now: Instant,
+    ) -> Option<Vec<PreparedFrame>> {
+        let st = self.fresh(channel, now);
+        let oldest = st.history.front().map(|k| k.offset);
+        if !reachable(since, &st.epoch, st.offset, oldest) {
+            return None;
+        }
+        let w = Window {
+            after: Some(since.offset),
+            count: usize::try_from(upto.saturating_sub(since.offset)).unwrap_or(usize::MAX),
+            page_bytes,
+        };
+        let range = w.range(oldest.unwrap_or(st.offset + 1), st.history.len());
+        let (frames, _) = cut(
+            st.history.range(range).map(|k| k.frame.clone()),
+            |f| f.bytes().len(),
+            page_bytes,
+        );
+        Some(frames)
+    }
+
+    /// Publications after `since` (or the latest ones), at most `limit`, cut
+    /// to about `page_bytes` with `next` saying where the rest starts.
     /// None when `since` is outside what history holds.
     pub fn history(
         &mut self,
         channel: &Arc<str>,
         since: Option<&Since>,
         limit: usize,
+        page_bytes: usize,
         now: Instant,
     ) -> Option<Page> {
         let st = self.fresh(channel, now);
         let (epoch, offset) = (st.epoch.clone(), st.offset);
-        let items: Vec<(u64, Bytes)> = match since {
-            Some(s) => {
-                if !reachable(s, &epoch, offset, st.history.front().map(|k| k.offset)) {
-                    return None;
-                }
-                st.history
-                    .iter()
-                    .filter(|k| k.offset > s.offset)
-                    .take(limit)
-                    .map(|k| (k.offset, k.data.clone()))
-                    .collect()
+        let oldest = st.history.front().map(|k| k.offset);
+        if let Some(s) = since {
+            if !reachable(s, &epoch, offset, oldest) {
+                return None;
             }
-            None => {
-                let skip = st.history.len().saturating_sub(limit);
-                st.history
-                    .iter()
-                    .skip(skip)
-                    .map(|k| (k.offset, k.data.clone()))
-                    .collect()
-            }
+        }
+        let w = Window {
+            after: since.map(|s| s.offset),
+            count: limit,
+            page_bytes,
         };
+        let range = w.range(oldest.unwrap_or(offset + 1), st.history.len());
+        let (items, more) = cut(
+            st.history.range(range).map(|k| (k.offset, k.data.clone())),
+            |(_, d)| d.len() + 32,
+            page_bytes,
+        );
         Some(Page {
             epoch,
             offset,
+            next: more.then(|| items.last().map_or(0, |i| i.0)),
             items,
         })
     }
@@ -432,21 +512,15 @@ fn reachable(since: &Since, epoch: &str, offset: u64, oldest: Option<u64>) -> bo
         && since.offset + 1 >= oldest.unwrap_or(offset + 1)
 }
 
-/// Cluster mode: what a subscriber at `since` missed, from a Redis snapshot
-/// (the same rule as [`Owner::recover`]).
-pub fn recover_from(channel: &str, snap: &crate::cluster::Snapshot, since: &Since) -> Recovery {
-    if !reachable(
-        since,
-        &snap.epoch,
-        snap.offset,
-        snap.items.first().map(|i| i.0),
-    ) {
-        return Recovery {
-            epoch: snap.epoch.clone(),
-            offset: snap.offset,
-            recovered: false,
-            frames: Vec::new(),
-        };
+/// Cluster mode: the pushes of a Redis read (a window after `since`, see
+/// [`Window`]), if history reaches back to `since` (the rule of [`Owner::replay`]).
+pub fn replay_from(
+    channel: &str,
+    snap: &crate::cluster::Snapshot,
+    since: &Since,
+) -> Option<Vec<PreparedFrame>> {
+    if !reachable(since, &snap.epoch, snap.offset, Some(snap.oldest)) {
+        return None;
     }
     let frames = snap
         .items
@@ -454,41 +528,32 @@ pub fn recover_from(channel: &str, snap: &crate::cluster::Snapshot, since: &Sinc
         .filter(|(o, _)| *o > since.offset)
         .map(|(o, d)| reply::push(channel, *o, &snap.epoch, d))
         .collect();
+    Some(frames)
+}
+
+/// Cluster mode: the first answer to a `since`, from a Redis read.
+pub fn recover_from(channel: &str, snap: &crate::cluster::Snapshot, since: &Since) -> Recovery {
+    let frames = replay_from(channel, snap, since);
     Recovery {
         epoch: snap.epoch.clone(),
         offset: snap.offset,
-        recovered: true,
-        frames,
+        recovered: frames.is_some(),
+        frames: frames.unwrap_or_default(),
     }
 }
 
-/// Cluster mode: a history page from a Redis snapshot (the rule of [`Owner::history`]).
-pub fn history_from(
-    snap: &crate::cluster::Snapshot,
-    since: Option<&Since>,
-    limit: usize,
-) -> Option<Page> {
-    let items: Vec<(u64, Bytes)> = match since {
-        Some(s) => {
-            if !reachable(s, &snap.epoch, snap.offset, snap.items.first().map(|i| i.0)) {
-                return None;
-            }
-            snap.items
-                .iter()
-                .filter(|(o, _)| *o > s.offset)
-                .take(limit)
-                .cloned()
-                .collect()
+/// Cluster mode: a history page from a Redis read (the rule of [`Owner::history`]).
+pub fn history_from(snap: &crate::cluster::Snapshot, since: Option<&Since>) -> Option<Page> {
+    if let Some(s) = since {
+        if !reachable(s, &snap.epoch, snap.offset, Some(snap.oldest)) {
+            return None;
         }
-        None => {
-            let skip = snap.items.len().saturating_sub(limit);
-            snap.items.iter().skip(skip).cloned().collect()
-        }
-    };
+    }
     Some(Page {
         epoch: snap.epoch.clone(),
         offset: snap.offset,
-        items,
+        next: snap.more.then(|| snap.items.last().map_or(0, |i| i.0)),
+        items: snap.items.clone(),
     })
 }
 
@@ -553,7 +618,7 @@ mod tests {
                 epoch: epoch.clone(),
                 offset: 3,
             },
-            now,
+            usize::MAX, now,
         );
         assert!(r.recovered);
         assert_eq!(r.offset, 5);
@@ -569,7 +634,7 @@ mod tests {
                     epoch: epoch.clone(),
                     offset: 2
                 },
-                now
+                usize::MAX, now
             )
             .recovered
         );
@@ -580,7 +645,7 @@ mod tests {
                     epoch: epoch.clone(),
                     offset: 1
                 },
-                now
+                usize::MAX, now
             )
             .recovered
         );
@@ -591,7 +656,7 @@ mod tests {
                     epoch: "other".into(),
                     offset: 5
                 },
-                now
+                usize::MAX, now
             )
             .recovered
         );
@@ -601,16 +666,16 @@ mod tests {
                 epoch: epoch.clone(),
                 offset: 5,
             },
-            now,
+            usize::MAX, now,
         );
         assert!(nothing_missed.recovered && nothing_missed.frames.is_empty());
-        let page = o.history(&ch, None, 2, now).unwrap();
+        let page = o.history(&ch, None, 2, usize::MAX, now).unwrap();
         assert_eq!(
             page.items.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
             vec![4, 5]
         );
         assert!(o
-            .history(&ch, Some(&Since { epoch, offset: 0 }), 10, now)
+            .history(&ch, Some(&Since { epoch, offset: 0 }), 10, usize::MAX, now)
             .is_none());
     }
 
@@ -633,7 +698,7 @@ mod tests {
             .epoch
             .to_string();
         let later = t0 + Duration::from_secs(2);
-        assert!(!o.recover(&ch, &Since { epoch, offset: 0 }, later).recovered);
+        assert!(!o.recover(&ch, &Since { epoch, offset: 0 }, usize::MAX, later).recovered);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod outq;
 pub mod ratelimit;
 mod recovery;
+mod replay;
 pub mod registry;
 mod session;
 pub mod shard;

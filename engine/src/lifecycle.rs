@@ -51,6 +51,14 @@ impl Core {
                 ShardStats::add(&self.stats.bytes_out, n as u64);
                 ShardStats::sub(&self.stats.queued_bytes, n as u64);
                 conn.consume(n);
+                if self.replays.has(key) {
+                    // A replay is paced by its reader: refill as the queue drains.
+                    self.replays.progressed(key, self.now);
+                    self.pump_replays(key);
+                }
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
                 if !conn.out.is_empty() {
                     self.mark_dirty(key);
                 } else if conn.has(flag::CLOSE_AFTER_FLUSH) {

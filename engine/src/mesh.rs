@@ -98,6 +98,21 @@ pub enum ShardMsg {
         conn: ConnRef,
         recovery: crate::fanout::Recovery,
     },
+    /// To the owner: the next page of a replay (pushes after `since` up to `upto`).
+    ReplayPage {
+        channel: Arc<str>,
+        since: shardcast_proto::command::Since,
+        upto: u64,
+        conn: ConnRef,
+    },
+    /// To the subscriber's shard: that page; None when history no longer holds it.
+    ReplayPageReady {
+        channel: Arc<str>,
+        conn: ConnRef,
+        frames: Option<Vec<PreparedFrame>>,
+    },
+    /// To the subscriber's shard: its `since` could not be read (cluster bus down).
+    RecoverFailed { channel: Arc<str>, conn: ConnRef },
     /// To the owner: a `history` command.
     History {
         channel: Arc<str>,

@@ -55,9 +55,24 @@ const COUNTERS: &[(&str, &str, Pick)] = &[
         "Connections closed for a protocol violation.",
         |s| &s.protocol_closes,
     ),
+    (
+        "shardcast_replays_done",
+        "Recoveries (since) replayed in full.",
+        |s| &s.replays_done,
+    ),
 ];
 
 const GAUGES: &[(&str, &str, Pick)] = &[
+    (
+        "shardcast_replays_active",
+        "Recoveries being replayed, or asked of an owner (each holds a replay slot).",
+        |s| &s.replays_active,
+    ),
+    (
+        "shardcast_replays_waiting",
+        "Recoveries waiting for a free replay slot.",
+        |s| &s.replays_waiting,
+    ),
     (
         "shardcast_connections",
         "Open sockets (HTTP and WebSocket).",

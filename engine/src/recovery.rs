@@ -2,9 +2,11 @@
 //!
 //! A subscribe with `since` always asks the owner (`ShardMsg::Recover`): the
 //! owner's answer travels on the same ordered queue as its publications, so the
-//! missed pushes it returns plus the live ones after it form one gap-free,
-//! duplicate-free sequence. The connection joins the channel only when the
-//! answer arrives, right after sending its reply and the missed pushes.
+//! missed pushes plus the live ones after it form one gap-free, duplicate-free
+//! sequence. The connection joins the channel when the answer arrives, right
+//! after its reply; the missed pushes are then replayed page by page as the
+//! connection drains its queue, with live pushes held behind them (`replay.rs`),
+//! so a whole history is recovered without tripping the slow-consumer rule.
 
 use std::sync::Arc;
 
@@ -12,12 +14,14 @@ use bytes::Bytes;
 use shardcast_proto::command::{error_code, Since};
 use shardcast_proto::reply;
 
-use crate::conn::Enqueue;
+use crate::conn::{Enqueue, Phase};
 use crate::driver::ConnKey;
 use crate::fanout::{Member, Page, Recovery};
 use crate::mesh::{owner_of, ConnRef, ShardMsg};
 use crate::registry::{ChannelId, Position, Waiter};
+use crate::replay::{Queued, Replay};
 use crate::shard::Core;
+use crate::stats::ShardStats;
 
 /// Most publications one `history` reply carries.
 const HISTORY_LIMIT_MAX: usize = 1000;
@@ -37,7 +41,8 @@ impl Core {
         })
     }
 
-    /// The connection becomes a subscriber of `ch`: record it, reply, announce it.
+    /// The connection becomes a subscriber of `ch`: record it, reply, announce
+    /// it. False when the connection is gone.
     pub(crate) fn join_channel(
         &mut self,
         ch: ChannelId,
@@ -45,12 +50,12 @@ impl Core {
         epoch: &str,
         offset: u64,
         recovered: Option<bool>,
-    ) {
+    ) -> bool {
         let Some(conn) = self.conns.get_gen(w.key, w.gen) else {
-            return;
+            return false;
         };
-        if conn.phase != crate::conn::Phase::Ws {
-            return;
+        if conn.phase != Phase::Ws {
+            return false;
         }
         let slot = self.registry.add(ch, w.key);
         if let Some(conn) = self.conns.get_mut(w.key) {
@@ -62,45 +67,89 @@ impl Core {
             &reply::ok_subscribe(w.id, &name, epoch, offset, recovered),
         );
         self.presence_change(&name, w.key, true);
+        true
     }
 
-    /// Ask the owner what the connection missed since `since` (it waits meanwhile).
+    /// Ask the owner what the connection missed since `since` (it waits
+    /// meanwhile), once one of the shard's replay slots is free.
     pub(crate) fn request_recovery(&mut self, ch: ChannelId, key: ConnKey, since: Since) {
         let Some(conn) = self.conn_ref(key) else {
             return;
         };
-        let name = self.registry.get(ch).expect("exists").name.clone();
-        let owner = owner_of(&name, self.shards);
+        let channel = self.registry.get(ch).expect("exists").name.clone();
+        if self
+            .replays
+            .take_slot(self.cfg.recovery.replays_per_shard_max)
+        {
+            self.send_recover(channel, since, conn);
+        } else {
+            self.replays.enqueue(Queued {
+                channel,
+                key,
+                gen: conn.gen,
+                since,
+            });
+        }
+        self.replay_gauges();
+    }
+
+    fn send_recover(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
+        let owner = owner_of(&channel, self.shards);
         self.send_to(
             owner,
             ShardMsg::Recover {
-                channel: name,
+                channel,
                 since,
                 conn,
             },
         );
     }
 
-    /// The owner answered a `since`: reply, replay the missed pushes, then join.
-    pub(crate) fn on_recovered(&mut self, channel: &str, conn: ConnRef, r: Recovery) {
-        let Some(ch) = self.registry.lookup(channel) else {
-            return;
-        };
-        let c = self.registry.get_mut(ch).expect("looked up");
-        let Some(i) = c
-            .waiters
-            .iter()
-            .position(|w| w.key == conn.key && w.gen == conn.gen && w.since.is_some())
-        else {
-            return;
-        };
-        let w = c.waiters.swap_remove(i);
-        if matches!(c.position, Position::Active { .. }) {
-            self.join_channel(ch, &w, &r.epoch, r.offset, Some(r.recovered));
-            for frame in r.frames {
-                self.send_frame(w.key, frame.into_bytes());
+    /// A replay slot is free again: the first waiting recovery still wanted takes it.
+    fn release_replay_slot(&mut self) {
+        self.replays.release_slot();
+        while let Some(q) = self.replays.next_queued() {
+            let alive = self.conns.get_gen(q.key, q.gen).is_some();
+            let Some(ch) = self.registry.lookup(&q.channel) else {
+                continue;
+            };
+            if !alive {
+                self.drop_waiter(ch, q.key, q.gen);
+                continue;
             }
+            let waits = self.registry.get(ch).is_some_and(|c| {
+                c.waiters
+                    .iter()
+                    .any(|w| w.key == q.key && w.gen == q.gen && w.since.is_some())
+            });
+            if !waits {
+                continue;
+            }
+            let taken = self
+                .replays
+                .take_slot(self.cfg.recovery.replays_per_shard_max);
+            debug_assert!(taken, "a slot was just released");
+            let conn = ConnRef {
+                shard: self.id,
+                key: q.key,
+                gen: q.gen,
+            };
+            self.send_recover(q.channel, q.since, conn);
+            break;
         }
+        self.replay_gauges();
+    }
+
+    /// Forget a closed connection's pending subscription (and the channel, if
+    /// nothing else holds it).
+    fn drop_waiter(&mut self, ch: ChannelId, key: ConnKey, gen: u32) {
+        if let Some(c) = self.registry.get_mut(ch) {
+            c.waiters.retain(|w| !(w.key == key && w.gen == gen));
+        }
+        self.release_if_unused(ch);
+    }
+
+    fn release_if_unused(&mut self, ch: ChannelId) {
         if self
             .registry
             .get(ch)
@@ -110,9 +159,239 @@ impl Core {
         }
     }
 
+    fn replay_gauges(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        s.replays_active
+            .store(self.replays.slots_used() as u64, Relaxed);
+        s.replays_waiting.store(self.replays.queued() as u64, Relaxed);
+    }
+
+    /// The owner answered a `since`: join (the reply goes first), then replay
+    /// what was missed as the connection reads.
+    pub(crate) fn on_recovered(&mut self, channel: &str, conn: ConnRef, r: Recovery) {
+        if !self.begin_replay(channel, conn, r) {
+            self.release_replay_slot();
+        }
+    }
+
+    /// True when a replay now holds the slot of this recovery.
+    fn begin_replay(&mut self, channel: &str, conn: ConnRef, r: Recovery) -> bool {
+        let Some(ch) = self.registry.lookup(channel) else {
+            return false;
+        };
+        let c = self.registry.get_mut(ch).expect("looked up");
+        let Some(i) = c
+            .waiters
+            .iter()
+            .position(|w| w.key == conn.key && w.gen == conn.gen && w.since.is_some())
+        else {
+            return false;
+        };
+        let w = c.waiters.swap_remove(i);
+        let active = matches!(c.position, Position::Active { .. });
+        let mut started = false;
+        if active && self.join_channel(ch, &w, &r.epoch, r.offset, Some(r.recovered)) {
+            let since = w.since.as_ref().map_or(r.offset, |s| s.offset);
+            if r.recovered && since < r.offset {
+                self.registry.get_mut(ch).expect("joined").replaying += 1;
+                let replay = Replay {
+                    ch,
+                    gen: w.gen,
+                    epoch: r.epoch,
+                    cursor: since,
+                    upto: r.offset,
+                    page: r.frames.into_iter().map(|f| f.into_bytes()).collect(),
+                    fetching: false,
+                    held: Default::default(),
+                    held_bytes: 0,
+                    progress_at: self.now,
+                };
+                self.replays.start(w.key, replay);
+                self.pump_replays(w.key);
+                started = true;
+            }
+        }
+        self.release_if_unused(ch);
+        started
+    }
+
+    /// Queue what the connection's replays have ready, up to half its queue
+    /// budget (the other half stays free for its live channels), and ask for the
+    /// next page where one ran out. A finished replay hands over to live pushes.
+    pub(crate) fn pump_replays(&mut self, key: ConnKey) {
+        let mut rs = self.replays.take(key);
+        if rs.is_empty() {
+            return;
+        }
+        let fill_bytes = self.cfg.limits.queue_bytes_max / 2;
+        let fill_frames = self.cfg.limits.queue_frames_max / 2;
+        let mut slow = false;
+        let mut finished = Vec::new();
+        for r in rs.iter_mut() {
+            loop {
+                let Some(conn) = self.conns.get(key).filter(|c| c.gen == r.gen) else {
+                    break;
+                };
+                if conn.phase != Phase::Ws {
+                    break;
+                }
+                let (queued, frames) = (conn.queued_bytes as usize, conn.out.len());
+                let next = match (r.page.front(), r.replayed()) {
+                    (Some(f), _) => f.len(),
+                    (None, false) => {
+                        self.fetch_page(key, r);
+                        break;
+                    }
+                    (None, true) => match r.held.front() {
+                        Some(f) => f.len(),
+                        None => {
+                            finished.push(r.ch);
+                            break;
+                        }
+                    },
+                };
+                if frames > 0 && (queued + next > fill_bytes || frames >= fill_frames) {
+                    break;
+                }
+                let frame = match r.page.pop_front() {
+                    Some(f) => {
+                        r.cursor += 1;
+                        f
+                    }
+                    None => {
+                        let f = r.held.pop_front().expect("checked above");
+                        r.held_bytes -= f.len();
+                        f
+                    }
+                };
+                if self.send_frame_no_close(key, frame) == Enqueue::Backpressure {
+                    slow = true;
+                    break;
+                }
+            }
+        }
+        self.replays.put(key, rs);
+        for ch in finished {
+            self.end_replay(key, ch);
+            ShardStats::inc(&self.stats.replays_done);
+        }
+        if slow {
+            self.slow_consumer(key);
+        }
+    }
+
+    fn fetch_page(&mut self, key: ConnKey, r: &mut Replay) {
+        if r.fetching {
+            return;
+        }
+        let Some(channel) = self.registry.get(r.ch).map(|c| c.name.clone()) else {
+            return;
+        };
+        r.fetching = true;
+        let owner = owner_of(&channel, self.shards);
+        let since = Since {
+            epoch: r.epoch.to_string(),
+            offset: r.cursor,
+        };
+        let conn = ConnRef {
+            shard: self.id,
+            key,
+            gen: r.gen,
+        };
+        let upto = r.upto;
+        self.send_to(
+            owner,
+            ShardMsg::ReplayPage {
+                channel,
+                since,
+                upto,
+                conn,
+            },
+        );
+    }
+
+    /// The connection's replay of `ch` ends (done, or its subscription ended).
+    pub(crate) fn end_replay(&mut self, key: ConnKey, ch: ChannelId) {
+        if self.replays.remove(key, ch).is_none() {
+            return;
+        }
+        if let Some(c) = self.registry.get_mut(ch) {
+            c.replaying -= 1;
+        }
+        self.release_replay_slot();
+    }
+
+    /// The owner sent the next page of a replay (None: history moved past it).
+    pub(crate) fn on_replay_page(
+        &mut self,
+        channel: &str,
+        conn: ConnRef,
+        frames: Option<Vec<shardcast_proto::PreparedFrame>>,
+    ) {
+        let Some(ch) = self.registry.lookup(channel) else {
+            return;
+        };
+        let Some(r) = self
+            .replays
+            .get_mut(conn.key, ch)
+            .filter(|r| r.gen == conn.gen)
+        else {
+            return;
+        };
+        r.fetching = false;
+        match frames {
+            Some(frames) if !frames.is_empty() => {
+                r.page.extend(frames.into_iter().map(|f| f.into_bytes()));
+                self.pump_replays(conn.key);
+            }
+            // Publications outran the reader until history no longer reaches
+            // back to it: it reconnects and learns `recovered:false`.
+            _ => self.close_ws(
+                conn.key,
+                shardcast_proto::error::close_code::SLOW_CONSUMER,
+                "replay fell out of history",
+            ),
+        }
+    }
+
+    /// The owner could not read what a `since` missed (cluster bus down).
+    pub(crate) fn on_recover_failed(&mut self, channel: &str, conn: ConnRef) {
+        if let Some(ch) = self.registry.lookup(channel) {
+            let id = self.registry.get(ch).and_then(|c| {
+                c.waiters
+                    .iter()
+                    .find(|w| w.key == conn.key && w.gen == conn.gen)
+                    .map(|w| w.id)
+            });
+            self.drop_waiter(ch, conn.key, conn.gen);
+            if let Some(id) = id {
+                let e = reply::error(id, error_code::INTERNAL, "cluster bus unavailable");
+                self.send_json(conn.key, &e);
+            }
+        }
+        self.release_replay_slot();
+    }
+
+    /// Close replaying connections whose sockets took nothing for `stall_timeout_ms`:
+    /// they stopped reading, and must not hold a replay slot (or memory) for long.
+    pub(crate) fn close_stalled_replays(&mut self) {
+        if self.replays.slots_used() == 0 {
+            return;
+        }
+        let stall = std::time::Duration::from_millis(self.cfg.recovery.stall_timeout_ms);
+        let Some(before) = self.now.checked_sub(stall) else {
+            return;
+        };
+        for key in self.replays.stalled(before) {
+            self.slow_consumer(key);
+        }
+    }
+
     /// The owner side of `Recover`.
     pub(crate) fn serve_recovery(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
-        let recovery = self.owner.recover(&channel, &since, self.now);
+        let page_bytes = self.cfg.recovery.page_bytes_max;
+        let recovery = self.owner.recover(&channel, &since, page_bytes, self.now);
         self.send_to(
             conn.shard,
             ShardMsg::Recovered {
@@ -160,10 +439,42 @@ impl Core {
         conn: ConnRef,
         id: Option<u64>,
     ) {
+        let page_bytes = self.history_page_bytes();
         let page = self
             .owner
-            .history(&channel, since.as_ref(), limit, self.now);
+            .history(&channel, since.as_ref(), limit, page_bytes, self.now);
         self.send_to(conn.shard, ShardMsg::HistoryPage { conn, id, page });
+    }
+
+    /// The owner side of `ReplayPage`.
+    pub(crate) fn serve_replay_page(
+        &mut self,
+        channel: Arc<str>,
+        since: Since,
+        upto: u64,
+        conn: ConnRef,
+    ) {
+        let page_bytes = self.cfg.recovery.page_bytes_max;
+        let frames = self
+            .owner
+            .replay(&channel, &since, upto, page_bytes, self.now);
+        self.send_to(
+            conn.shard,
+            ShardMsg::ReplayPageReady {
+                channel,
+                conn,
+                frames,
+            },
+        );
+    }
+
+    /// Data bytes one `history` reply holds: a page, and never more than half
+    /// the outbound queue, so the reply is not mistaken for a slow consumer.
+    pub(crate) fn history_page_bytes(&self) -> usize {
+        self.cfg
+            .recovery
+            .page_bytes_max
+            .min(self.cfg.limits.queue_bytes_max / 2)
     }
 
     /// `{"id":5,"ok":{"publications":[{"offset":42,"data":…},…],"epoch":"E","offset":45}}`
@@ -187,7 +498,14 @@ impl Core {
             out.extend_from_slice(data);
             out.push(b'}');
         }
-        out.extend_from_slice(b"],\"epoch\":");
+        out.extend_from_slice(b"],");
+        if let Some(next) = page.next {
+            // The page was cut: the next call starts here (`since`).
+            out.extend_from_slice(b"\"next\":{\"epoch\":");
+            reply::write_json_str(&mut out, &page.epoch);
+            out.extend_from_slice(format!(",\"offset\":{next}}},").as_bytes());
+        }
+        out.extend_from_slice(b"\"epoch\":");
         reply::write_json_str(&mut out, &page.epoch);
         out.extend_from_slice(format!(",\"offset\":{}}}}}", page.offset).as_bytes());
         self.send_json(conn.key, &out);
@@ -270,14 +588,33 @@ impl Core {
             return;
         };
         let subscribers = std::mem::take(&mut c.subscribers);
+        let replaying = c.replaying > 0;
+        let held_max = self.cfg.recovery.held_bytes_max;
         let mut slow = Vec::new();
+        let mut held = Vec::new();
         for &key in &subscribers {
+            if replaying {
+                // Behind a replay, a live push waits its turn (bounded).
+                if let Some(r) = self.replays.get_mut(key, ch) {
+                    r.held_bytes += bytes.len();
+                    r.held.push_back(bytes.clone());
+                    if r.held_bytes > held_max {
+                        slow.push(key);
+                    } else {
+                        held.push(key);
+                    }
+                    continue;
+                }
+            }
             if self.send_frame_no_close(key, bytes.clone()) == Enqueue::Backpressure {
                 slow.push(key);
             }
         }
         if let Some(c) = self.registry.get_mut(ch) {
             c.subscribers = subscribers;
+        }
+        for key in held {
+            self.pump_replays(key);
         }
         for key in slow {
             self.slow_consumer(key);

@@ -36,6 +36,9 @@ pub struct Channel {
     pub subscribers: Vec<u32>,
     pub position: Position,
     pub waiters: Vec<Waiter>,
+    /// Subscribers still replaying what they missed (their live pushes wait
+    /// behind the replay, see `replay.rs`); 0 keeps the fan-out loop plain.
+    pub replaying: u32,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +83,7 @@ impl Registry {
             subscribers: Vec::new(),
             position: Position::Pending,
             waiters: Vec::new(),
+            replaying: 0,
         };
         let id = match self.free.pop() {
             Some(id) => {

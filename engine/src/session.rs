@@ -241,7 +241,7 @@ impl crate::shard::Core {
         }
         match position {
             Position::Active { epoch, offset } => {
-                self.join_channel(ch, &waiter, &epoch, offset, None)
+                self.join_channel(ch, &waiter, &epoch, offset, None);
             }
             Position::Pending => self
                 .registry
@@ -285,6 +285,9 @@ impl crate::shard::Core {
     }
 
     fn remove_subscriber(&mut self, ch: u32, slot: u32, key: ConnKey) {
+        if self.registry.get(ch).is_some_and(|c| c.replaying > 0) {
+            self.end_replay(key, ch);
+        }
         if let Some(name) = self.registry.get(ch).map(|c| c.name.clone()) {
             self.presence_change(&name, key, false);
         }

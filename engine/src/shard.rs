@@ -79,6 +79,8 @@ pub(crate) struct Core {
     /// The last frame turned into an SSE event, and into MessagePack, on this shard.
     pub sse_cache: crate::convert::FrameCache,
     pub msgpack_cache: crate::convert::FrameCache,
+    /// Recoveries being replayed to this shard's subscribers, and those waiting.
+    pub replays: crate::replay::Replays,
 }
 
 impl Shard {
@@ -129,6 +131,7 @@ impl Shard {
             accept_budget: crate::ratelimit::AcceptBudget::new(now),
             sse_cache: Default::default(),
             msgpack_cache: Default::default(),
+            replays: Default::default(),
             id,
             shards,
             owner: Owner::new(
@@ -380,6 +383,7 @@ impl Core {
             self.snapshot_at = now;
             self.publish_snapshot();
             self.owner.trim_idle();
+            self.close_stalled_replays();
         }
     }
 

@@ -49,6 +49,9 @@ counters! {
     slow_consumer_closes: "Connections closed with 4008.",
     protocol_closes: "Connections closed for a protocol violation (1002/1007/1009).",
     queued_bytes: "Bytes waiting in outbound queues (gauge).",
+    replays_active: "Recoveries being replayed to their subscribers, or asked of an owner (gauge).",
+    replays_waiting: "Recoveries waiting for a free replay slot (gauge).",
+    replays_done: "Recoveries replayed in full.",
 }
 
 /// Upper bounds (seconds) of the publish-to-write latency histogram buckets.

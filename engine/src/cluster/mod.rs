@@ -61,10 +61,11 @@ pub enum BusReq {
         /// Which start this is: an answer to an earlier one is stale.
         seq: u64,
     },
-    /// Read the channel's position and history.
+    /// Read the channel's position and a window of its history.
     Read {
         channel: Arc<str>,
         history_ttl_ms: u64,
+        window: crate::fanout::Window,
         then: ReadFor,
     },
 }
@@ -74,6 +75,12 @@ pub enum BusReq {
 pub enum ReadFor {
     Recover {
         since: Since,
+        conn: ConnRef,
+    },
+    /// The next page of a replay, up to offset `upto`.
+    Replay {
+        since: Since,
+        upto: u64,
         conn: ConnRef,
     },
     History {
@@ -89,6 +96,10 @@ pub enum ReadFor {
 pub struct Snapshot {
     pub epoch: Arc<str>,
     pub offset: u64,
+    /// The oldest offset history holds (offset + 1 when it holds none).
+    pub oldest: u64,
+    /// The window was cut by its byte budget after the last item.
+    pub more: bool,
     pub items: Vec<(u64, Bytes)>,
 }
 
@@ -220,7 +231,6 @@ enum Pending {
     },
     Read {
         channel: Arc<str>,
-        ttl_ms: u64,
         then: ReadFor,
     },
 }
@@ -369,15 +379,28 @@ impl Link {
             BusReq::Read {
                 channel,
                 history_ttl_ms,
+                window,
                 then,
             } => {
                 let (m, h) = (self.meta_key(&channel), self.hist_key(&channel));
-                resp::command(out, &[b"EVAL", scripts::READ.as_bytes(), b"2", &m, &h]);
-                pending.push_back(Pending::Read {
-                    channel,
-                    ttl_ms: history_ttl_ms,
-                    then,
-                });
+                let ttl = history_ttl_ms.to_string();
+                let after = window.after.map(|a| a.to_string()).unwrap_or_default();
+                let (count, bytes) = (window.count.to_string(), window.page_bytes.to_string());
+                resp::command(
+                    out,
+                    &[
+                        b"EVAL",
+                        scripts::READ.as_bytes(),
+                        b"2",
+                        &m,
+                        &h,
+                        ttl.as_bytes(),
+                        after.as_bytes(),
+                        count.as_bytes(),
+                        bytes.as_bytes(),
+                    ],
+                );
+                pending.push_back(Pending::Read { channel, then });
             }
         }
     }
@@ -443,12 +466,8 @@ impl Link {
                 };
                 self.to_owner(&channel, BusEvent::Watched { epoch, offset, seq });
             }
-            Pending::Read {
-                channel,
-                ttl_ms,
-                then,
-            } => {
-                let event = match snapshot(&v, ttl_ms) {
+            Pending::Read { channel, then } => {
+                let event = match snapshot(&v) {
                     Some(snapshot) => BusEvent::Read { snapshot, then },
                     None => BusEvent::ReadFailed { then },
                 };
@@ -530,15 +549,9 @@ impl Link {
     fn fail(&self, req: BusReq) {
         match req {
             BusReq::Publish { reply, .. } => self.fail_pending(Pending::Published { reply }),
-            BusReq::Read {
-                channel,
-                history_ttl_ms,
-                then,
-            } => self.fail_pending(Pending::Read {
-                channel,
-                ttl_ms: history_ttl_ms,
-                then,
-            }),
+            BusReq::Read { channel, then, .. } => {
+                self.fail_pending(Pending::Read { channel, then })
+            }
             BusReq::Watch { .. } => {}
         }
     }
@@ -598,26 +611,26 @@ fn position(v: &Resp) -> Option<(Arc<str>, u64)> {
     Some((Arc::from(epoch), u64::try_from(offset).ok()?))
 }
 
-/// `[epoch, offset, now_ms, "<offset> <ms> <data>"…]` from the read script.
-fn snapshot(v: &Resp, ttl_ms: u64) -> Option<Snapshot> {
+/// `[epoch, offset, oldest, more, "<offset> <ms> <data>"…]` from the read script
+/// (which already dropped what outlived the TTL).
+fn snapshot(v: &Resp) -> Option<Snapshot> {
     let (epoch, offset) = position(v)?;
     let Resp::Array(a) = v else { return None };
-    let now_ms = u64::try_from(a.get(2)?.as_int()?).ok()?;
-    let mut items = Vec::new();
-    for e in a.iter().skip(3) {
+    let oldest = u64::try_from(a.get(2)?.as_int()?).ok()?;
+    let more = a.get(3)?.as_int()? != 0;
+    let mut items = Vec::with_capacity(a.len().saturating_sub(4));
+    for e in a.iter().skip(4) {
         let b = e.as_bytes()?;
         let mut parts = b.splitn(3, |&c| c == b' ');
         let off: u64 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-        let ms: u64 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-        let data = parts.next()?;
-        if ttl_ms > 0 && now_ms.saturating_sub(ms) > ttl_ms {
-            continue; // expired: as if trimmed
-        }
-        items.push((off, Bytes::copy_from_slice(data)));
+        let _ms = parts.next()?;
+        items.push((off, Bytes::copy_from_slice(parts.next()?)));
     }
     Some(Snapshot {
         epoch,
         offset,
+        oldest,
+        more,
         items,
     })
 }
