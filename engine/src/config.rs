@@ -310,9 +310,11 @@ impl Config {
         }
         let r = &self.recovery;
         if r.page_bytes_max == 0 || r.replays_per_shard_max == 0 || r.stall_timeout_ms == 0 {
-            return Err("recovery.page_bytes_max, recovery.replays_per_shard_max and \
+            return Err(
+                "recovery.page_bytes_max, recovery.replays_per_shard_max and \
                  recovery.stall_timeout_ms must be positive"
-                .into());
+                    .into(),
+            );
         }
         if r.held_bytes_max < l.message_bytes_max {
             return Err("recovery.held_bytes_max must be at least limits.message_bytes_max".into());

@@ -396,7 +396,9 @@ impl Core {
                         },
                     );
                 }
-                ReadFor::History { since, conn, id, .. } => {
+                ReadFor::History {
+                    since, conn, id, ..
+                } => {
                     let page = crate::fanout::history_from(&snapshot, since.as_ref());
                     self.send_to(conn.shard, ShardMsg::HistoryPage { conn, id, page });
                 }

@@ -618,7 +618,8 @@ mod tests {
                 epoch: epoch.clone(),
                 offset: 3,
             },
-            usize::MAX, now,
+            usize::MAX,
+            now,
         );
         assert!(r.recovered);
         assert_eq!(r.offset, 5);
@@ -634,7 +635,8 @@ mod tests {
                     epoch: epoch.clone(),
                     offset: 2
                 },
-                usize::MAX, now
+                usize::MAX,
+                now
             )
             .recovered
         );
@@ -645,7 +647,8 @@ mod tests {
                     epoch: epoch.clone(),
                     offset: 1
                 },
-                usize::MAX, now
+                usize::MAX,
+                now
             )
             .recovered
         );
@@ -656,7 +659,8 @@ mod tests {
                     epoch: "other".into(),
                     offset: 5
                 },
-                usize::MAX, now
+                usize::MAX,
+                now
             )
             .recovered
         );
@@ -666,7 +670,8 @@ mod tests {
                 epoch: epoch.clone(),
                 offset: 5,
             },
-            usize::MAX, now,
+            usize::MAX,
+            now,
         );
         assert!(nothing_missed.recovered && nothing_missed.frames.is_empty());
         let page = o.history(&ch, None, 2, usize::MAX, now).unwrap();
@@ -698,7 +703,10 @@ mod tests {
             .epoch
             .to_string();
         let later = t0 + Duration::from_secs(2);
-        assert!(!o.recover(&ch, &Since { epoch, offset: 0 }, usize::MAX, later).recovered);
+        assert!(
+            !o.recover(&ch, &Since { epoch, offset: 0 }, usize::MAX, later)
+                .recovered
+        );
     }
 
     #[test]

@@ -164,7 +164,8 @@ impl Core {
         let s = &self.stats;
         s.replays_active
             .store(self.replays.slots_used() as u64, Relaxed);
-        s.replays_waiting.store(self.replays.queued() as u64, Relaxed);
+        s.replays_waiting
+            .store(self.replays.queued() as u64, Relaxed);
     }
 
     /// The owner answered a `since`: join (the reply goes first), then replay

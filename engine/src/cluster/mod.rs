@@ -222,17 +222,9 @@ fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// What a reply in the FIFO is for.
 enum Pending {
-    Published {
-        reply: ReplyTo,
-    },
-    Watched {
-        channel: Arc<str>,
-        seq: u64,
-    },
-    Read {
-        channel: Arc<str>,
-        then: ReadFor,
-    },
+    Published { reply: ReplyTo },
+    Watched { channel: Arc<str>, seq: u64 },
+    Read { channel: Arc<str>, then: ReadFor },
 }
 
 struct Link {
