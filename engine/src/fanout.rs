@@ -685,6 +685,95 @@ mod tests {
     }
 
     #[test]
+    fn replay_and_history_come_in_pages_that_cover_everything_once() {
+        let mut o = owner(1000);
+        let now = Instant::now();
+        let ch: Arc<str> = Arc::from("p");
+        let data = Bytes::from(vec![b'1'; 1000]);
+        let mut epoch = String::new();
+        for _ in 0..1000 {
+            epoch = o.publish(&ch, &data, now).epoch.to_string();
+        }
+        // A replay from 0 to 1000, 64 KiB at a time.
+        let first = o.recover(
+            &ch,
+            &Since {
+                epoch: epoch.clone(),
+                offset: 0,
+            },
+            64 * 1024,
+            now,
+        );
+        assert!(first.recovered);
+        let per_page = first.frames.len();
+        assert!(per_page > 1 && per_page < 100, "{per_page}");
+        let mut cursor = per_page as u64;
+        while cursor < 1000 {
+            let since = Since {
+                epoch: epoch.clone(),
+                offset: cursor,
+            };
+            let page = o.replay(&ch, &since, 1000, 64 * 1024, now).unwrap();
+            assert!(!page.is_empty());
+            let text = std::str::from_utf8(&page[0].bytes()[4..]).unwrap();
+            assert!(
+                text.contains(&format!("\"offset\":{}", cursor + 1)),
+                "pages continue where the last ended"
+            );
+            cursor += page.len() as u64;
+        }
+        assert_eq!(cursor, 1000);
+        // A page never passes `upto`, even with room to spare.
+        let since = Since {
+            epoch: epoch.clone(),
+            offset: 10,
+        };
+        assert_eq!(o.replay(&ch, &since, 12, usize::MAX, now).unwrap().len(), 2);
+        // One frame always fits, so a page bigger than the budget still progresses.
+        assert_eq!(o.replay(&ch, &since, 1000, 1, now).unwrap().len(), 1);
+        // History pages say where to continue.
+        let since = Since {
+            epoch: epoch.clone(),
+            offset: 0,
+        };
+        let mut got = Vec::new();
+        let mut at = Some(since);
+        while let Some(s) = at.take() {
+            let p = o.history(&ch, Some(&s), 1000, 100 * 1024, now).unwrap();
+            got.extend(p.items.iter().map(|(o, _)| *o));
+            at = p.next.map(|n| Since {
+                epoch: epoch.clone(),
+                offset: n,
+            });
+        }
+        assert_eq!(got, (1..=1000).collect::<Vec<u64>>());
+        // Newest 300, cut: the page starts at the window's start.
+        let p = o.history(&ch, None, 300, 100 * 1024, now).unwrap();
+        assert_eq!(p.items[0].0, 701);
+        assert_eq!(p.next, Some(p.items.last().unwrap().0));
+        // History moved past a cursor: the replay cannot go on.
+        for _ in 0..5 {
+            o.publish(&ch, &data, now);
+        }
+        let since = Since { epoch, offset: 2 };
+        assert!(o.replay(&ch, &since, 1000, 64 * 1024, now).is_none());
+    }
+
+    #[test]
+    fn windows_pick_the_right_range() {
+        let w = |after, count| Window {
+            after,
+            count,
+            page_bytes: 0,
+        };
+        assert_eq!(w(Some(10), 5).range(1, 100), 10..15);
+        assert_eq!(w(Some(0), 500).range(1, 100), 0..100);
+        assert_eq!(w(None, 30).range(1, 100), 70..100);
+        assert_eq!(w(None, 300).range(1, 100), 0..100);
+        assert_eq!(w(Some(200), 5).range(1, 100), 100..100, "ahead: nothing");
+    }
+
+    #[test]
     fn history_expires_after_its_ttl() {
         let mut ns = HashMap::new();
         ns.insert(

@@ -8,6 +8,7 @@ mod common;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -282,9 +283,260 @@ fn unreachable_redis_fails_the_start(d: DriverKind) {
     assert!(err.to_string().contains("cannot reach Redis"), "{err}");
 }
 
+/// A node whose channels keep `history` publications.
+fn node_with_history(
+    d: DriverKind,
+    redis: &Redis,
+    prefix: &str,
+    history: usize,
+) -> shardcast::Handle {
+    let mut cfg = config(d);
+    cfg.cluster.redis = Some(format!("127.0.0.1:{}", redis.port));
+    cfg.cluster.key_prefix = prefix.into();
+    cfg.limits.reconnect_spread_ms = 300;
+    cfg.limits.conns_per_shard_max = 1024;
+    cfg.namespaces.insert(
+        String::new(),
+        Namespace {
+            history_size: history,
+            ..Namespace::default()
+        },
+    );
+    start(cfg)
+}
+
+/// JSON data of about `size` bytes carrying `n`.
+fn sized(n: u64, size: usize) -> String {
+    let head = format!("{{\"n\":{n},\"pad\":\"");
+    format!(
+        "{head}{}\"}}",
+        "x".repeat(size.saturating_sub(head.len() + 2))
+    )
+}
+
+/// 1,000 publications of 1 KiB and of 16 KiB published on one node, recovered
+/// whole on the other, page by page from Redis, then live ones without a gap.
+fn whole_history_recovers_from_redis(d: DriverKind) {
+    let Some(redis) = Redis::start() else { return };
+    let prefix = unique("whole");
+    let (a, b) = (
+        node_with_history(d, &redis, &prefix, 1000),
+        node_with_history(d, &redis, &prefix, 1000),
+    );
+    for (i, size) in [1024, 16 * 1024].into_iter().enumerate() {
+        let ch = channel_owned_by(&format!("whole{i}-"), 1, 2);
+        let mut epoch = String::new();
+        for n in 1..=1000 {
+            let p = a
+                .publish(&ch, sized(n, size), Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(p.offset, n);
+            epoch = p.epoch.to_string();
+        }
+        let mut c = ws(b.local_addr(), "/ws");
+        send(
+            &mut c,
+            &format!(
+                r#"{{"id":2,"op":"subscribe","channel":"{ch}","since":{{"epoch":"{epoch}","offset":0}}}}"#
+            ),
+        );
+        let r = recv_json(&mut c);
+        assert_eq!(r["ok"]["recovered"], true, "{r}");
+        assert_eq!(r["ok"]["offset"], 1000);
+        for n in 1..=1000u64 {
+            let p = recv_json(&mut c);
+            assert_eq!(p["offset"], n, "in order, no gap ({size} B)");
+            assert_eq!(p["data"]["n"], n);
+            assert!(p["data"]["pad"].as_str().unwrap().len() + 32 >= size);
+        }
+        a.publish(&ch, sized(1001, size), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(recv_json(&mut c)["offset"], 1001, "then live");
+        // A history larger than the queue comes in pages from Redis too
+        // (history now holds 2..=1001).
+        send(
+            &mut c,
+            &format!(
+                r#"{{"id":3,"op":"history","channel":"{ch}","since":{{"epoch":"{epoch}","offset":1}},"limit":1000}}"#
+            ),
+        );
+        let h = recv_json(&mut c);
+        let pubs = h["ok"]["publications"].as_array().expect("a page");
+        assert_eq!(pubs[0]["offset"], 2);
+        let last = pubs.last().unwrap()["offset"].as_u64().unwrap();
+        assert!(last < 1000, "one page, not all: {last}");
+        assert_eq!(h["ok"]["next"]["offset"], last, "{}", h["ok"]["next"]);
+    }
+    assert_eq!(b.stats().slow_consumer_closes, 0);
+    assert_eq!(b.stats().replays_done, 2);
+    a.shutdown();
+    b.shutdown();
+}
+
+/// What one client saw: every offset in order, and how it recovered.
+struct Seen {
+    last: u64,
+    reconnects: u32,
+}
+
+/// One subscriber that follows the live nodes: on a close it waits as told
+/// (`reconnect_after_ms`, plus 1.2 s as a slow client would), reconnects to a
+/// node that is up and recovers with `since`. Every push must be the next offset.
+fn follow(
+    nodes: Arc<Mutex<Vec<std::net::SocketAddr>>>,
+    first: usize,
+    ch: String,
+    end: u64,
+) -> Result<Seen, String> {
+    let mut pos: Option<(String, u64)> = None;
+    let mut reconnects = 0;
+    let mut pick = first;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let addr = {
+            let n = nodes.lock().unwrap();
+            n[pick % n.len()]
+        };
+        pick += 1;
+        let Ok((mut c, _)) = tungstenite::connect(format!("ws://{addr}/ws")) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = c.get_mut() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        }
+        let since = match &pos {
+            Some((e, o)) => format!(r#","since":{{"epoch":"{e}","offset":{o}}}"#),
+            None => String::new(),
+        };
+        let cmd = format!(r#"{{"id":1,"op":"subscribe","channel":"{ch}"{since}}}"#);
+        if c.send(tungstenite::Message::text(cmd)).is_err() {
+            continue;
+        }
+        let mut wait_ms = 0;
+        loop {
+            match c.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if let Some(ok) = v.get("ok") {
+                        if pos.is_some() {
+                            reconnects += 1;
+                            if ok["recovered"] != true {
+                                return Err(format!("not recovered: {v}"));
+                            }
+                        }
+                        if pos.is_none() {
+                            pos = Some((
+                                ok["epoch"].as_str().unwrap().into(),
+                                ok["offset"].as_u64().unwrap(),
+                            ));
+                        }
+                        continue;
+                    }
+                    if v.get("error").is_some() {
+                        return Err(format!("error: {v}"));
+                    }
+                    let (e, o) = pos.as_mut().unwrap();
+                    let off = v["offset"].as_u64().unwrap();
+                    if off != *o + 1 || v["epoch"] != e.as_str() || v["data"]["n"] != off {
+                        return Err(format!("after {o} got {off}"));
+                    }
+                    *o = off;
+                    if off == end {
+                        return Ok(Seen {
+                            last: off,
+                            reconnects,
+                        });
+                    }
+                }
+                Ok(tungstenite::Message::Close(f)) => {
+                    let reason = f.map(|f| f.reason.to_string()).unwrap_or_default();
+                    if let Some(ms) = reason.strip_prefix("reconnect_after_ms=") {
+                        wait_ms = ms.parse().unwrap_or(0);
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1200 + wait_ms));
+    }
+    Err(format!("timed out at {:?}", pos.map(|p| p.1)))
+}
+
+/// A rolling restart of two nodes under 1 KiB traffic at 250/s: node A drains
+/// and comes back, then node B drains. Every client waits at least 1.2 s before
+/// reconnecting, so each recovers 300+ pushes (more than the outbound queue
+/// holds), and every one of them must see every offset exactly once, in order.
+fn rolling_restart_every_client_recovers(d: DriverKind) {
+    const CLIENTS: usize = 200;
+    let Some(redis) = Redis::start() else { return };
+    let prefix = unique("rolling");
+    let a = node_with_history(d, &redis, &prefix, 1000);
+    let b = node_with_history(d, &redis, &prefix, 1000);
+    let nodes = Arc::new(Mutex::new(vec![a.local_addr(), b.local_addr()]));
+    let ch = "rolling".to_string();
+    let total: u64 = 1500;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (nodes, ch) = (nodes.clone(), ch.clone());
+            std::thread::spawn(move || follow(nodes, i, ch, total))
+        })
+        .collect();
+    eventually("every client subscribed", || {
+        a.stats().ws_open + b.stats().ws_open == CLIENTS as u64
+    });
+    let publisher = {
+        let (nodes, ch) = (nodes.clone(), ch.clone());
+        std::thread::spawn(move || {
+            let mut n = 1;
+            while n <= total {
+                let addr = {
+                    let v = nodes.lock().unwrap();
+                    v[n as usize % v.len()]
+                };
+                let body = json!({"channel": ch, "data": serde_json::from_str::<Value>(&sized(n, 1024)).unwrap()}).to_string();
+                let (st, _) = http(addr, "POST", "/api/publish", &[], body.as_bytes());
+                if st == 200 {
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(4));
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    // Node A leaves (its clients are told to reconnect), then comes back.
+    nodes.lock().unwrap().retain(|&x| x != a.local_addr());
+    a.drain(Duration::from_millis(300));
+    let a2 = node_with_history(d, &redis, &prefix, 1000);
+    nodes.lock().unwrap().push(a2.local_addr());
+    std::thread::sleep(Duration::from_millis(2000));
+    nodes.lock().unwrap().retain(|&x| x != b.local_addr());
+    b.drain(Duration::from_millis(300));
+    publisher.join().unwrap();
+    let mut recovered = 0;
+    for c in clients {
+        let seen = c
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a client lost pushes: {e}"));
+        assert_eq!(seen.last, total);
+        recovered += seen.reconnects;
+    }
+    assert!(
+        recovered >= CLIENTS as u32,
+        "every client moved at least once: {recovered}"
+    );
+    assert_eq!(a2.stats().slow_consumer_closes, 0);
+    a2.shutdown();
+}
+
 both_drivers!(
     two_nodes_share_channels_with_redis_offsets,
     recovery_and_history_on_another_node,
     losing_redis_closes_subscribers_and_refuses_until_it_is_back,
     unreachable_redis_fails_the_start,
+    whole_history_recovers_from_redis,
+    rolling_restart_every_client_recovers,
 );
