@@ -337,10 +337,10 @@ impl Core {
             channel: channel.clone(),
             history_ttl_ms: ttl,
             window,
-            then,
+            then: Box::new(then),
         };
         if let Err(BusReq::Read { then, .. }) = self.bus_send(req) {
-            self.on_bus(channel, BusEvent::ReadFailed { then });
+            self.on_bus(channel, BusEvent::ReadFailed { then: *then });
         }
     }
 

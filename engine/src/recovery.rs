@@ -230,13 +230,11 @@ impl Core {
         let mut slow = false;
         let mut finished = Vec::new();
         for r in rs.iter_mut() {
-            loop {
-                let Some(conn) = self.conns.get(key).filter(|c| c.gen == r.gen) else {
-                    break;
-                };
-                if conn.phase != Phase::Ws {
-                    break;
-                }
+            while let Some(conn) = self
+                .conns
+                .get(key)
+                .filter(|c| c.gen == r.gen && c.phase == Phase::Ws)
+            {
                 let (queued, frames) = (conn.queued_bytes as usize, conn.out.len());
                 let next = match (r.page.front(), r.replayed()) {
                     (Some(f), _) => f.len(),

@@ -66,7 +66,8 @@ pub enum BusReq {
         channel: Arc<str>,
         history_ttl_ms: u64,
         window: crate::fanout::Window,
-        then: ReadFor,
+        /// Boxed: requests travel in a queue, and most are small.
+        then: Box<ReadFor>,
     },
 }
 
@@ -392,7 +393,10 @@ impl Link {
                         bytes.as_bytes(),
                     ],
                 );
-                pending.push_back(Pending::Read { channel, then });
+                pending.push_back(Pending::Read {
+                    channel,
+                    then: *then,
+                });
             }
         }
     }
@@ -541,9 +545,10 @@ impl Link {
     fn fail(&self, req: BusReq) {
         match req {
             BusReq::Publish { reply, .. } => self.fail_pending(Pending::Published { reply }),
-            BusReq::Read { channel, then, .. } => {
-                self.fail_pending(Pending::Read { channel, then })
-            }
+            BusReq::Read { channel, then, .. } => self.fail_pending(Pending::Read {
+                channel,
+                then: *then,
+            }),
             BusReq::Watch { .. } => {}
         }
     }
