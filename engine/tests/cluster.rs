@@ -439,7 +439,7 @@ fn follow(
                     let (e, o) = pos.as_mut().unwrap();
                     let off = v["offset"].as_u64().unwrap();
                     if off != *o + 1 || v["epoch"] != e.as_str() || v["data"]["n"] != off {
-                        return Err(format!("after {o} got {off}"));
+                        return Err(format!("after {e}:{o} got {v}"));
                     }
                     *o = off;
                     if off == end {
