@@ -125,6 +125,10 @@ pub struct Limits {
     /// Channels a shard keeps offsets for after their last subscriber left; idle
     /// ones past this count are forgotten (a new epoch tells clients so).
     pub idle_channels_max: usize,
+    /// Distinct channels one shard's connections may be subscribed to (or waiting
+    /// for); a subscribe that would add one more gets error 113. The per-connection
+    /// cap alone lets many connections add up to millions of channels.
+    pub channels_per_shard_max: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +197,7 @@ impl Default for Limits {
             reconnect_spread_ms: 5_000,
             inbox_msgs_max: 65_536,
             idle_channels_max: 100_000,
+            channels_per_shard_max: 200_000,
         }
     }
 }
@@ -268,6 +273,12 @@ impl Config {
         if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 {
             return Err(
                 "limits.conns_per_shard_max and limits.inbox_msgs_max must be positive".into(),
+            );
+        }
+        if l.channels_per_conn_max > u16::MAX as usize || l.channels_per_shard_max == 0 {
+            return Err(
+                "limits.channels_per_conn_max must be at most 65535 and limits.channels_per_shard_max positive"
+                    .into(),
             );
         }
         if self.shard_count() > 64 {

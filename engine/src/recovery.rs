@@ -95,7 +95,9 @@ impl Core {
             return;
         };
         let w = c.waiters.swap_remove(i);
-        if matches!(c.position, Position::Active { .. }) {
+        let active = matches!(c.position, Position::Active { .. });
+        self.waiter_done(&w);
+        if active {
             self.join_channel(ch, &w, &r.epoch, r.offset, Some(r.recovered));
             for frame in r.frames {
                 self.send_frame(w.key, frame.into_bytes());

@@ -1,0 +1,144 @@
+//! Resource limits a client must not be able to pass: channels per connection
+//! and per shard, the time to finish a message, the shard's partial-message
+//! budget. Every scenario runs on both drivers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use shardcast::DriverKind;
+use shardcast_proto::frame::OpCode;
+
+/// Replies to `n` commands, in whatever order they come.
+fn replies(c: &mut Ws, n: usize) -> Vec<serde_json::Value> {
+    (0..n).map(|_| recv_json(c)).collect()
+}
+
+fn count_code(rs: &[serde_json::Value], code: u64) -> usize {
+    rs.iter()
+        .filter(|r| r["error"]["code"].as_u64() == Some(code))
+        .count()
+}
+
+/// Subscribes sent in one write all wait for their owner shards at once; the
+/// cap counts them with the joined ones, whether they recover with `since` or not.
+fn pipelined_subscribes_stop_at_the_channel_cap(d: DriverKind) {
+    let h = start(config(d));
+    let max = shardcast::Config::default().limits.channels_per_conn_max;
+    let n = max + 20;
+    let mut c = ws(h.local_addr(), "/ws");
+    for i in 0..n {
+        // Half recover with `since`: they wait for the owner's recovery answer.
+        let since = if i % 2 == 1 {
+            r#","since":{"epoch":"00000000","offset":0}"#
+        } else {
+            ""
+        };
+        let cmd = format!(r#"{{"id":{i},"op":"subscribe","channel":"p{i}"{since}}}"#);
+        c.write(tungstenite::Message::text(cmd)).unwrap();
+    }
+    c.flush().unwrap();
+    let rs = replies(&mut c, n);
+    let ok = rs.iter().filter(|r| r["ok"].is_object()).count();
+    assert_eq!(ok, max, "accepted");
+    assert_eq!(count_code(&rs, 113), n - max, "refused with 113");
+    let refused = rs.iter().find(|r| r["error"]["code"] == 113).unwrap();
+    let msg = refused["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("limits.channels_per_conn_max"), "{msg}");
+    // The count follows joins and leaves: one leaves, one more fits, no more.
+    let joined = rs.iter().find(|r| r["ok"].is_object()).unwrap();
+    let ch = joined["ok"]["channel"].as_str().unwrap();
+    send(
+        &mut c,
+        &format!(r#"{{"id":1000,"op":"unsubscribe","channel":"{ch}"}}"#),
+    );
+    assert_eq!(recv_json(&mut c)["ok"], serde_json::json!({}));
+    subscribe(&mut c, 1001, "one-more");
+    send(
+        &mut c,
+        r#"{"id":1002,"op":"subscribe","channel":"one-too-many"}"#,
+    );
+    assert_eq!(recv_json(&mut c)["error"]["code"], 113);
+    h.shutdown();
+}
+
+/// `?subscribe=` (and SSE's `channels=`) past the cap is refused before the upgrade.
+fn subscribe_list_over_the_cap_gets_400(d: DriverKind) {
+    let h = start(config(d));
+    let addr = h.local_addr();
+    let max = shardcast::Config::default().limits.channels_per_conn_max;
+    let list = |n: usize| {
+        (0..n)
+            .map(|i| format!("q{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let hdrs = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    let (status, resp) = http(
+        addr,
+        "GET",
+        &format!("/ws?subscribe={}", list(300)),
+        &hdrs,
+        b"",
+    );
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        body_of(&resp).contains("limits.channels_per_conn_max"),
+        "{resp}"
+    );
+    let (status, resp) = http(
+        addr,
+        "GET",
+        &format!("/sse?channels={}", list(300)),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        body_of(&resp).contains("limits.channels_per_conn_max"),
+        "{resp}"
+    );
+    // Exactly the cap is fine.
+    let mut c = ws(addr, &format!("/ws?subscribe={}", list(max)));
+    let rs = replies(&mut c, max);
+    assert!(rs.iter().all(|r| r["ok"].is_object()));
+    h.shutdown();
+}
+
+/// The shard's registry is bounded whatever the number of connections.
+fn shard_channel_cap_refuses_new_channels_with_113(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.shards = 1;
+    cfg.limits.channels_per_shard_max = 3;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let mut a = ws(addr, "/ws");
+    for (i, ch) in ["a", "b", "c"].iter().enumerate() {
+        subscribe(&mut a, i as u64, ch);
+    }
+    let mut b = ws(addr, "/ws");
+    send(&mut b, r#"{"id":1,"op":"subscribe","channel":"d"}"#);
+    let r = recv_json(&mut b);
+    assert_eq!(r["error"]["code"], 113, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("limits.channels_per_shard_max"), "{msg}");
+    // A channel the shard already has costs nothing new.
+    subscribe(&mut b, 2, "a");
+    // Once a channel is gone, another fits.
+    send(&mut a, r#"{"id":9,"op":"unsubscribe","channel":"c"}"#);
+    assert_eq!(recv_json(&mut a)["ok"], serde_json::json!({}));
+    subscribe(&mut b, 3, "d");
+    h.shutdown();
+}
+
+both_drivers!(
+    pipelined_subscribes_stop_at_the_channel_cap,
+    subscribe_list_over_the_cap_gets_400,
+    shard_channel_cap_refuses_new_channels_with_113,
+);
