@@ -129,6 +129,14 @@ pub struct Limits {
     /// for); a subscribe that would add one more gets error 113. The per-connection
     /// cap alone lets many connections add up to millions of channels.
     pub channels_per_shard_max: usize,
+    /// Time a client has to finish a WebSocket message once its first byte
+    /// arrived; past it, close 1008. Without it a client trickling a frame keeps
+    /// its connection and a partial buffer of up to `message_bytes_max` forever
+    /// (the idle timeout is off by default). 0: off.
+    pub frame_timeout_ms: u64,
+    /// Bytes of incomplete messages one shard holds for all its connections;
+    /// the connection whose bytes pass it is closed with 1008.
+    pub partial_bytes_per_shard_max: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +206,8 @@ impl Default for Limits {
             inbox_msgs_max: 65_536,
             idle_channels_max: 100_000,
             channels_per_shard_max: 200_000,
+            frame_timeout_ms: 10_000,
+            partial_bytes_per_shard_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -278,6 +288,13 @@ impl Config {
         if l.channels_per_conn_max > u16::MAX as usize || l.channels_per_shard_max == 0 {
             return Err(
                 "limits.channels_per_conn_max must be at most 65535 and limits.channels_per_shard_max positive"
+                    .into(),
+            );
+        }
+        if l.partial_bytes_per_shard_max < l.message_bytes_max {
+            // Else one message of the allowed size could never be received.
+            return Err(
+                "limits.partial_bytes_per_shard_max must be at least limits.message_bytes_max"
                     .into(),
             );
         }

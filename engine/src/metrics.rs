@@ -55,6 +55,16 @@ const COUNTERS: &[(&str, &str, Pick)] = &[
         "Connections closed for a protocol violation.",
         |s| &s.protocol_closes,
     ),
+    (
+        "shardcast_frame_timeout_closes",
+        "Connections closed with 1008 for not finishing a message within limits.frame_timeout_ms.",
+        |s| &s.frame_timeout_closes,
+    ),
+    (
+        "shardcast_partial_budget_closes",
+        "Connections closed with 1008 for passing limits.partial_bytes_per_shard_max.",
+        |s| &s.partial_budget_closes,
+    ),
 ];
 
 const GAUGES: &[(&str, &str, Pick)] = &[
@@ -77,6 +87,11 @@ const GAUGES: &[(&str, &str, Pick)] = &[
         "shardcast_queued_bytes",
         "Bytes waiting in outbound queues.",
         |s| &s.queued_bytes,
+    ),
+    (
+        "shardcast_partial_bytes",
+        "Bytes held for incomplete WebSocket messages.",
+        |s| &s.partial_bytes,
     ),
 ];
 

@@ -22,15 +22,27 @@ impl crate::shard::Core {
         // The decoder leaves the connection while it runs, so message handlers
         // may use the whole shard; it is put back afterwards.
         let mut decoder = std::mem::take(&mut conn.decoder);
+        let before = decoder.buffered_bytes();
         let cfg = self.dec_cfg.clone();
-        let result = decoder.feed(&cfg, data, |msg| self.on_message(key, msg));
+        let stamp = self.frame_stamp();
+        let result = decoder.feed_stamped(&cfg, data, stamp, |msg| self.on_message(key, msg));
+        // Put back only while the connection reads on; a closing one drops
+        // what it held (it is never fed again).
+        let mut after = 0;
         if let Some(conn) = self.conns.get_mut(key) {
-            conn.decoder = decoder;
+            if conn.phase == Phase::Ws && result.is_ok() {
+                after = decoder.buffered_bytes();
+                conn.decoder = decoder;
+            }
         }
-        if let Err(e) = result {
-            ShardStats::inc(&self.stats.protocol_closes);
-            tracing::debug!(shard = self.id, conn = key, error = %e, "protocol violation");
-            self.close_ws(key, e.close_code(), &e.to_string());
+        self.partial_bytes_changed(before, after);
+        match result {
+            Ok(()) => self.partial_check(key),
+            Err(e) => {
+                ShardStats::inc(&self.stats.protocol_closes);
+                tracing::debug!(shard = self.id, conn = key, error = %e, "protocol violation");
+                self.close_ws(key, e.close_code(), &e.to_string());
+            }
         }
     }
 

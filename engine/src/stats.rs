@@ -49,6 +49,9 @@ counters! {
     slow_consumer_closes: "Connections closed with 4008.",
     protocol_closes: "Connections closed for a protocol violation (1002/1007/1009).",
     queued_bytes: "Bytes waiting in outbound queues (gauge).",
+    partial_bytes: "Bytes held for incomplete WebSocket messages (gauge).",
+    frame_timeout_closes: "Connections closed (1008) for not finishing a message within frame_timeout_ms.",
+    partial_budget_closes: "Connections closed (1008) for passing partial_bytes_per_shard_max.",
 }
 
 /// Upper bounds (seconds) of the publish-to-write latency histogram buckets.

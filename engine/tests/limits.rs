@@ -137,7 +137,117 @@ fn shard_channel_cap_refuses_new_channels_with_113(d: DriverKind) {
     h.shutdown();
 }
 
+/// A masked text frame carrying a ping command padded with spaces to `len` bytes.
+fn padded_ping(len: usize) -> Vec<u8> {
+    let mut payload = br#"{"op":"ping"}"#.to_vec();
+    payload.resize(len, b' ');
+    let mut wire = Vec::new();
+    shardcast_proto::frame::encode_frame(
+        &mut wire,
+        OpCode::Text,
+        true,
+        &payload,
+        Some([9, 9, 9, 9]),
+    );
+    wire
+}
+
+/// A client that trickles a frame a byte at a time is closed with 1008 once
+/// `frame_timeout_ms` has passed since its first byte; a client whose frames
+/// take a while but finish in time is not.
+fn trickled_frame_is_closed_after_frame_timeout(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.limits.frame_timeout_ms = 500;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let mut slow = Raw::connect(addr);
+    let mut writer = slow.s.try_clone().unwrap();
+    let frame = padded_ping(200);
+    let t0 = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let trickle = std::thread::spawn(move || {
+        use std::io::Write;
+        for b in frame {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) || writer.write_all(&[b]).is_err()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    // Meanwhile a client sends a ping frame in two parts, 300 ms apart: in time.
+    let mut fine = Raw::connect(addr);
+    let mut ping = Vec::new();
+    shardcast_proto::frame::encode_frame(
+        &mut ping,
+        OpCode::Ping,
+        true,
+        b"hello",
+        Some([1, 2, 3, 4]),
+    );
+    for _ in 0..3 {
+        fine.send_bytes(&ping[..4]);
+        std::thread::sleep(Duration::from_millis(300));
+        fine.send_bytes(&ping[4..]);
+        assert_eq!(fine.pongs(1), vec![b"hello".to_vec()]);
+    }
+    let code = slow.close_code();
+    let after = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(code, Some(1008), "after {after:?}");
+    // The wheel's tick is a tenth of the timeout: never more than that early.
+    assert!(
+        after >= Duration::from_millis(440) && after < Duration::from_millis(2000),
+        "closed {after:?} after the first byte (200 bytes at 10/s would take 20 s)"
+    );
+    assert_eq!(h.stats().frame_timeout_closes, 1);
+    // The well-behaved client is still served.
+    fine.send_bytes(&ping);
+    assert_eq!(fine.pongs(1), vec![b"hello".to_vec()]);
+    trickle.join().unwrap();
+    h.shutdown();
+}
+
+/// Clients that each stop 4 KiB short of a 64 KiB frame: the one whose bytes pass
+/// the shard's partial budget is closed with 1008; the others go on.
+fn partial_message_budget_closes_the_client_passing_it(d: DriverKind) {
+    let mut cfg = config(d);
+    cfg.shards = 1;
+    cfg.limits.message_bytes_max = 64 * 1024;
+    cfg.limits.partial_bytes_per_shard_max = 150 * 1024;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let frame = padded_ping(64 * 1024);
+    let cut = frame.len() - 4 * 1024;
+    let mut held = Vec::new();
+    for i in 1..=2u64 {
+        let mut c = Raw::connect(addr);
+        c.send_bytes(&frame[..cut]);
+        eventually("the partial message is held", || {
+            h.stats().partial_bytes >= i * 59 * 1024
+        });
+        held.push(c);
+    }
+    let mut third = Raw::connect(addr);
+    third.send_bytes(&frame[..cut]);
+    assert_eq!(third.close_code(), Some(1008));
+    assert_eq!(h.stats().partial_budget_closes, 1);
+    // The first two finish their messages and are answered.
+    let mut ping = Vec::new();
+    shardcast_proto::frame::encode_frame(&mut ping, OpCode::Ping, true, b"ok", Some([1, 2, 3, 4]));
+    for c in held.iter_mut() {
+        c.send_bytes(&frame[cut..]);
+        c.send_bytes(&ping);
+        assert_eq!(c.pongs(1), vec![b"ok".to_vec()]);
+    }
+    eventually("nothing held any more", || h.stats().partial_bytes == 0);
+    h.shutdown();
+}
+
 both_drivers!(
+    trickled_frame_is_closed_after_frame_timeout,
+    partial_message_budget_closes_the_client_passing_it,
     pipelined_subscribes_stop_at_the_channel_cap,
     subscribe_list_over_the_cap_gets_400,
     shard_channel_cap_refuses_new_channels_with_113,
