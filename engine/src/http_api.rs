@@ -264,7 +264,7 @@ impl Core {
             .header("authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        if given == Some(want) {
+        if given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), want.as_bytes())) {
             return true;
         }
         let body = br#"{"error":{"code":101,"message":"unauthorized","temporary":false}}"#;
