@@ -245,7 +245,57 @@ fn partial_message_budget_closes_the_client_passing_it(d: DriverKind) {
     h.shutdown();
 }
 
+/// `data` is any JSON: integers past 64 bits reach subscribers byte for byte
+/// (WebSocket and HTTP publish); a magnitude past float64 is refused, naming the limit.
+fn numbers_past_64_bits_are_published_raw(d: DriverKind) {
+    let h = start(config(d));
+    let addr = h.local_addr();
+    let mut sub = ws(addr, "/ws?subscribe=big");
+    recv_json(&mut sub);
+    let text = |c: &mut Ws| match c.read().unwrap() {
+        tungstenite::Message::Text(t) => t.to_string(),
+        m => panic!("{m:?}"),
+    };
+    let mut publisher = ws(addr, "/ws");
+    let data = r#"[18446744073709551616,-99999999999999999999999,1e-400]"#;
+    send(
+        &mut publisher,
+        &format!(r#"{{"id":1,"op":"publish","channel":"big","data":{data}}}"#),
+    );
+    assert_eq!(recv_json(&mut publisher)["ok"]["offset"], 1);
+    assert!(text(&mut sub).ends_with(&format!(r#""data":{data}}}"#)));
+    let body = r#"{"channel":"big","data":{"n":18446744073709551616}}"#;
+    let (status, resp) = http(addr, "POST", "/api/publish", &[], body.as_bytes());
+    assert_eq!(status, 200, "{resp}");
+    assert!(text(&mut sub).ends_with(r#""data":{"n":18446744073709551616}}"#));
+
+    send(
+        &mut publisher,
+        r#"{"id":2,"op":"publish","channel":"big","data":1e400}"#,
+    );
+    let r = recv_json(&mut publisher);
+    assert_eq!(r["error"]["code"], 1, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("float64 range"),
+        "{r}"
+    );
+    let (status, resp) = http(
+        addr,
+        "POST",
+        "/api/publish",
+        &[],
+        br#"{"channel":"big","data":1e400}"#,
+    );
+    assert_eq!(status, 400, "{resp}");
+    assert!(body_of(&resp).contains("float64 range"), "{resp}");
+    h.shutdown();
+}
+
 both_drivers!(
+    numbers_past_64_bits_are_published_raw,
     trickled_frame_is_closed_after_frame_timeout,
     partial_message_budget_closes_the_client_passing_it,
     pipelined_subscribes_stop_at_the_channel_cap,
