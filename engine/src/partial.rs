@@ -71,7 +71,9 @@ impl Core {
         let now = self.frame_wheel.tick_of(self.now);
         // The stamp is a u32 of the same ticks; its age survives a wrap.
         let age = (now as u32).wrapping_sub(since) as u64;
-        (now + self.frame_ticks).saturating_sub(age)
+        // One tick more: the first byte came somewhere inside tick `since`, and
+        // the client gets the whole timeout (closed up to two ticks late, never early).
+        (now + self.frame_ticks + 1).saturating_sub(age)
     }
 
     /// Visit the connections whose message deadline came: close the ones still

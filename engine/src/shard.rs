@@ -125,7 +125,7 @@ impl Shard {
                 wheel.ticks(Duration::from_millis(l.idle_timeout_ms))
             },
         };
-        // A tenth of the timeout, as for heartbeats: closes come at most a tick late.
+        // A tenth of the timeout, as for heartbeats: closes come at most two ticks late.
         let frame_ms = l.frame_timeout_ms;
         let frame_wheel = crate::timer::Wheel::new(
             crate::heartbeat::wheel_tick(frame_ms, frame_ms, 0),

@@ -196,9 +196,9 @@ fn trickled_frame_is_closed_after_frame_timeout(d: DriverKind) {
     let after = t0.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(code, Some(1008), "after {after:?}");
-    // The wheel's tick is a tenth of the timeout: never more than that early.
+    // Never before the timeout; the wheel's tick is a tenth of it.
     assert!(
-        after >= Duration::from_millis(440) && after < Duration::from_millis(2000),
+        after >= Duration::from_millis(500) && after < Duration::from_millis(2000),
         "closed {after:?} after the first byte (200 bytes at 10/s would take 20 s)"
     );
     assert_eq!(h.stats().frame_timeout_closes, 1);
