@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 /// `[auth]`: which keys verify tokens. With none set, connections are anonymous.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 shared secret.
@@ -18,6 +18,20 @@ pub struct AuthConfig {
     pub rsa_public_key_file: Option<String>,
     /// PEM file with the ES256 (P-256) public key.
     pub ec_public_key_file: Option<String>,
+    /// Refuse tokens without an `exp` claim (as invalid). On by default: a token
+    /// without one never expires, so a leaked one works forever.
+    pub exp_required: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            hmac_secret: None,
+            rsa_public_key_file: None,
+            ec_public_key_file: None,
+            exp_required: true,
+        }
+    }
 }
 
 /// Per-namespace options (`[namespaces.<name>]`; the namespace of `chat:7` is `chat`,
@@ -72,6 +86,7 @@ pub enum AuthError {
 /// Verifies tokens; built once at start and shared read-only by the shards.
 pub struct Verifier {
     keys: Vec<(Algorithm, DecodingKey)>,
+    exp_required: bool,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -102,10 +117,12 @@ impl Verifier {
             let k = DecodingKey::from_ec_pem(&read(p)?).map_err(|e| format!("{p}: {e}"))?;
             keys.push((Algorithm::ES256, k));
         }
-        Ok((!keys.is_empty()).then_some(Verifier { keys }))
+        let exp_required = c.exp_required;
+        Ok((!keys.is_empty()).then_some(Verifier { keys, exp_required }))
     }
 
-    /// Check the signature with the key of the token's algorithm, then `exp` (no leeway).
+    /// Check the signature with the key of the token's algorithm, then `exp` (no
+    /// leeway; a token without one is invalid unless `auth.exp_required = false`).
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
         let (alg, key) = self
@@ -116,6 +133,9 @@ impl Verifier {
         let mut v = Validation::new(*alg);
         v.leeway = 0;
         v.required_spec_claims.clear();
+        if self.exp_required {
+            v.required_spec_claims.insert("exp".to_string());
+        }
         v.validate_aud = false;
         match jsonwebtoken::decode::<Claims>(token, key, &v) {
             Ok(d) => Ok(d.claims),
@@ -159,6 +179,20 @@ pub fn allowed(
     }
 }
 
+/// Whether a secret offered by a client equals the configured one, in a time
+/// that depends only on their lengths: `==` stops at the first differing byte,
+/// which lets a client find the API key byte by byte by timing the answers.
+pub fn constant_time_eq(given: &[u8], want: &[u8]) -> bool {
+    let mut diff = (given.len() != want.len()) as u8;
+    for (i, g) in given.iter().enumerate() {
+        // Cycling over `want` keeps the work proportional to what the client sent.
+        let w = want.get(i % want.len().max(1)).copied().unwrap_or(0);
+        diff |= g ^ w;
+    }
+    // Keep the optimizer from turning the loop into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -169,6 +203,49 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_secrets() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3creT", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"), "a prefix");
+        assert!(
+            !constant_time_eq(b"s3crets3cret", b"s3cret"),
+            "a repetition"
+        );
+        assert!(!constant_time_eq(b"", b"s3cret"));
+        assert!(!constant_time_eq(b"x", b""));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn tokens_need_exp_unless_allowed() {
+        let claims = |exp: Option<u64>| {
+            let body = match exp {
+                Some(e) => format!(r#"{{"sub":"u","exp":{e}}}"#),
+                None => r#"{"sub":"u"}"#.to_string(),
+            };
+            let key = jsonwebtoken::EncodingKey::from_secret(b"k");
+            let header = jsonwebtoken::Header::new(Algorithm::HS256);
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            jsonwebtoken::encode(&header, &value, &key).unwrap()
+        };
+        let mut cfg = AuthConfig {
+            hmac_secret: Some("k".into()),
+            ..AuthConfig::default()
+        };
+        let v = Verifier::from_config(&cfg).unwrap().unwrap();
+        assert_eq!(v.verify(&claims(None)), Err(AuthError::Invalid));
+        assert!(v.verify(&claims(Some(unix_now() + 60))).is_ok());
+        cfg.exp_required = false;
+        let v = Verifier::from_config(&cfg).unwrap().unwrap();
+        assert_eq!(v.verify(&claims(None)).map(|c| c.exp), Ok(None));
+        assert_eq!(
+            v.verify(&claims(Some(unix_now() - 10))),
+            Err(AuthError::Expired),
+            "a present exp is still checked"
+        );
+    }
 
     #[test]
     fn patterns_match_exactly_or_by_prefix() {

@@ -162,6 +162,18 @@ pub struct Limits {
     /// Channels a shard keeps offsets for after their last subscriber left; idle
     /// ones past this count are forgotten (a new epoch tells clients so).
     pub idle_channels_max: usize,
+    /// Distinct channels one shard's connections may be subscribed to (or waiting
+    /// for); a subscribe that would add one more gets error 113. The per-connection
+    /// cap alone lets many connections add up to millions of channels.
+    pub channels_per_shard_max: usize,
+    /// Time a client has to finish a WebSocket message once its first byte
+    /// arrived; past it, close 1008. Without it a client trickling a frame keeps
+    /// its connection and a partial buffer of up to `message_bytes_max` forever
+    /// (the idle timeout is off by default). 0: off.
+    pub frame_timeout_ms: u64,
+    /// Bytes of incomplete messages one shard holds for all its connections;
+    /// the connection whose bytes pass it is closed with 1008.
+    pub partial_bytes_per_shard_max: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -231,6 +243,9 @@ impl Default for Limits {
             reconnect_spread_ms: 5_000,
             inbox_msgs_max: 65_536,
             idle_channels_max: 100_000,
+            channels_per_shard_max: 200_000,
+            frame_timeout_ms: 10_000,
+            partial_bytes_per_shard_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -318,6 +333,19 @@ impl Config {
         }
         if r.held_bytes_max < l.message_bytes_max {
             return Err("recovery.held_bytes_max must be at least limits.message_bytes_max".into());
+        }
+        if l.channels_per_conn_max > u16::MAX as usize || l.channels_per_shard_max == 0 {
+            return Err(
+                "limits.channels_per_conn_max must be at most 65535 and limits.channels_per_shard_max positive"
+                    .into(),
+            );
+        }
+        if l.partial_bytes_per_shard_max < l.message_bytes_max {
+            // Else one message of the allowed size could never be received.
+            return Err(
+                "limits.partial_bytes_per_shard_max must be at least limits.message_bytes_max"
+                    .into(),
+            );
         }
         if self.shard_count() > 64 {
             return Err("at most 64 shards are supported".into());

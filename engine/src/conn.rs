@@ -43,22 +43,25 @@ pub enum Enqueue {
 /// Bits of [`Conn::flags`].
 pub mod flag {
     /// The read side ended (EOF or error).
-    pub const READ_CLOSED: u8 = 1 << 0;
+    pub const READ_CLOSED: u16 = 1 << 0;
     /// Shut down the write side once `out` drains (after a close frame or final response).
-    pub const CLOSE_AFTER_FLUSH: u8 = 1 << 1;
+    pub const CLOSE_AFTER_FLUSH: u16 = 1 << 1;
     /// In the shard's dirty list already.
-    pub const DIRTY: u8 = 1 << 2;
+    pub const DIRTY: u16 = 1 << 2;
     /// A ping was sent and nothing has arrived since.
-    pub const PING_OUTSTANDING: u8 = 1 << 3;
+    pub const PING_OUTSTANDING: u16 = 1 << 3;
     /// A write is in flight.
-    pub const SENDING: u8 = 1 << 4;
+    pub const SENDING: u16 = 1 << 4;
     /// A Server-Sent Events stream, not a WebSocket (same phase, other framing).
-    pub const SSE: u8 = 1 << 5;
+    pub const SSE: u16 = 1 << 5;
     /// Free the queue's memory once it drains: what is queued is a one-off (the
     /// upgrade's replies, a heartbeat ping), so the connection is idle after it.
-    pub const RELEASE_WHEN_DRAINED: u8 = 1 << 6;
+    pub const RELEASE_WHEN_DRAINED: u16 = 1 << 6;
     /// The WebSocket speaks `shardcast.v1.msgpack`: binary MessagePack frames.
-    pub const MSGPACK: u8 = 1 << 7;
+    pub const MSGPACK: u16 = 1 << 7;
+    /// An entry for this connection sits in the shard's frame-deadline wheel
+    /// (at most one: the visit re-arms it while a message is still incomplete).
+    pub const FRAME_TIMER: u16 = 1 << 8;
 }
 
 #[derive(Debug)]
@@ -70,9 +73,12 @@ pub struct Conn {
     /// in the write in flight, a partly written frame, and control frames
     /// already placed ahead of data (so control frames keep their order).
     pub pinned: u8,
-    /// See [`flag`].
-    pub flags: u8,
+    /// See [`flag`]. (u16 fits in what was padding: the struct did not grow.)
+    pub flags: u16,
     pub queued_bytes: u32,
+    /// Subscriptions waiting in the registry for the owner's answer (`Waiter`s),
+    /// counted with `subs` against `channels_per_conn_max`. In padding too.
+    pub pending_subs: u16,
     /// Command rate limit: tokens left (negative: commands refused since the
     /// bucket ran dry), and when it was last refilled (shard milliseconds).
     pub rl_tokens: i16,
@@ -106,6 +112,7 @@ impl Conn {
             pinned: 0,
             flags: 0,
             queued_bytes: 0,
+            pending_subs: 0,
             rl_tokens: i16::MAX,
             rl_stamp_ms: 0,
             last_rx_tick: 0,
@@ -145,11 +152,11 @@ impl Conn {
         Enqueue::Ok
     }
 
-    pub fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 
-    pub fn set(&mut self, f: u8, on: bool) {
+    pub fn set(&mut self, f: u16, on: bool) {
         if on {
             self.flags |= f;
         } else {

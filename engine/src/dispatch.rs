@@ -191,6 +191,7 @@ impl Core {
             .partition(|w| w.since.is_none());
         c.waiters = recovering;
         for w in plain {
+            self.waiter_done(&w);
             self.join_channel(ch, &w, &epoch, offset, None);
         }
         if self

@@ -135,6 +135,18 @@ impl Core {
             Ok(up) => up,
             Err(e) => return self.reject(key, e),
         };
+        let max = self.cfg.limits.channels_per_conn_max;
+        let asked = req
+            .query_param("subscribe")
+            .map_or(0, |l| l.split(',').filter(|c| !c.is_empty()).count());
+        if asked > max {
+            // Refused before the 101, as SSE's `channels=` is: after it the client
+            // would hold a connection with only some of the channels it asked for.
+            let body = format!(
+                "subscribe: at most {max} channels per connection (limits.channels_per_conn_max)"
+            );
+            return self.respond(key, 400, "text/plain", body.as_bytes(), false);
+        }
         let msgpack = up.protocol == Some(Subprotocol::Msgpack);
         if self.over_capacity() {
             ShardStats::inc(&self.stats.rejected_full);
@@ -252,7 +264,7 @@ impl Core {
             .header("authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        if given == Some(want) {
+        if given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), want.as_bytes())) {
             return true;
         }
         let body = br#"{"error":{"code":101,"message":"unauthorized","temporary":false}}"#;

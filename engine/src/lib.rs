@@ -21,6 +21,7 @@ mod lifecycle;
 pub mod mesh;
 pub mod metrics;
 pub mod outq;
+mod partial;
 pub mod ratelimit;
 mod recovery;
 pub mod registry;

@@ -205,6 +205,11 @@ impl Core {
     /// The connection stops being a WebSocket: unsubscribe and count it out.
     fn leave_ws(&mut self, key: ConnKey) {
         self.unsubscribe_all(key);
+        // A closing connection reads no more: its incomplete message goes now.
+        if let Some(c) = self.conns.get_mut(key) {
+            let held = std::mem::take(&mut c.decoder).buffered_bytes();
+            self.partial_bytes_changed(held, 0);
+        }
         if let Some(e) = self.conns.get_mut(key).and_then(|c| c.extra.as_mut()) {
             if std::mem::take(&mut e.user_counted) {
                 if let Some(c) = &e.claims {

@@ -60,6 +60,16 @@ const COUNTERS: &[(&str, &str, Pick)] = &[
         "Recoveries (since) replayed in full.",
         |s| &s.replays_done,
     ),
+    (
+        "shardcast_frame_timeout_closes",
+        "Connections closed with 1008 for not finishing a message within limits.frame_timeout_ms.",
+        |s| &s.frame_timeout_closes,
+    ),
+    (
+        "shardcast_partial_budget_closes",
+        "Connections closed with 1008 for passing limits.partial_bytes_per_shard_max.",
+        |s| &s.partial_budget_closes,
+    ),
 ];
 
 const GAUGES: &[(&str, &str, Pick)] = &[
@@ -92,6 +102,11 @@ const GAUGES: &[(&str, &str, Pick)] = &[
         "shardcast_queued_bytes",
         "Bytes waiting in outbound queues.",
         |s| &s.queued_bytes,
+    ),
+    (
+        "shardcast_partial_bytes",
+        "Bytes held for incomplete WebSocket messages.",
+        |s| &s.partial_bytes,
     ),
 ];
 

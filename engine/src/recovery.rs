@@ -143,8 +143,18 @@ impl Core {
     /// Forget a closed connection's pending subscription (and the channel, if
     /// nothing else holds it).
     fn drop_waiter(&mut self, ch: ChannelId, key: ConnKey, gen: u32) {
+        let mut gone = Vec::new();
         if let Some(c) = self.registry.get_mut(ch) {
-            c.waiters.retain(|w| !(w.key == key && w.gen == gen));
+            c.waiters.retain(|w| {
+                let mine = w.key == key && w.gen == gen;
+                if mine {
+                    gone.push(w.clone());
+                }
+                !mine
+            });
+        }
+        for w in &gone {
+            self.waiter_done(w);
         }
         self.release_if_unused(ch);
     }
@@ -191,6 +201,7 @@ impl Core {
         };
         let w = c.waiters.swap_remove(i);
         let active = matches!(c.position, Position::Active { .. });
+        self.waiter_done(&w);
         let mut started = false;
         if active && self.join_channel(ch, &w, &r.epoch, r.offset, Some(r.recovered)) {
             let since = w.since.as_ref().map_or(r.offset, |s| s.offset);

@@ -22,15 +22,27 @@ impl crate::shard::Core {
         // The decoder leaves the connection while it runs, so message handlers
         // may use the whole shard; it is put back afterwards.
         let mut decoder = std::mem::take(&mut conn.decoder);
+        let before = decoder.buffered_bytes();
         let cfg = self.dec_cfg.clone();
-        let result = decoder.feed(&cfg, data, |msg| self.on_message(key, msg));
+        let stamp = self.frame_stamp();
+        let result = decoder.feed_stamped(&cfg, data, stamp, |msg| self.on_message(key, msg));
+        // Put back only while the connection reads on; a closing one drops
+        // what it held (it is never fed again).
+        let mut after = 0;
         if let Some(conn) = self.conns.get_mut(key) {
-            conn.decoder = decoder;
+            if conn.phase == Phase::Ws && result.is_ok() {
+                after = decoder.buffered_bytes();
+                conn.decoder = decoder;
+            }
         }
-        if let Err(e) = result {
-            ShardStats::inc(&self.stats.protocol_closes);
-            tracing::debug!(shard = self.id, conn = key, error = %e, "protocol violation");
-            self.close_ws(key, e.close_code(), &e.to_string());
+        self.partial_bytes_changed(before, after);
+        match result {
+            Ok(()) => self.partial_check(key),
+            Err(e) => {
+                ShardStats::inc(&self.stats.protocol_closes);
+                tracing::debug!(shard = self.id, conn = key, error = %e, "protocol violation");
+                self.close_ws(key, e.close_code(), &e.to_string());
+            }
         }
     }
 
@@ -196,8 +208,21 @@ impl crate::shard::Core {
             return;
         };
         let gen = conn.gen;
-        if conn.subs.len() >= max {
-            let msg = format!("channel limit reached ({max} per connection)");
+        // Subscriptions still waiting for the owner count too: a burst of
+        // subscribes in one read is all pending, and would pass a cap on joins.
+        if conn.subs.len() + conn.pending_subs as usize >= max {
+            let msg = format!(
+                "channel limit reached ({max} per connection, limits.channels_per_conn_max)"
+            );
+            return self.send_json(key, &reply::error(id, error_code::LIMIT_EXCEEDED, &msg));
+        }
+        let shard_max = self.cfg.limits.channels_per_shard_max;
+        if self.registry.lookup(channel).is_none() && self.registry.len() >= shard_max {
+            // Bounds the registry (and the owners' state behind it) whatever the
+            // number of connections: many connections each at their own cap add up.
+            let msg = format!(
+                "channel limit reached ({shard_max} per shard, limits.channels_per_shard_max)"
+            );
             return self.send_json(key, &reply::error(id, error_code::LIMIT_EXCEEDED, &msg));
         }
         let (ch, created) = self.registry.get_or_create(channel);
@@ -232,23 +257,31 @@ impl crate::shard::Core {
         }
         if let Some(since) = waiter.since.clone() {
             // Only the owner knows what was missed; the answer follows the interest.
-            self.registry
-                .get_mut(ch)
-                .expect("exists")
-                .waiters
-                .push(waiter);
+            self.add_waiter(ch, waiter);
             return self.request_recovery(ch, key, since);
         }
         match position {
             Position::Active { epoch, offset } => {
                 self.join_channel(ch, &waiter, &epoch, offset, None);
             }
-            Position::Pending => self
-                .registry
-                .get_mut(ch)
-                .expect("exists")
-                .waiters
-                .push(waiter),
+            Position::Pending => self.add_waiter(ch, waiter),
+        }
+    }
+
+    /// Park a subscription until the owner answers, counted against the
+    /// connection's channel cap meanwhile (see [`Core::waiter_done`]).
+    fn add_waiter(&mut self, ch: u32, w: Waiter) {
+        if let Some(conn) = self.conns.get_gen(w.key, w.gen) {
+            conn.pending_subs += 1;
+        }
+        self.registry.get_mut(ch).expect("exists").waiters.push(w);
+    }
+
+    /// A waiter left its channel's list (joined, or dropped): it no longer
+    /// counts as pending. Every removal from `waiters` must call this once.
+    pub(crate) fn waiter_done(&mut self, w: &Waiter) {
+        if let Some(conn) = self.conns.get_gen(w.key, w.gen) {
+            conn.pending_subs = conn.pending_subs.saturating_sub(1);
         }
     }
 

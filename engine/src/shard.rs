@@ -71,6 +71,12 @@ pub(crate) struct Core {
     pub wheel: crate::timer::Wheel,
     pub beats: crate::heartbeat::Beats,
     pub due: Vec<crate::timer::Entry>,
+    /// Deadlines of incomplete messages (`limits.frame_timeout_ms`, see `partial.rs`),
+    /// in ticks of their own wheel; 0 ticks: no deadline.
+    pub frame_wheel: crate::timer::Wheel,
+    pub frame_ticks: u64,
+    /// Bytes all this shard's decoders hold for incomplete messages.
+    pub partial_bytes: usize,
     /// Publication times of this turn's deliveries, recorded once their writes are submitted.
     pub delivered_at: Vec<Instant>,
     pub drain: Option<crate::drain::DrainPlan>,
@@ -121,7 +127,22 @@ impl Shard {
                 wheel.ticks(Duration::from_millis(l.idle_timeout_ms))
             },
         };
+        // A tenth of the timeout, as for heartbeats: closes come at most two ticks late.
+        let frame_ms = l.frame_timeout_ms;
+        let frame_wheel = crate::timer::Wheel::new(
+            crate::heartbeat::wheel_tick(frame_ms, frame_ms, 0),
+            Duration::from_millis(frame_ms.max(1)),
+            now,
+        );
+        let frame_ticks = if frame_ms == 0 {
+            0
+        } else {
+            frame_wheel.ticks(Duration::from_millis(frame_ms))
+        };
         let core = Core {
+            frame_wheel,
+            frame_ticks,
+            partial_bytes: 0,
             wheel,
             beats,
             due: Vec::new(),
@@ -290,7 +311,11 @@ impl Core {
             .flatten()
             .map(|(t, _, _)| *t)
             .min();
-        let next = next.into_iter().chain(self.wheel.next_deadline()).min();
+        let next = next
+            .into_iter()
+            .chain(self.wheel.next_deadline())
+            .chain(self.frame_wheel.next_deadline())
+            .min();
         let mut wait = SNAPSHOT_EVERY;
         if let Some(t) = next {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
@@ -378,6 +403,7 @@ impl Core {
             }
         }
         self.heartbeat_due();
+        self.frame_deadlines_due();
         self.drain_step();
         if now.duration_since(self.snapshot_at) >= SNAPSHOT_EVERY {
             self.snapshot_at = now;

@@ -33,7 +33,8 @@ impl Core {
             return self.refuse(key, 400, "channels: at least one channel is needed");
         }
         if channels.len() > max {
-            return self.refuse(key, 400, &format!("channels: at most {max} per stream"));
+            let why = format!("channels: at most {max} per stream (limits.channels_per_conn_max)");
+            return self.refuse(key, 400, &why);
         }
         if let Some(bad) = channels.iter().find(|c| !command::is_valid_channel(c)) {
             return self.refuse(key, 400, &format!("bad channel name: {bad}"));

@@ -52,6 +52,9 @@ counters! {
     replays_active: "Recoveries being replayed to their subscribers, or asked of an owner (gauge).",
     replays_waiting: "Recoveries waiting for a free replay slot (gauge).",
     replays_done: "Recoveries replayed in full.",
+    partial_bytes: "Bytes held for incomplete WebSocket messages (gauge).",
+    frame_timeout_closes: "Connections closed (1008) for not finishing a message within frame_timeout_ms.",
+    partial_budget_closes: "Connections closed (1008) for passing partial_bytes_per_shard_max.",
 }
 
 /// Upper bounds (seconds) of the publish-to-write latency histogram buckets.

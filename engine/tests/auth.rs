@@ -223,7 +223,54 @@ fn a_user_holds_at_most_conns_per_user_max(d: DriverKind) {
     h.shutdown();
 }
 
+/// A token without `exp` would never expire: refused like an invalid one
+/// (4501, SSE 401) unless `auth.exp_required = false`.
+fn tokens_without_exp_are_refused_unless_allowed(d: DriverKind) {
+    let h = start_auth(d);
+    let addr = h.local_addr();
+    let forever = hs256(serde_json::json!({"sub":"u9"}), SECRET);
+    assert_eq!(
+        recv_close_code(&mut connect(addr, Some(&forever))),
+        4501,
+        "no exp"
+    );
+    let (st, _) = http(
+        addr,
+        "GET",
+        &format!("/sse?channels=a&token={forever}"),
+        &[],
+        b"",
+    );
+    assert_eq!(st, 401);
+    let mut c = connect(
+        addr,
+        Some(&hs256(
+            serde_json::json!({"sub":"u9","exp":now() + 600}),
+            SECRET,
+        )),
+    );
+    send(
+        &mut c,
+        &format!(r#"{{"id":1,"op":"refresh","token":"{forever}"}}"#),
+    );
+    assert_eq!(
+        recv_json(&mut c)["error"]["code"],
+        101,
+        "refresh to a token without exp"
+    );
+    h.shutdown();
+
+    let mut cfg = config(d);
+    cfg.auth.hmac_secret = Some(SECRET.into());
+    cfg.auth.exp_required = false;
+    let h = start(cfg);
+    let mut c = connect(h.local_addr(), Some(&forever));
+    subscribe(&mut c, 1, "a");
+    h.shutdown();
+}
+
 both_drivers!(
+    tokens_without_exp_are_refused_unless_allowed,
     a_user_holds_at_most_conns_per_user_max,
     refused_tokens_get_their_close_codes,
     claims_decide_channels,

@@ -242,7 +242,7 @@ fn with_object<R>(
         }
     };
     if buf.len() > REUSED_BUFFERS_BYTES_MAX {
-        let tape = simd_json::to_tape(buf).map_err(|_| malformed(None, "malformed JSON"))?;
+        let tape = simd_json::to_tape(buf).map_err(|e| json_error(&e))?;
         return on_tape(&tape);
     }
     SCRATCH.with(|scratch| {
@@ -252,7 +252,7 @@ fn with_object<R>(
         let mut tape = std::mem::replace(stored, simd_json::Tape(Vec::new())).reset();
         let result = match simd_json::fill_tape(buf, buffers, &mut tape) {
             Ok(()) => on_tape(&tape),
-            Err(_) => Err(malformed(None, "malformed JSON")),
+            Err(e) => Err(json_error(&e)),
         };
         // A document of many tiny values leaves a tape far bigger than a command needs;
         // let it go rather than keep it for the life of the thread.
@@ -262,6 +262,20 @@ fn with_object<R>(
         result
     })
 }
+
+/// What is wrong with a document simd-json refused, as error 1 with no id.
+fn json_error(e: &simd_json::Error) -> CommandError {
+    match e.error() {
+        // Integers of any size are accepted (as float64 where read); a number whose
+        // magnitude overflows float64 is refused although JSON's grammar allows it.
+        simd_json::ErrorType::InvalidNumber => malformed(None, NUMBER_LIMIT),
+        _ => malformed(None, "malformed JSON"),
+    }
+}
+
+/// The one limit on numbers, named in the error a client gets for passing it.
+pub const NUMBER_LIMIT: &str = "malformed JSON: invalid number, or a number beyond the \
+    float64 range (magnitude over 1.7976931348623157e308, such as 1e400)";
 
 fn malformed(id: Option<u64>, message: &str) -> CommandError {
     CommandError {

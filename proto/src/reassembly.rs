@@ -54,6 +54,9 @@ struct Partial {
     control: Vec<u8>,
     /// A data message that is unfinished: fragmented, or its only frame is cut off.
     message: Option<OpenMessage>,
+    /// The caller's stamp (see [`Decoder::feed_stamped`]) of the `feed` in which the
+    /// oldest incomplete frame or message began.
+    since: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,15 +103,36 @@ impl Decoder {
         &mut self,
         cfg: &DecoderConfig,
         input: &mut [u8],
+        on_message: F,
+    ) -> Result<(), ProtoError>
+    where
+        F: FnMut(Message<'_>),
+    {
+        self.feed_stamped(cfg, input, 0, on_message)
+    }
+
+    /// [`Decoder::feed`], remembering `stamp` (an opaque value, typically the
+    /// caller's clock tick) as the start of an incomplete frame or message that
+    /// begins in this input; [`Decoder::incomplete_since`] reports it until that
+    /// message completes. The decoder itself reads no clock.
+    pub fn feed_stamped<F>(
+        &mut self,
+        cfg: &DecoderConfig,
+        input: &mut [u8],
+        stamp: u32,
         mut on_message: F,
     ) -> Result<(), ProtoError>
     where
         F: FnMut(Message<'_>),
     {
-        match self.run(cfg, input, &mut on_message) {
+        let mut restarted = false;
+        match self.run(cfg, input, &mut on_message, &mut restarted) {
             Ok(Flow::Continue) => {
-                if self.partial.as_ref().is_some_and(|p| p.is_idle()) {
-                    self.partial = None;
+                match self.partial.as_deref_mut() {
+                    Some(p) if p.is_idle() => self.partial = None,
+                    // What is held now began in this input, not in an earlier one.
+                    Some(p) if restarted => p.since = stamp,
+                    _ => {}
                 }
                 Ok(())
             }
@@ -123,6 +147,12 @@ impl Decoder {
         }
     }
 
+    /// The stamp of the input in which the incomplete frame or message held now
+    /// began; `None` when nothing is incomplete (between messages).
+    pub fn incomplete_since(&self) -> Option<u32> {
+        self.partial.as_ref().map(|p| p.since)
+    }
+
     /// Bytes currently held for incomplete frames/messages.
     pub fn buffered_bytes(&self) -> usize {
         self.partial.as_ref().map_or(0, |p| {
@@ -132,11 +162,14 @@ impl Decoder {
         })
     }
 
+    /// `restarted` is set when the decoder was, at some frame boundary of this
+    /// input, holding nothing: whatever it holds at the end began in this input.
     fn run<F>(
         &mut self,
         cfg: &DecoderConfig,
         input: &mut [u8],
         on_message: &mut F,
+        restarted: &mut bool,
     ) -> Result<Flow, ProtoError>
     where
         F: FnMut(Message<'_>),
@@ -149,6 +182,10 @@ impl Decoder {
                     Some(Flow::Closed) => return Ok(Flow::Closed),
                     None => return Ok(Flow::Continue),
                 }
+            }
+            // At a frame boundary: nothing held means a fresh start.
+            if self.partial.as_ref().is_none_or(|p| p.is_idle()) {
+                *restarted = true;
             }
             if pos == input.len() {
                 return Ok(Flow::Continue);
@@ -470,6 +507,66 @@ mod tests {
             got.iter().all(|m| m == "Text([72, 101, 108, 108, 111])"),
             "{got:?}"
         );
+    }
+
+    fn masked(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        encode_frame(&mut wire, opcode, fin, payload, Some([1, 2, 3, 4]));
+        wire
+    }
+
+    fn feed_at(d: &mut Decoder, bytes: &[u8], stamp: u32) -> usize {
+        let mut n = 0;
+        let mut input = bytes.to_vec();
+        d.feed_stamped(&cfg(), &mut input, stamp, |_| n += 1)
+            .unwrap();
+        n
+    }
+
+    #[test]
+    fn incomplete_since_is_the_stamp_of_the_input_that_began_the_message() {
+        let a = masked(OpCode::Text, true, b"first message");
+        let b = masked(OpCode::Text, true, b"second message");
+        let mut d = Decoder::default();
+        assert_eq!(d.incomplete_since(), None);
+        // One byte at a time: the stamp of the first byte holds until the end.
+        for (i, byte) in a.iter().enumerate() {
+            let done = feed_at(&mut d, &[*byte], 10 + i as u32);
+            if i + 1 < a.len() {
+                assert_eq!(d.incomplete_since(), Some(10), "byte {i}");
+            } else {
+                assert_eq!(done, 1);
+                assert_eq!(d.incomplete_since(), None);
+            }
+        }
+        // The end of one message and the start of the next in one input: the
+        // held bytes are the next message's, begun in this input.
+        feed_at(&mut d, &a[..3], 100);
+        let mut rest = a[3..].to_vec();
+        rest.extend_from_slice(&b[..4]);
+        assert_eq!(feed_at(&mut d, &rest, 200), 1);
+        assert_eq!(d.incomplete_since(), Some(200));
+        assert_eq!(feed_at(&mut d, &b[4..], 300), 1);
+        assert_eq!(d.incomplete_since(), None);
+    }
+
+    #[test]
+    fn a_fragmented_message_keeps_the_stamp_of_its_first_fragment() {
+        let mut d = Decoder::default();
+        feed_at(&mut d, &masked(OpCode::Text, false, b"one "), 5);
+        assert_eq!(d.incomplete_since(), Some(5));
+        // A whole middle fragment and a ping in between do not restart the clock.
+        let mut more = masked(OpCode::Continuation, false, b"two ");
+        more.extend(masked(OpCode::Ping, true, b"p"));
+        assert_eq!(feed_at(&mut d, &more, 6), 1, "the ping");
+        assert_eq!(d.incomplete_since(), Some(5));
+        assert_eq!(d.buffered_bytes(), 8);
+        assert_eq!(
+            feed_at(&mut d, &masked(OpCode::Continuation, true, b"three"), 7),
+            1
+        );
+        assert_eq!(d.incomplete_since(), None);
+        assert_eq!(d.buffered_bytes(), 0);
     }
 
     #[test]

@@ -646,3 +646,34 @@ fn large_documents_and_reuse_after_failures() {
         assert_eq!(data_of(&json), data.as_bytes());
     }
 }
+
+/// `data` is kept raw, so numbers JSON allows but 64 bits cannot hold are fine;
+/// only a magnitude past float64's is refused, with a message naming the limit.
+#[test]
+fn big_numbers_in_data_are_kept_raw_and_the_float64_limit_is_named() {
+    for n in [
+        "18446744073709551616",
+        "-9223372036854775809",
+        "123456789012345678901234567890",
+        "1e308",
+        "1e-400",
+        "[1.5e300,-18446744073709551616]",
+    ] {
+        let json = format!(r#"{{"op":"publish","channel":"c","data":{n}}}"#);
+        assert_eq!(data_of(&json), n.as_bytes(), "{json}");
+        let mut body = format!(r#"{{"channel":"c","data":{n}}}"#).into_bytes();
+        assert_eq!(
+            &parse_publish_body(&mut body).unwrap().data[..],
+            n.as_bytes()
+        );
+    }
+    for n in ["1e400", "-1e309", "{\"x\":[2e999]}"] {
+        let json = format!(r#"{{"id":3,"op":"publish","channel":"c","data":{n}}}"#);
+        let e = cmd(&json).expect_err(&json);
+        assert_eq!(e.code, error_code::MALFORMED);
+        assert!(e.message.contains("float64 range"), "{}", e.message);
+    }
+    // Other syntax errors keep the plain message.
+    let e = cmd(r#"{"op":"ping""#).unwrap_err();
+    assert_eq!(e.message, "malformed JSON");
+}
