@@ -106,6 +106,14 @@ pub struct Limits {
     pub header_bytes_max: usize,
     /// HTTP API request bodies; past it → 413.
     pub http_body_bytes_max: usize,
+    /// Response bytes queued and unsent on one HTTP (keep-alive) connection. At
+    /// the bound the engine stops answering that connection's pipelined requests
+    /// until the client reads (backpressure), so a client that pipelines and
+    /// never reads holds at most this plus one response, not one per request.
+    pub http_queue_bytes_max: usize,
+    /// How long an HTTP connection may stay at `http_queue_bytes_max` without
+    /// reading any of its responses before it is closed.
+    pub http_write_timeout_ms: u64,
     /// After our close frame, how long to wait for the peer's before closing the socket.
     pub close_linger_ms: u64,
     /// The server pings a connection that has sent nothing for this long.
@@ -185,6 +193,8 @@ impl Default for Limits {
             ready_high_water_pct: 90,
             header_bytes_max: 8 * 1024,
             http_body_bytes_max: 1024 * 1024,
+            http_queue_bytes_max: 256 * 1024,
+            http_write_timeout_ms: 10_000,
             close_linger_ms: 2_000,
             ping_interval_ms: 25_000,
             pong_timeout_ms: 10_000,
@@ -268,6 +278,12 @@ impl Config {
         if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 {
             return Err(
                 "limits.conns_per_shard_max and limits.inbox_msgs_max must be positive".into(),
+            );
+        }
+        if l.http_queue_bytes_max == 0 || l.http_write_timeout_ms == 0 {
+            return Err(
+                "limits.http_queue_bytes_max and limits.http_write_timeout_ms must be positive"
+                    .into(),
             );
         }
         if self.shard_count() > 64 {

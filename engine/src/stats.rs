@@ -49,6 +49,8 @@ counters! {
     slow_consumer_closes: "Connections closed with 4008.",
     protocol_closes: "Connections closed for a protocol violation (1002/1007/1009).",
     queued_bytes: "Bytes waiting in outbound queues (gauge).",
+    http_backpressured: "Times an HTTP connection's unsent responses reached http_queue_bytes_max (its requests wait).",
+    http_slow_reader_closes: "HTTP connections closed for not reading their responses.",
 }
 
 /// Upper bounds (seconds) of the publish-to-write latency histogram buckets.
