@@ -207,6 +207,7 @@ impl Shard {
             if self.core.now.duration_since(trimmed_at) >= TRIM_EVERY {
                 trimmed_at = self.core.now;
                 self.driver.trim();
+                crate::alloc_trim::trim();
             }
             if self.core.stopping && self.core.conns.is_empty() {
                 break;
