@@ -493,7 +493,7 @@ impl Core {
             let Some(h) = conn.http_mut() else {
                 return;
             };
-            if !h.waiting.front().is_some_and(|w| w.ready.is_some()) {
+            if h.waiting.front().is_none_or(|w| w.ready.is_none()) {
                 return;
             }
             if backpressured {
