@@ -143,6 +143,14 @@ pub struct Limits {
     pub header_bytes_max: usize,
     /// HTTP API request bodies; past it → 413.
     pub http_body_bytes_max: usize,
+    /// Response bytes queued and unsent on one HTTP (keep-alive) connection. At
+    /// the bound the engine stops answering that connection's pipelined requests
+    /// until the client reads (backpressure), so a client that pipelines and
+    /// never reads holds at most this plus one response, not one per request.
+    pub http_queue_bytes_max: usize,
+    /// How long an HTTP connection may stay at `http_queue_bytes_max` without
+    /// reading any of its responses before it is closed.
+    pub http_write_timeout_ms: u64,
     /// After our close frame, how long to wait for the peer's before closing the socket.
     pub close_linger_ms: u64,
     /// The server pings a connection that has sent nothing for this long.
@@ -235,6 +243,8 @@ impl Default for Limits {
             ready_high_water_pct: 90,
             header_bytes_max: 8 * 1024,
             http_body_bytes_max: 1024 * 1024,
+            http_queue_bytes_max: 256 * 1024,
+            http_write_timeout_ms: 10_000,
             close_linger_ms: 2_000,
             ping_interval_ms: 25_000,
             pong_timeout_ms: 10_000,
@@ -344,6 +354,12 @@ impl Config {
             // Else one message of the allowed size could never be received.
             return Err(
                 "limits.partial_bytes_per_shard_max must be at least limits.message_bytes_max"
+                    .into(),
+            );
+        }
+        if l.http_queue_bytes_max == 0 || l.http_write_timeout_ms == 0 {
+            return Err(
+                "limits.http_queue_bytes_max and limits.http_write_timeout_ms must be positive"
                     .into(),
             );
         }

@@ -30,6 +30,9 @@ pub struct HttpState {
     /// Pipelined API requests in arrival order: publishes waiting for owner
     /// shards, and responses ready but held behind them (answers keep order).
     pub waiting: std::collections::VecDeque<crate::http_api::Waiting>,
+    /// Set while the unsent responses are at `http_queue_bytes_max` and requests
+    /// wait (backpressure): when the client must have read some of them by.
+    pub stalled: Option<std::time::Instant>,
 }
 
 /// Outcome of queueing bytes for a connection.

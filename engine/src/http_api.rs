@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shardcast_proto::command::{self, CommandError};
 use shardcast_proto::error::close_code;
@@ -22,6 +23,10 @@ use crate::stats::ShardStats;
 /// publications can be fanned out (and batched per socket) together.
 const PIPELINE_MAX: usize = 64;
 
+/// Request-buffer capacity a keep-alive connection keeps between requests (one
+/// receive buffer's worth); more, left by a burst, is given back.
+const HTTP_BUF_KEEP: usize = 16 * 1024;
+
 /// A pipelined API request: waiting for owner shards to assign offsets, or
 /// already answered (`ready`) but held until the requests before it are.
 #[derive(Debug, Default)]
@@ -40,9 +45,18 @@ impl Core {
             return;
         };
         let Some(h) = conn.http_mut() else { return };
+        // The buffer holds every request received and not yet handled, pipelined
+        // ones included, so this one cap bounds it.
         if h.buf.len() + data.len()
             > self.http_limits.header_bytes_max + self.http_limits.body_bytes_max
         {
+            if h.stalled.is_some() {
+                // Backpressured, and the unhandled requests fill the buffer too.
+                // The drivers cannot pause a connection's (multishot) receive, so
+                // a client that keeps sending without reading is dropped here.
+                ShardStats::inc(&self.stats.http_slow_reader_closes);
+                return self.abort(key);
+            }
             self.reject(
                 key,
                 HttpError {
@@ -56,8 +70,15 @@ impl Core {
         self.process_http(key);
     }
 
-    /// Handle the complete requests in the buffer, up to `PIPELINE_MAX` in flight.
+    /// Handle the complete requests in the buffer, up to `PIPELINE_MAX` in
+    /// flight, while the unsent responses stay under `http_queue_bytes_max`.
+    /// At that bound the rest wait in the buffer (see [`Core::http_progress`]).
     fn process_http(&mut self, key: ConnKey) {
+        let limit = self.cfg.limits.http_queue_bytes_max;
+        // Requests are parsed at an offset and the handled prefix removed once at
+        // the end: removing each one as it is handled would move the rest of the
+        // buffer (up to the header + body cap) once per pipelined request.
+        let mut done = 0;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -65,20 +86,114 @@ impl Core {
             if conn.phase != Phase::Http {
                 return;
             }
+            let backpressured = conn.queued_bytes as usize >= limit;
             let Some(h) = conn.http_mut() else { return };
-            if h.waiting.len() >= PIPELINE_MAX || h.buf.is_empty() {
-                return;
+            if h.waiting.len() >= PIPELINE_MAX || h.buf.len() == done {
+                break;
             }
-            let (req, used) = match http::parse_request(&h.buf, &self.http_limits) {
+            if backpressured {
+                self.http_pause(key);
+                break;
+            }
+            let (req, used) = match http::parse_request(&h.buf[done..], &self.http_limits) {
                 Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(e) => return self.reject(key, e),
+                Ok(None) => break,
+                Err(e) => {
+                    h.buf.drain(..done);
+                    return self.reject(key, e);
+                }
             };
-            if (req.path == "/ws" || req.path == "/sse") && !h.waiting.is_empty() {
-                return; // the 101 (or stream head) must not overtake earlier answers
+            let takes_buffer = req.path == "/ws" || req.path == "/sse";
+            if takes_buffer && !h.waiting.is_empty() {
+                break; // the 101 (or stream head) must not overtake earlier answers
             }
-            h.buf.drain(..used);
+            done += used;
+            if takes_buffer {
+                // What follows the request belongs to the WebSocket (or is ignored).
+                h.buf.drain(..done);
+                done = 0;
+            }
             self.route(key, req);
+        }
+        let Some(h) = self.conns.get_mut(key).and_then(|c| c.http_mut()) else {
+            return;
+        };
+        h.buf.drain(..done);
+        // A burst of pipelined requests (or one large body) grew the buffer; a
+        // keep-alive connection should not hold that memory while idle.
+        if h.buf.capacity() > HTTP_BUF_KEEP && h.buf.len() * 4 <= h.buf.capacity() {
+            h.buf.shrink_to(h.buf.len().max(HTTP_BUF_KEEP));
+        }
+    }
+
+    /// The connection's unsent responses reached `http_queue_bytes_max`: its
+    /// requests wait, and it has `http_write_timeout_ms` to read some.
+    fn http_pause(&mut self, key: ConnKey) {
+        let deadline = self.now + Duration::from_millis(self.cfg.limits.http_write_timeout_ms);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let gen = conn.gen;
+        let Some(h) = conn.http_mut() else { return };
+        if h.stalled.is_none() {
+            h.stalled = Some(deadline);
+            self.http_stalls.push_back((deadline, key, gen));
+            ShardStats::inc(&self.stats.http_backpressured);
+        }
+    }
+
+    /// Some responses of an HTTP-phase connection were written. A backpressured
+    /// one gets its time again and, once under the bound, its waiting answers
+    /// and requests are handled: backpressure delays requests, never drops them.
+    pub(crate) fn http_progress(&mut self, key: ConnKey) {
+        let limit = self.cfg.limits.http_queue_bytes_max;
+        let (now, timeout) = (
+            self.now,
+            Duration::from_millis(self.cfg.limits.http_write_timeout_ms),
+        );
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase != Phase::Http {
+            return;
+        }
+        let (gen, still_full) = (conn.gen, conn.queued_bytes as usize >= limit);
+        let Some(h) = conn.http_mut() else { return };
+        if h.stalled.is_none() {
+            return;
+        }
+        if still_full {
+            // It reads, slowly: the timeout is for a client that reads nothing.
+            h.stalled = Some(now + timeout);
+            self.http_stalls.push_back((now + timeout, key, gen));
+            return;
+        }
+        h.stalled = None;
+        // The request timeout skipped this connection while its requests waited
+        // on us; give it a fresh one.
+        if h.deadline.is_some_and(|d| d <= now) {
+            self.arm_http_deadline(key);
+        }
+        self.flush_answers(key);
+        self.process_http(key);
+    }
+
+    /// A backpressured connection's write deadline: closed if it still read nothing.
+    pub(crate) fn http_stall_passed(&mut self, key: ConnKey, gen: u32) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_gen(key, gen) else {
+            return;
+        };
+        if conn.phase != Phase::Http {
+            return;
+        }
+        if conn
+            .http()
+            .and_then(|h| h.stalled)
+            .is_some_and(|d| d <= now)
+        {
+            ShardStats::inc(&self.stats.http_slow_reader_closes);
+            self.abort(key);
         }
     }
 
@@ -378,16 +493,26 @@ impl Core {
         self.process_http(conn.key);
     }
 
-    /// Send the answers at the front of the queue that are ready, in order.
+    /// Send the answers at the front of the queue that are ready, in order,
+    /// while the unsent responses stay under `http_queue_bytes_max`.
     fn flush_answers(&mut self, key: ConnKey) {
+        let limit = self.cfg.limits.http_queue_bytes_max;
         loop {
-            let Some(h) = self.conns.get_mut(key).and_then(|c| c.http_mut()) else {
+            let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            let Some(bytes) = h.waiting.front_mut().and_then(|w| w.ready.take()) else {
+            let backpressured = conn.queued_bytes as usize >= limit;
+            let Some(h) = conn.http_mut() else {
                 return;
             };
+            if h.waiting.front().is_none_or(|w| w.ready.is_none()) {
+                return;
+            }
+            if backpressured {
+                return self.http_pause(key);
+            }
             let w = h.waiting.pop_front().expect("front exists");
+            let bytes = w.ready.expect("checked ready");
             if !self.send_answer(key, bytes, w.keep_alive) {
                 return;
             }

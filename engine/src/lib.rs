@@ -5,6 +5,7 @@
 //! [`registry`]; [`fanout`] turns a publication into one shared frame that
 //! [`mesh`] carries to every shard with subscribers.
 
+pub mod alloc_trim;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -59,6 +59,7 @@ impl Core {
                 let Some(conn) = self.conns.get_mut(key) else {
                     return;
                 };
+                let http = conn.phase == Phase::Http;
                 if !conn.out.is_empty() {
                     self.mark_dirty(key);
                 } else if conn.has(flag::CLOSE_AFTER_FLUSH) {
@@ -67,6 +68,10 @@ impl Core {
                     // An idle connection holds no queue memory (about 160 bytes otherwise).
                     conn.set(flag::RELEASE_WHEN_DRAINED, false);
                     conn.out.release_if_empty();
+                }
+                if http {
+                    // Requests held back by `http_queue_bytes_max` resume here.
+                    self.http_progress(key);
                 }
             }
             Err(_) => {
@@ -152,6 +157,9 @@ impl Core {
     }
 
     /// Queue raw bytes (HTTP responses); not subject to the WebSocket budget.
+    /// Bounded by the callers instead: in the HTTP phase no request is handled
+    /// while `http_queue_bytes_max` bytes are unsent (`process_http`), and the
+    /// others (101, SSE head, 408, 503) are one-off replies that end the phase.
     pub(crate) fn send_raw(&mut self, key: ConnKey, bytes: Vec<u8>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -294,9 +302,11 @@ impl Core {
         if conn.phase != Phase::Http {
             return;
         }
-        let expired = conn
-            .http()
-            .is_some_and(|h| h.waiting.is_empty() && h.deadline.is_some_and(|d| d <= now));
+        let expired = conn.http().is_some_and(|h| {
+            // A backpressured connection's requests wait on us, not on it
+            // (its timeout is `http_write_timeout_ms`).
+            h.waiting.is_empty() && h.stalled.is_none() && h.deadline.is_some_and(|d| d <= now)
+        });
         if expired {
             // Slowloris guard: a request that never completes holds nothing for long.
             self.send_raw(

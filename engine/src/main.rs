@@ -10,6 +10,19 @@ use shardcast::{Config, DriverKind, Engine};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's collect (in libmimalloc-sys, linked for the allocator above):
+    /// purges the calling thread's freed pages whose purge delay has passed.
+    fn mi_collect(force: bool);
+}
+
+/// Each shard calls this about once a second (see `shardcast::alloc_trim`).
+fn mimalloc_collect() {
+    // SAFETY: mi_collect takes no pointers and may run on any thread at any time;
+    // `false` only frees what is already unused.
+    unsafe { mi_collect(false) }
+}
+
 /// Thread-per-core WebSocket fan-out engine.
 ///
 /// Flags override the TOML config file, which overrides the built-in defaults.
@@ -96,6 +109,7 @@ fn main() -> ExitCode {
             .collect();
         return ExitCode::from(shardcast_tuning::cli_main(argv).clamp(0, 255) as u8);
     }
+    shardcast::alloc_trim::set_trim_hook(mimalloc_collect);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

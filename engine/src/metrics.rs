@@ -70,6 +70,16 @@ const COUNTERS: &[(&str, &str, Pick)] = &[
         "Connections closed with 1008 for passing limits.partial_bytes_per_shard_max.",
         |s| &s.partial_budget_closes,
     ),
+    (
+        "shardcast_http_backpressured",
+        "Times an HTTP connection's unsent responses reached limits.http_queue_bytes_max.",
+        |s| &s.http_backpressured,
+    ),
+    (
+        "shardcast_http_slow_reader_closes",
+        "HTTP connections closed for not reading their responses.",
+        |s| &s.http_slow_reader_closes,
+    ),
 ];
 
 const GAUGES: &[(&str, &str, Pick)] = &[

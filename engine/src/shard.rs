@@ -60,6 +60,8 @@ pub(crate) struct Core {
     pub to_close: Vec<ConnKey>,
     pub http_deadlines: VecDeque<(Instant, ConnKey, u32)>,
     pub lingers: VecDeque<(Instant, ConnKey, u32)>,
+    /// HTTP connections backpressured at `http_queue_bytes_max`, by write deadline.
+    pub http_stalls: VecDeque<(Instant, ConnKey, u32)>,
     pub stats: Arc<ShardStats>,
     pub shared: Arc<Shared>,
     pub scratch: Vec<u8>,
@@ -174,6 +176,7 @@ impl Shard {
             to_close: Vec::new(),
             http_deadlines: VecDeque::new(),
             lingers: VecDeque::new(),
+            http_stalls: VecDeque::new(),
             stats: shared.stats[id].clone(),
             shared,
             scratch: Vec::new(),
@@ -228,6 +231,7 @@ impl Shard {
             if self.core.now.duration_since(trimmed_at) >= TRIM_EVERY {
                 trimmed_at = self.core.now;
                 self.driver.trim();
+                crate::alloc_trim::trim();
             }
             if self.core.stopping && self.core.conns.is_empty() {
                 break;
@@ -306,11 +310,15 @@ impl Core {
         {
             return Some(Duration::ZERO);
         }
-        let next = [self.http_deadlines.front(), self.lingers.front()]
-            .into_iter()
-            .flatten()
-            .map(|(t, _, _)| *t)
-            .min();
+        let next = [
+            self.http_deadlines.front(),
+            self.lingers.front(),
+            self.http_stalls.front(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(t, _, _)| *t)
+        .min();
         let next = next
             .into_iter()
             .chain(self.wheel.next_deadline())
@@ -392,6 +400,13 @@ impl Core {
             }
             self.http_deadlines.pop_front();
             self.http_deadline_passed(key, gen);
+        }
+        while let Some(&(deadline, key, gen)) = self.http_stalls.front() {
+            if deadline > now {
+                break;
+            }
+            self.http_stalls.pop_front();
+            self.http_stall_passed(key, gen);
         }
         while let Some(&(deadline, key, gen)) = self.lingers.front() {
             if deadline > now {

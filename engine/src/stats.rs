@@ -55,6 +55,8 @@ counters! {
     partial_bytes: "Bytes held for incomplete WebSocket messages (gauge).",
     frame_timeout_closes: "Connections closed (1008) for not finishing a message within frame_timeout_ms.",
     partial_budget_closes: "Connections closed (1008) for passing partial_bytes_per_shard_max.",
+    http_backpressured: "Times an HTTP connection's unsent responses reached http_queue_bytes_max (its requests wait).",
+    http_slow_reader_closes: "HTTP connections closed for not reading their responses.",
 }
 
 /// Upper bounds (seconds) of the publish-to-write latency histogram buckets.
