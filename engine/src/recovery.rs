@@ -350,6 +350,8 @@ impl Core {
             return;
         };
         r.fetching = false;
+        // Waiting for a page is not the reader's stall.
+        r.progress_at = self.now;
         match frames {
             Some(frames) if !frames.is_empty() => {
                 r.page.extend(frames.into_iter().map(|f| f.into_bytes()));
