@@ -167,8 +167,9 @@ pub struct Limits {
     /// Messages waiting in one shard's inbox from other shards and API callers.
     /// External publishes beyond it are refused (HTTP 503, `PublishError::Overloaded`).
     pub inbox_msgs_max: usize,
-    /// Channels a shard keeps offsets for after their last subscriber left; idle
-    /// ones past this count are forgotten (a new epoch tells clients so).
+    /// Channels a shard keeps offsets (and history) for after their last
+    /// subscriber left; past this count the least recently used idle ones are
+    /// forgotten, checked every 250 ms (a new epoch tells clients so).
     pub idle_channels_max: usize,
     /// Distinct channels one shard's connections may be subscribed to (or waiting
     /// for); a subscribe that would add one more gets error 113. The per-connection

@@ -33,6 +33,8 @@ pub struct HttpState {
     /// Set while the unsent responses are at `http_queue_bytes_max` and requests
     /// wait (backpressure): when the client must have read some of them by.
     pub stalled: Option<std::time::Instant>,
+    /// `100 Continue` was sent for the request being received.
+    pub continued: bool,
 }
 
 /// Outcome of queueing bytes for a connection.

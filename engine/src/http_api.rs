@@ -96,8 +96,22 @@ impl Core {
                 break;
             }
             let (req, used) = match http::parse_request(&h.buf[done..], &self.http_limits) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
+                Ok(Some(r)) => {
+                    h.continued = false;
+                    r
+                }
+                Ok(None) => {
+                    // Said only when no earlier answer is still to come, which
+                    // the interim response must not overtake.
+                    let say_continue = !h.continued
+                        && h.waiting.is_empty()
+                        && http::expects_continue(&h.buf[done..], &self.http_limits);
+                    if say_continue {
+                        h.continued = true;
+                        self.send_raw(key, http::CONTINUE.to_vec());
+                    }
+                    break;
+                }
                 Err(e) => {
                     h.buf.drain(..done);
                     return self.reject(key, e);
