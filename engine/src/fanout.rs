@@ -476,17 +476,7 @@ impl Owner {
             let i = st.members.iter().position(|m| m.conn == member.conn)?;
             st.members.swap_remove(i);
         }
-        let mut json = b"{\"channel\":".to_vec();
-        reply::write_json_str(&mut json, channel);
-        json.extend_from_slice(if join {
-            b",\"join\":{\"user\":"
-        } else {
-            b",\"leave\":{\"user\":"
-        });
-        reply::write_json_str(&mut json, &member.user);
-        json.extend_from_slice(b",\"conn\":");
-        reply::write_json_str(&mut json, &member.conn);
-        json.extend_from_slice(b"}}");
+        let json = reply::presence_event(channel, join, &member.user, &member.conn);
         Some((PreparedFrame::text(&json), st.interest))
     }
 
