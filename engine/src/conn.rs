@@ -177,7 +177,10 @@ impl Conn {
                 self.queued_bytes -= b.len() as u32;
             }
         }
-        debug_assert!(self.queued_bytes_check(), "queued_bytes drifted from the queue");
+        debug_assert!(
+            self.queued_bytes_check(),
+            "queued_bytes drifted from the queue"
+        );
     }
 
     /// The buffers for the next vectored write.
@@ -215,7 +218,10 @@ impl Conn {
             }
         }
         self.out.trim_after_burst();
-        debug_assert!(self.queued_bytes_check(), "queued_bytes drifted from the queue");
+        debug_assert!(
+            self.queued_bytes_check(),
+            "queued_bytes drifted from the queue"
+        );
     }
 
     pub fn http_mut(&mut self) -> Option<&mut HttpState> {
