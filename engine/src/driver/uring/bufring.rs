@@ -48,9 +48,10 @@ impl Mapping {
                 ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                // Populated now: the pool is a fixed cost of the shard, paid
-                // at start rather than as page faults on the receive path.
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                // Not populated: a page becomes resident when the kernel
+                // first writes a read into it, so a shard that receives
+                // little (most of them, with many shards) costs little.
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )

@@ -33,14 +33,19 @@ impl ConnState {
     }
 }
 
+/// Entries reserved up front (the table grows past it on demand).
+const INITIAL: usize = 1024;
+
 pub(super) struct ConnTable {
     states: Vec<ConnState>,
 }
 
 impl ConnTable {
+    /// Grows with the keys the shard uses (the shard reuses freed keys before
+    /// taking new ones), so a shard sized for 20,000 that holds 100 keeps 100 entries.
     pub(super) fn new(conns_max: u32) -> ConnTable {
         ConnTable {
-            states: vec![ConnState::default(); conns_max as usize],
+            states: Vec::with_capacity((conns_max as usize).min(INITIAL)),
         }
     }
 
