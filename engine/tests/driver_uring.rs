@@ -35,6 +35,7 @@ fn config(conns_max: u32, recv_bufs: u16, recv_buf_bytes: u32) -> DriverConfig {
         recv_bufs,
         recv_buf_bytes,
         ring_entries: 256,
+        cq_entries: 0,
     }
 }
 
