@@ -17,6 +17,8 @@ pub(super) const REARM_QUEUED: u8 = 1 << 2;
 pub(super) const CLOSING: u8 = 1 << 3;
 /// The slot's `Close` waits until every other op on it has completed.
 pub(super) const CLOSE_DEFERRED: u8 = 1 << 4;
+/// A send waits in the driver's queue for room in the CQ (not yet submitted).
+pub(super) const SEND_QUEUED: u8 = 1 << 5;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ConnState {

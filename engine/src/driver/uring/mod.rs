@@ -80,6 +80,8 @@ pub struct UringDriver {
     send_budget: usize,
     /// Sends waiting for room in the budget, oldest first: send-slab ids.
     send_queue: VecDeque<u32>,
+    /// Closed connections whose send is still in `send_queue`.
+    queued_to_cancel: usize,
     /// Accepted and not yet closed.
     open: usize,
     fixed_slots: u32,
@@ -119,6 +121,7 @@ impl UringDriver {
             sends_in_kernel: 0,
             send_budget,
             send_queue: VecDeque::new(),
+            queued_to_cancel: 0,
             open: 0,
             fixed_slots,
             overflow_logged: false,

@@ -16,7 +16,7 @@
 use bytes::Bytes;
 use io_uring::{opcode, types};
 
-use super::conns::CLOSING;
+use super::conns::{CLOSING, SEND_QUEUED};
 use super::token::{self, Kind};
 use super::UringDriver;
 use crate::driver::{Completion, ConnKey, Sock, SEND_IOVECS_MAX};
@@ -165,6 +165,7 @@ impl UringDriver {
             // order, `pump` submits it as reaped sends make room. The shard
             // sees a send in flight meanwhile, so its queue keeps growing and
             // the next write to this connection carries more frames.
+            self.conns.get_mut(conn).flags |= SEND_QUEUED;
             self.send_queue.push_back(id);
         }
     }
@@ -183,6 +184,23 @@ impl UringDriver {
     /// (its slot may already be closed).
     pub(super) fn submit_queued_sends(&mut self) {
         let mut done = std::mem::take(&mut self.backlog);
+        if self.queued_to_cancel > 0 {
+            // One pass however many closes: a closing connection's `Closed`
+            // must not wait behind sends stuck on slow readers.
+            self.queued_to_cancel = 0;
+            let mut queue = std::mem::take(&mut self.send_queue);
+            queue.retain(|&id| {
+                let Some((conn, _, _)) = self.sends.get(id) else {
+                    return false;
+                };
+                if !self.conns.get_mut(conn).has(CLOSING) {
+                    return true;
+                }
+                self.cancel_queued_send(id, conn, &mut done);
+                false
+            });
+            self.send_queue = queue;
+        }
         while self.sends_in_kernel < self.send_budget {
             let Some(id) = self.send_queue.pop_front() else {
                 break;
@@ -192,20 +210,26 @@ impl UringDriver {
                 continue;
             };
             if self.conns.get_mut(conn).has(CLOSING) {
-                self.sends.remove(id);
-                done.push(Completion::Sent {
-                    conn,
-                    result: Err(libc::ECANCELED),
-                });
-                self.op_done(conn, &mut done);
+                self.cancel_queued_send(id, conn, &mut done);
                 continue;
             }
+            self.conns.get_mut(conn).flags &= !SEND_QUEUED;
             self.push_send(id, slot, msg);
         }
         // Pushing may have flushed and reaped into the backlog meanwhile:
         // keep the order, earlier completions first.
         done.append(&mut self.backlog);
         self.backlog = done;
+    }
+
+    fn cancel_queued_send(&mut self, id: u32, conn: ConnKey, out: &mut Vec<Completion>) {
+        self.sends.remove(id);
+        self.conns.get_mut(conn).flags &= !SEND_QUEUED;
+        out.push(Completion::Sent {
+            conn,
+            result: Err(libc::ECANCELED),
+        });
+        self.op_done(conn, out);
     }
 
     pub(super) fn on_send(&mut self, id: u32, res: i32, out: &mut Vec<Completion>) {
