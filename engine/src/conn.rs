@@ -246,6 +246,18 @@ pub struct Slab {
 }
 
 impl Slab {
+    /// A slab whose vectors never move up to `n` connections: reserved, not
+    /// touched, so pages cost RSS only as connections arrive, and no doubling
+    /// leaves an old copy behind (the allocator's slack, not ours).
+    pub fn with_capacity(n: usize) -> Slab {
+        Slab {
+            entries: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
+            gens: Vec::with_capacity(n),
+            len: 0,
+        }
+    }
+
     pub fn insert(&mut self, sock: Sock) -> ConnKey {
         let key = match self.free.pop() {
             Some(k) => k,
