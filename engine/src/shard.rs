@@ -232,6 +232,7 @@ impl Shard {
                 trimmed_at = self.core.now;
                 self.driver.trim();
                 self.core.trim_lists();
+                crate::trim::shrink_vec(&mut completions);
                 crate::alloc_trim::trim();
             }
             if self.core.stopping && self.core.conns.is_empty() {

@@ -15,13 +15,13 @@ use crate::shard::Core;
 const KEEP: usize = 256;
 
 /// Shrink `v` if it holds less than a quarter of its capacity.
-fn shrink_vec<T>(v: &mut Vec<T>) {
+pub(crate) fn shrink_vec<T>(v: &mut Vec<T>) {
     if v.capacity() > KEEP && v.len() < v.capacity() / 4 {
         v.shrink_to((v.len() * 2).max(KEEP));
     }
 }
 
-fn shrink_deque<T>(v: &mut VecDeque<T>) {
+pub(crate) fn shrink_deque<T>(v: &mut VecDeque<T>) {
     if v.capacity() > KEEP && v.len() < v.capacity() / 4 {
         v.shrink_to((v.len() * 2).max(KEEP));
     }
