@@ -328,7 +328,10 @@ impl Conn {
                     }
                 }
             }
-            Message::Ping(p) => replies.push(p.to_vec()),
+            Message::Ping(p) => {
+                ctx.totals.counters.pings += 1;
+                replies.push(p.to_vec());
+            }
             Message::Pong(_) => {}
             Message::Close(c) => {
                 let code = c.map(|(c, _)| c).unwrap_or(1005);
@@ -521,7 +524,13 @@ impl Conn {
             ctx.record(now_ns.saturating_sub(ts), now_ns);
         }
         match self.subs.get_mut(sub).and_then(|(_, t)| t.as_mut()) {
-            Some(t) => t.see(offset, epoch),
+            Some(t) => {
+                let (d, o) = (t.duplicate, t.out_of_order);
+                t.see(offset, epoch);
+                let c = &mut ctx.totals.counters;
+                c.live_duplicate += t.duplicate - d;
+                c.live_out_of_order += t.out_of_order - o;
+            }
             // A push before the subscribe reply: the engine promises replies come first.
             None => ctx.totals.counters.bad_messages += 1,
         }

@@ -97,6 +97,17 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / if hz > 0 { hz as f64 } else { 100.0 })
 }
 
+/// Is process `pid` still running (not gone, not a zombie waiting to be reaped)?
+pub fn alive(pid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = text
+        .rfind(')')
+        .and_then(|i| text[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
+}
+
 /// Is there a process `pid` to probe?
 pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}/status")).exists()

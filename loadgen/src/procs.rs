@@ -33,14 +33,26 @@ pub enum FromWorker {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToWorker {
     Measure,
-    Stop { finals: Vec<u64> },
+    /// Time closes from this Unix ns on (the suite's drain).
+    Mark {
+        ns: u64,
+    },
+    Stop {
+        finals: Vec<u64>,
+    },
 }
 
-/// How often a child reports (the parent's once-a-second view is at most this stale).
-const TICK_EVERY: Duration = Duration::from_millis(200);
+/// How often a child reports (the parent's view is at most this stale; the suite
+/// waits on it to see a broadcast reach everyone).
+const TICK_EVERY: Duration = Duration::from_millis(100);
 
 /// How long a child may outlive `--max-seconds` before stopping by itself.
 const GRACE: Duration = Duration::from_secs(30);
+
+/// After "stop", how long the parent waits for the results, all workers together.
+/// A worker that has not answered by then is counted from its last tick (partial:
+/// no latencies) and killed, so an overloaded host still gets a report.
+pub const STOP_WAIT: Duration = Duration::from_secs(20);
 
 /// Descriptors a worker needs besides its connections (stdio, epoll, libraries).
 const FD_OVERHEAD: u64 = 64;
@@ -118,6 +130,9 @@ pub fn worker_main(plan: Plan) -> i32 {
             Ok(Some(ToWorker::Measure)) => {
                 let _ = group.measure();
             }
+            Ok(Some(ToWorker::Mark { ns })) => {
+                let _ = group.mark(ns);
+            }
             Ok(Some(ToWorker::Stop { finals })) => break finals,
             Ok(None) | Err(RecvTimeoutError::Disconnected) => break Vec::new(),
             Err(RecvTimeoutError::Timeout) => {}
@@ -140,6 +155,8 @@ struct ChildProc {
     stdin: Option<ChildStdin>,
     latest: Option<Tick>,
     result: Option<Totals>,
+    /// Its output ended (it exited, or closed stdout).
+    gone: bool,
 }
 
 /// The worker processes, from the parent's side.
@@ -147,6 +164,8 @@ pub struct Procs {
     kids: Vec<ChildProc>,
     rx: Receiver<(usize, Option<FromWorker>)>,
     interval: Hist,
+    /// What went wrong with workers; reported with the results, never fatal.
+    problems: Vec<String>,
 }
 
 impl Procs {
@@ -191,38 +210,48 @@ impl Procs {
                 stdin,
                 latest: None,
                 result: None,
+                gone: false,
             });
         }
         Ok(Procs {
             kids,
             rx,
             interval: Hist::default(),
+            problems: Vec::new(),
         })
     }
 
-    fn handle(&mut self, i: usize, msg: Option<FromWorker>) -> Result<(), String> {
+    /// One message from worker `i`. Nothing a worker says or fails to say stops the
+    /// run: problems are kept and reported beside the results.
+    fn handle(&mut self, i: usize, msg: Option<FromWorker>) {
         match msg {
             Some(FromWorker::Tick(t)) => {
                 self.interval.merge(&t.interval);
                 self.kids[i].latest = Some(t);
             }
             Some(FromWorker::Result(r)) => self.kids[i].result = Some(r),
-            Some(FromWorker::Error(e)) => return Err(format!("worker {i}: {e}")),
-            None if self.kids[i].result.is_none() => {
-                return Err(format!("worker {i} exited without a result"))
+            Some(FromWorker::Error(e)) => self.problems.push(format!("worker {i}: {e}")),
+            None => {
+                self.kids[i].gone = true;
+                if self.kids[i].result.is_none() {
+                    self.problems
+                        .push(format!("worker {i} exited without a result"));
+                }
             }
-            None => {}
         }
-        Ok(())
     }
 
+    /// Send `cmd` to every worker still listening; a worker that cannot take it is
+    /// noted, not fatal (its pipe is closed, so it stops by itself).
     fn send(&mut self, cmd: &ToWorker) -> Result<(), String> {
         let line = serde_json::to_string(cmd).map_err(|e| e.to_string())? + "\n";
         for (i, k) in self.kids.iter_mut().enumerate() {
             if let Some(s) = k.stdin.as_mut() {
-                s.write_all(line.as_bytes())
-                    .and_then(|_| s.flush())
-                    .map_err(|e| format!("worker {i}: {e}"))?;
+                if let Err(e) = s.write_all(line.as_bytes()).and_then(|_| s.flush()) {
+                    self.problems
+                        .push(format!("worker {i}: command not sent: {e}"));
+                    k.stdin = None;
+                }
             }
         }
         Ok(())
@@ -232,7 +261,7 @@ impl Procs {
 impl Fleet for Procs {
     fn tick(&mut self) -> Result<Tick, String> {
         while let Ok((i, msg)) = self.rx.try_recv() {
-            self.handle(i, msg)?;
+            self.handle(i, msg);
         }
         let mut out = Tick {
             ready: true,
@@ -243,15 +272,21 @@ impl Fleet for Procs {
             match &k.latest {
                 Some(t) => {
                     counters.add(&t.counters);
-                    out.ready &= t.ready;
+                    // A worker that is gone will not get any further: do not wait for it.
+                    out.ready &= t.ready || k.gone;
                     out.cpu_s += t.cpu_s;
+                    out.rss_bytes += t.rss_bytes;
+                    out.processes += 1;
+                    out.last_delivery_ns = out.last_delivery_ns.max(t.last_delivery_ns);
                 }
-                None => out.ready = false,
+                None => out.ready &= k.gone,
             }
         }
         out.counters = counters;
         // The parent's own share (the publisher runs here).
         out.cpu_s += sys::cpu_seconds_self();
+        out.rss_bytes += sys::rss_self();
+        out.processes += 1;
         out.interval = std::mem::take(&mut self.interval);
         Ok(out)
     }
@@ -260,23 +295,48 @@ impl Fleet for Procs {
         self.send(&ToWorker::Measure)
     }
 
+    fn mark(&mut self, ns: u64) -> Result<(), String> {
+        self.send(&ToWorker::Mark { ns })
+    }
+
     fn stop(mut self: Box<Self>, finals: Vec<u64>) -> Result<Totals, String> {
         self.send(&ToWorker::Stop { finals })?;
         for k in &mut self.kids {
             k.stdin = None;
         }
-        let deadline = Instant::now() + GRACE;
-        while self.kids.iter().any(|k| k.result.is_none()) {
+        let deadline = Instant::now() + STOP_WAIT;
+        while self.kids.iter().any(|k| k.result.is_none() && !k.gone) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok((i, msg)) => self.handle(i, msg)?,
-                Err(_) => return Err("workers did not report their results in time".into()),
+                Ok((i, msg)) => self.handle(i, msg),
+                Err(_) => break,
             }
         }
         let mut out = Totals::default();
-        for k in &mut self.kids {
-            let _ = k.child.wait();
-            out.merge(k.result.as_ref().expect("checked above"));
+        for (i, k) in self.kids.iter_mut().enumerate() {
+            match &k.result {
+                Some(r) => {
+                    let _ = k.child.wait();
+                    out.merge(r);
+                }
+                None => {
+                    // Partial: the counters of its last tick, without latencies.
+                    let _ = k.child.kill();
+                    let _ = k.child.wait();
+                    if let Some(t) = &k.latest {
+                        let mut c = t.counters;
+                        c.open = 0;
+                        out.counters.add(&c);
+                    }
+                    out.error(format!(
+                        "worker {i}: no result within {} s (counted from its last report, without latencies)",
+                        STOP_WAIT.as_secs()
+                    ));
+                }
+            }
+        }
+        for p in std::mem::take(&mut self.problems) {
+            out.error(p);
         }
         Ok(out)
     }
@@ -326,6 +386,7 @@ fn opts_to_args(o: &Opts) -> Vec<String> {
     flag("inflight", o.inflight.to_string());
     flag("churn-rate", o.churn_rate.to_string());
     flag("connect-timeout", o.connect_timeout.to_string());
+    flag("spread-channels", o.spread_channels.to_string());
     if o.spread {
         a.push("--spread".into());
     }

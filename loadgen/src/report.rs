@@ -104,6 +104,34 @@ pub struct Fanout {
     pub publisher: Outcome,
 }
 
+/// The load generator's own resident memory (all its processes), before the ramp
+/// and after it: what one client connection costs the client side in user space.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadgenMemory {
+    pub processes: u64,
+    pub rss_before_bytes: u64,
+    pub rss_after_bytes: u64,
+    pub connections: u64,
+    /// Whole RSS of every loadgen process ÷ connections open.
+    pub whole_bytes_per_conn: f64,
+    /// (RSS after − RSS before) ÷ connections open.
+    pub delta_bytes_per_conn: f64,
+}
+
+impl LoadgenMemory {
+    pub fn new(before: &crate::stats::Tick, after: &crate::stats::Tick, open: u64) -> Self {
+        let n = open.max(1) as f64;
+        LoadgenMemory {
+            processes: after.processes,
+            rss_before_bytes: before.rss_bytes,
+            rss_after_bytes: after.rss_bytes,
+            connections: open,
+            whole_bytes_per_conn: after.rss_bytes as f64 / n,
+            delta_bytes_per_conn: (after.rss_bytes as f64 - before.rss_bytes as f64) / n,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: Scenario,
@@ -124,6 +152,10 @@ pub struct Report {
     pub churn_per_s: f64,
     pub fanout: Option<Fanout>,
     pub memory: Option<Probe>,
+    /// The load generator's own memory.
+    pub loadgen_memory: Option<LoadgenMemory>,
+    /// The suite's steps (scenario `suite`).
+    pub suite: Option<crate::suite::SuiteReport>,
     pub cpu: Cpu,
     pub timeline: Vec<Sample>,
     /// The merged histograms (V2 + base64), for tools that want more percentiles.
@@ -223,6 +255,8 @@ impl Report {
             churn_per_s: c.churned as f64 / measure,
             fanout,
             memory,
+            loadgen_memory: None,
+            suite: None,
             cpu: Cpu::default(),
             timeline,
             latency_hist: totals.latency,
@@ -284,6 +318,11 @@ impl Report {
                 let _ = writeln!(s, "churn: {:.1} reconnects/s", self.churn_per_s);
             }
             Scenario::Idle => {}
+            Scenario::Suite => {
+                if let Some(su) = &self.suite {
+                    s.push_str(&su.summary());
+                }
+            }
         }
         if let Some(m) = &self.memory {
             let kib = |v: Option<u64>| {
@@ -304,6 +343,18 @@ impl Report {
                 "kernel (both ends, machine-wide): TCP buffers {} per connection, slab {} per connection",
                 per(m.tcp_mem_bytes_per_conn),
                 per(m.slab_bytes_per_conn)
+            );
+        }
+        if let Some(m) = &self.loadgen_memory {
+            let _ = writeln!(
+                s,
+                "loadgen memory ({} processes): RSS {:.1} MiB → {:.1} MiB over {} connections = {:.0} B per connection whole, {:.0} B added",
+                m.processes,
+                m.rss_before_bytes as f64 / 1048576.0,
+                m.rss_after_bytes as f64 / 1048576.0,
+                m.connections,
+                m.whole_bytes_per_conn,
+                m.delta_bytes_per_conn
             );
         }
         let server = self

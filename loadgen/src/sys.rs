@@ -179,6 +179,34 @@ pub fn cpu_seconds_self() -> f64 {
     tv(r.ru_utime) + tv(r.ru_stime)
 }
 
+/// Resident set of this process, bytes (`/proc/self/statm`, cheap enough to read often).
+pub fn rss_self() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf takes no pointers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * if page > 0 { page as u64 } else { 4096 }
+}
+
+/// Send `sig` to process `pid` (the suite's drain step: SIGTERM to the server).
+pub fn signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    if pid <= 1 {
+        return Err(io::Error::other("refusing to signal pid 0 or 1"));
+    }
+    // SAFETY: kill takes no pointers.
+    if unsafe { libc::kill(pid, sig) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Wall clock in nanoseconds since the Unix epoch (comparable across processes).
 pub fn unix_ns() -> u64 {
     std::time::SystemTime::now()
