@@ -71,7 +71,7 @@ impl Fleet for Group {
             s.interval.reset();
         }
         out.cpu_s = crate::sys::cpu_seconds_self();
-        out.rss_bytes = crate::sys::rss_self();
+        (out.rss_bytes, out.anon_bytes) = crate::sys::rss_self();
         out.processes = 1;
         Ok(out)
     }

@@ -25,8 +25,8 @@ use crate::sys;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromWorker {
-    Tick(Tick),
-    Result(Totals),
+    Tick(Box<Tick>),
+    Result(Box<Totals>),
     Error(String),
 }
 
@@ -122,7 +122,7 @@ pub fn worker_main(plan: Plan) -> i32 {
         if now >= next_tick {
             next_tick += TICK_EVERY;
             match group.tick() {
-                Ok(t) => emit(&FromWorker::Tick(t)),
+                Ok(t) => emit(&FromWorker::Tick(Box::new(t))),
                 Err(e) => emit(&FromWorker::Error(e)),
             }
         }
@@ -140,7 +140,7 @@ pub fn worker_main(plan: Plan) -> i32 {
     };
     match Box::new(group).stop(finals) {
         Ok(t) => {
-            emit(&FromWorker::Result(t));
+            emit(&FromWorker::Result(Box::new(t)));
             0
         }
         Err(e) => {
@@ -227,9 +227,9 @@ impl Procs {
         match msg {
             Some(FromWorker::Tick(t)) => {
                 self.interval.merge(&t.interval);
-                self.kids[i].latest = Some(t);
+                self.kids[i].latest = Some(*t);
             }
-            Some(FromWorker::Result(r)) => self.kids[i].result = Some(r),
+            Some(FromWorker::Result(r)) => self.kids[i].result = Some(*r),
             Some(FromWorker::Error(e)) => self.problems.push(format!("worker {i}: {e}")),
             None => {
                 self.kids[i].gone = true;
@@ -276,6 +276,7 @@ impl Fleet for Procs {
                     out.ready &= t.ready || k.gone;
                     out.cpu_s += t.cpu_s;
                     out.rss_bytes += t.rss_bytes;
+                    out.anon_bytes += t.anon_bytes;
                     out.processes += 1;
                     out.last_delivery_ns = out.last_delivery_ns.max(t.last_delivery_ns);
                 }
@@ -285,7 +286,9 @@ impl Fleet for Procs {
         out.counters = counters;
         // The parent's own share (the publisher runs here).
         out.cpu_s += sys::cpu_seconds_self();
-        out.rss_bytes += sys::rss_self();
+        let (rss, anon) = sys::rss_self();
+        out.rss_bytes += rss;
+        out.anon_bytes += anon;
         out.processes += 1;
         out.interval = std::mem::take(&mut self.interval);
         Ok(out)

@@ -116,6 +116,12 @@ pub struct LoadgenMemory {
     pub whole_bytes_per_conn: f64,
     /// (RSS after − RSS before) ÷ connections open.
     pub delta_bytes_per_conn: f64,
+    /// Anonymous resident memory (RssAnon: heap and stacks, not the binary every
+    /// process maps and shares), all processes, after the ramp.
+    pub anon_after_bytes: u64,
+    pub anon_before_bytes: u64,
+    /// RssAnon after ÷ connections open: the honest whole figure.
+    pub anon_bytes_per_conn: f64,
 }
 
 impl LoadgenMemory {
@@ -128,6 +134,9 @@ impl LoadgenMemory {
             connections: open,
             whole_bytes_per_conn: after.rss_bytes as f64 / n,
             delta_bytes_per_conn: (after.rss_bytes as f64 - before.rss_bytes as f64) / n,
+            anon_after_bytes: after.anon_bytes,
+            anon_before_bytes: before.anon_bytes,
+            anon_bytes_per_conn: after.anon_bytes as f64 / n,
         }
     }
 }
@@ -348,13 +357,15 @@ impl Report {
         if let Some(m) = &self.loadgen_memory {
             let _ = writeln!(
                 s,
-                "loadgen memory ({} processes): RSS {:.1} MiB → {:.1} MiB over {} connections = {:.0} B per connection whole, {:.0} B added",
+                "loadgen memory ({} processes): RSS {:.1} MiB → {:.1} MiB over {} connections = {:.0} B per connection whole, {:.0} B added; anonymous (heap, stacks) {:.1} MiB = {:.0} B per connection",
                 m.processes,
                 m.rss_before_bytes as f64 / 1048576.0,
                 m.rss_after_bytes as f64 / 1048576.0,
                 m.connections,
                 m.whole_bytes_per_conn,
-                m.delta_bytes_per_conn
+                m.delta_bytes_per_conn,
+                m.anon_after_bytes as f64 / 1048576.0,
+                m.anon_bytes_per_conn
             );
         }
         let server = self

@@ -207,6 +207,9 @@ pub struct Tick {
     /// Resident memory of the process(es), bytes (summed over worker processes).
     #[serde(default)]
     pub rss_bytes: u64,
+    /// Anonymous resident memory (RssAnon: heap, stacks; not the shared binary), bytes.
+    #[serde(default)]
+    pub anon_bytes: u64,
     /// Processes whose figures are in here (1 for a group of threads).
     #[serde(default)]
     pub processes: u64,
@@ -222,6 +225,7 @@ impl Tick {
         self.ready &= o.ready;
         self.cpu_s += o.cpu_s;
         self.rss_bytes += o.rss_bytes;
+        self.anon_bytes += o.anon_bytes;
         self.processes += o.processes;
         self.last_delivery_ns = self.last_delivery_ns.max(o.last_delivery_ns);
     }

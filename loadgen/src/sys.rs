@@ -179,19 +179,25 @@ pub fn cpu_seconds_self() -> f64 {
     tv(r.ru_utime) + tv(r.ru_stime)
 }
 
-/// Resident set of this process, bytes (`/proc/self/statm`, cheap enough to read often).
-pub fn rss_self() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
-        return 0;
+/// Resident memory of this process, bytes: (VmRSS, RssAnon). RssAnon leaves out
+/// the binary's and libraries' pages, which every worker process shares.
+pub fn rss_self() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
+        return (0, 0);
     };
-    let pages: u64 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf takes no pointers.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * if page > 0 { page as u64 } else { 4096 }
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| {
+                l[key.len()..]
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
 }
 
 /// Send `sig` to process `pid` (the suite's drain step: SIGTERM to the server).
