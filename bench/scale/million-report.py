@@ -144,7 +144,9 @@ def main():
       f"{ramp_s:.1f} s: {n0(up / ramp_s if ramp_s else 0)} per second on average, "
       f"{n0(peak)} in the best second (offered: {rep.get('options', {}).get('ramp', '?'):,.0f}/s). "
       f"Connect → upgraded → subscribed: p50 {us(cl.get('p50_us'))}, p99 {us(cl.get('p99_us'))}, "
-      f"max {us(cl.get('max_us'))}. Ramp {'complete' if ph.get('ramp_complete') else 'INCOMPLETE'}.")
+      f"max {us(cl.get('max_us'))}. Ramp {'complete' if ph.get('ramp_complete') else 'INCOMPLETE'}. "
+      f"CPU over the ramp: engine {(rep.get('cpu') or {}).get('ramp_server_s') or 0:.1f} s, load generator "
+      f"{(rep.get('cpu') or {}).get('ramp_loadgen_s') or 0:.1f} s (of {2 * ramp_s:.0f} s of the two cores).")
     w("")
     # Memory.
     before, after = mem.get("before", {}), mem.get("after", {})
@@ -189,7 +191,10 @@ def main():
       f"{n0(measured_total / conns)} B | **{gib(pred.get('total_bytes'))}** | "
       f"**{pct(measured_total, pred.get('total_bytes'))}** |")
     added = (rss_after or 0) - rss_start + kernel + (lg or 0) - (lm.get("anon_before_bytes") or 0)
-    w(f"| cross-check: drop of MemAvailable over the ramp (against the rows' growth over it, {gib(added)}) | "
+    dfree = (before.get("mem_free_bytes") or 0) - (after.get("mem_free_bytes") or 0)
+    w(f"| cross-check: drop of MemFree over the ramp, machine-wide (the rows above grew by {gib(added)}) | "
+      f"{gib(dfree)} | {n0(dfree / conns)} B | – | {pct(dfree, added)} |")
+    w(f"| cross-check: drop of MemAvailable (counts reclaimable slab as available) | "
       f"{gib(davail)} | {n0(davail / conns)} B | – | {pct(davail, added)} |")
     w("")
     # (a)
@@ -201,12 +206,13 @@ def main():
           "published once the previous one had reached everyone. Times from the publication's "
           "timestamp to each delivery.")
         w("")
-        w("| # | delivered / expected | first | median | p99 | last | deliveries/s |")
-        w("|---:|---:|---:|---:|---:|---:|---:|")
+        w("| # | delivered / expected | first | median | p99 | last | deliveries/s | CPU: engine / load generator |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|")
         for b in bs:
             inc = " (incomplete)" if b.get("incomplete") else ""
             w(f"| {b['index']} | {n0(b['delivered'])} / {n0(b['expected'])}{inc} | {ms(b['first_ms'])} | "
-              f"{ms(b['p50_ms'])} | {ms(b['p99_ms'])} | {ms(b['last_ms'])} | {n0(b['deliveries_per_s'])} |")
+              f"{ms(b['p50_ms'])} | {ms(b['p99_ms'])} | {ms(b['last_ms'])} | {n0(b['deliveries_per_s'])} | "
+              f"{ms(b.get('server_cpu_ms'))} / {ms(b.get('loadgen_cpu_ms'))} |")
         w("")
         bu = su.get("burst")
         if bu:
@@ -217,7 +223,8 @@ def main():
               f"in {ms(bu['span_ms'])} from the first publication, **{n0(bu['deliveries_per_s'])} deliveries/s** "
               f"against {n0(bu['paced_deliveries_per_s'])}/s for the paced ones (median); latency p50 "
               f"{us(lat.get('p50_us'))}, p99 {us(lat.get('p99_us'))}, max {us(lat.get('max_us'))}; "
-              f"closed {bu['closed']}, duplicate {bu['duplicate']}, out of order {bu['out_of_order']}"
+              f"closed {bu['closed']}, duplicate {bu['duplicate']}, out of order {bu['out_of_order']}; "
+              f"CPU engine {ms(bu.get('server_cpu_ms'))}, load generator {ms(bu.get('loadgen_cpu_ms'))}"
               f"{', INCOMPLETE' if bu.get('incomplete') else ''}.")
             w("")
     st = su.get("steady")
@@ -284,14 +291,20 @@ def main():
         w("")
     w("### On a host where the descriptor limit can be raised")
     w("")
-    w("Here every process is capped at 20,000 descriptors, so the engine runs 56 rings of direct "
-      "descriptors on 2 cores and the load generator 56 processes. With `LimitNOFILE=1001024` "
-      "(tuning/systemd) the engine runs one shard per core, with 1,000,000 ÷ cores direct "
-      "descriptors per ring (or ordinary fds), and the fixed per-shard cost counts once per core: "
-      f"memory ≈ engine {n0((rss_after or 0) / conns if rss_after else 0)} B × 1M (as measured here, whole) "
-      f"+ kernel {n0(kernel / conns / 2 if conns else 0)} B per socket × 1M sockets on the server "
-      "(the clients' half lives on the clients' hosts); `shardcast doctor --target 1000000` gives the "
-      "same sum for that host.")
+    shards = int(tgt.get("shards") or 56)
+    per_shard = max(rss_start - 9 * 1048576, 0) / shards
+    added_pc = ((rss_after or rss_start) - rss_start) / conns
+    sock = kernel / conns / 2
+    cores = int(m.get("cores") or 2)
+    est = 9 * 1048576 + cores * per_shard + 1e6 * (added_pc + sock)
+    w(f"Here every process is capped at 20,000 descriptors, so the engine runs {shards} rings of direct "
+      f"descriptors on {cores} cores and the load generator {lm.get('processes', '?')} processes. Where "
+      "`LimitNOFILE=1001024` can be set (tuning/systemd), the engine runs one shard per core with "
+      "1,000,000 ÷ cores descriptors per ring, and the clients live on other hosts. The server's memory "
+      f"for a million is then, with this run's figures: 9 MiB + {cores} shards × {mib(per_shard)} at start "
+      f"+ 1,000,000 × ({n0(added_pc)} B engine + {n0(sock)} B kernel per socket) ≈ **{gib(est)}**; "
+      f"`shardcast doctor --target 1000000 --engine-bytes-per-conn {added_pc:.0f}` sums the same parts "
+      "for that host.")
     print("\n".join(L))
 
 

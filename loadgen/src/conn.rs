@@ -280,17 +280,22 @@ impl Conn {
         }
         self.phase = Phase::Subscribing;
         self.pending_replies = self.subs.len();
+        // Every subscribe in one write: one segment, one wake-up of the server.
+        let mut frames = Vec::with_capacity(64 * self.subs.len());
         for i in 0..self.subs.len() {
             let channel = &ctx.channels[self.subs[i].0 as usize];
             let cmd = format!(
                 r#"{{"id":{},"op":"subscribe","channel":"{channel}"}}"#,
                 i + 1
             );
-            if let Err(kind) = self.send_frame(ctx, OpCode::Text, cmd.as_bytes()) {
-                return Next::Close(Some(kind));
-            }
+            let mask = ctx.mask();
+            encode_frame(&mut frames, OpCode::Text, true, cmd.as_bytes(), Some(mask));
+            ctx.totals.counters.sent += 1;
         }
-        Next::Continue
+        match self.send(&frames) {
+            Ok(()) => Next::Continue,
+            Err(kind) => Next::Close(Some(kind)),
+        }
     }
 
     fn become_up(&mut self, ctx: &mut Ctx) -> Next {

@@ -19,8 +19,9 @@ pub struct Sample {
     pub slab_bytes: Option<u64>,
     /// /proc/net/sockstat "TCP: inuse".
     pub tcp_inuse: Option<u64>,
-    /// /proc/meminfo MemAvailable, bytes (what the whole machine has left).
+    /// /proc/meminfo MemAvailable and MemFree, bytes (what the whole machine has left).
     pub mem_available_bytes: Option<u64>,
+    pub mem_free_bytes: Option<u64>,
 }
 
 /// Before/after and the per-connection figures.
@@ -85,6 +86,7 @@ pub fn sample(pid: u32) -> Sample {
         slab_bytes: kb_field(&meminfo, "Slab:"),
         tcp_inuse: inuse,
         mem_available_bytes: kb_field(&meminfo, "MemAvailable:"),
+        mem_free_bytes: kb_field(&meminfo, "MemFree:"),
     }
 }
 

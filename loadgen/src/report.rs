@@ -82,6 +82,9 @@ impl Percentiles {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Cpu {
     pub window_s: f64,
+    /// CPU time over the ramp, seconds: the server's, and all loadgen processes'.
+    pub ramp_server_s: Option<f64>,
+    pub ramp_loadgen_s: f64,
     /// The `--target-pid` process (the server), when given.
     pub server_pct: Option<f64>,
     /// All loadgen processes together.
@@ -378,6 +381,17 @@ impl Report {
             self.machine.get("cores").map_or("?", |c| c.as_str()),
             self.cpu.loadgen_pct
         );
+        if self.cpu.ramp_loadgen_s > 0.0 {
+            let _ = writeln!(
+                s,
+                "cpu over the ramp ({:.1} s): server {}, loadgen {:.1} s",
+                self.phases.ramp_s,
+                self.cpu
+                    .ramp_server_s
+                    .map_or("?".into(), |v| format!("{v:.1} s")),
+                self.cpu.ramp_loadgen_s
+            );
+        }
         if c.epoch_changes + c.subscribe_errors + c.bad_messages > 0 {
             let _ = writeln!(
                 s,

@@ -36,6 +36,8 @@ pub(crate) struct Coord<'a> {
     progress: bool,
     /// Latencies polled since the last once-a-second sample.
     sec_interval: Hist,
+    /// CPU seconds of all loadgen processes at the last tick.
+    last_cpu_s: f64,
 }
 
 impl Coord<'_> {
@@ -74,6 +76,7 @@ impl Coord<'_> {
         }
         self.next_tick += Duration::from_secs(1);
         let t = self.fleet.tick()?;
+        self.last_cpu_s = t.cpu_s;
         let mut h = std::mem::take(&mut self.sec_interval);
         h.merge(&t.interval);
         self.emit(&t.counters, &h);
@@ -150,6 +153,7 @@ pub fn run_with(plan: &Plan, exe: Option<&Path>, hooks: Hooks) -> Result<Report,
     }
     let t0 = Instant::now();
     let mem_before = o.target_pid.map(mem::sample);
+    let ramp_cpu0 = o.target_pid.and_then(mem::cpu_seconds);
     let fleet: Box<dyn Fleet> = if o.workers > 1 {
         let exe = match exe {
             Some(p) => p.to_path_buf(),
@@ -169,6 +173,7 @@ pub fn run_with(plan: &Plan, exe: Option<&Path>, hooks: Hooks) -> Result<Report,
         timeline: Vec::new(),
         progress: !o.quiet,
         sec_interval: Hist::default(),
+        last_cpu_s: 0.0,
     };
     let ramp_bound =
         t0 + Duration::from_secs_f64(plan.connections as f64 / o.ramp + o.connect_timeout + 5.0);
@@ -187,6 +192,11 @@ pub fn run_with(plan: &Plan, exe: Option<&Path>, hooks: Hooks) -> Result<Report,
         }
     }
     let ramp_s = t0.elapsed().as_secs_f64();
+    let ramp_server_s = match (ramp_cpu0, o.target_pid.and_then(mem::cpu_seconds)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let ramp_loadgen_s = c.last_cpu_s;
     let settled = if o.settle > 0.0 && !c.out_of_time() {
         c.hold(o.settle)?
     } else {
@@ -233,6 +243,8 @@ pub fn run_with(plan: &Plan, exe: Option<&Path>, hooks: Hooks) -> Result<Report,
     let measure_s = measure_start.elapsed().as_secs_f64();
     let cpu = Cpu {
         window_s: measure_s,
+        ramp_server_s,
+        ramp_loadgen_s,
         loadgen_pct: (t.cpu_s - settled.cpu_s) / measure_s.max(1e-9) * 100.0,
         server_pct: match (server_cpu0, o.target_pid.and_then(mem::cpu_seconds)) {
             (Some(a), Some(b)) => Some((b - a) / measure_s.max(1e-9) * 100.0),

@@ -61,6 +61,9 @@ pub struct Broadcast {
     pub deliveries_per_s: f64,
     /// It did not reach everyone within --broadcast-timeout (or deliveries stalled).
     pub incomplete: bool,
+    /// CPU time while it was in flight, ms: the server's, and all loadgen processes'.
+    pub server_cpu_ms: Option<f64>,
+    pub loadgen_cpu_ms: f64,
 }
 
 /// Broadcasts sent back to back.
@@ -82,6 +85,8 @@ pub struct Burst {
     pub duplicate: u64,
     pub out_of_order: u64,
     pub incomplete: bool,
+    pub server_cpu_ms: Option<f64>,
+    pub loadgen_cpu_ms: f64,
 }
 
 /// Steady publications over the spread channels.
@@ -158,6 +163,11 @@ pub struct SuiteReport {
     pub finals: Vec<u64>,
 }
 
+/// Server CPU since `before` (seconds, from /proc/PID/stat), in ms.
+fn cpu_ms(before: Option<f64>, pid: Option<u32>) -> Option<f64> {
+    Some((pid.and_then(mem::cpu_seconds)? - before?) * 1e3)
+}
+
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
@@ -221,6 +231,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
             }
             let base = t.counters.deliveries;
             let open = t.counters.open;
+            let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
             seq += 1;
             let (ts, _, offs) = publ.publish(&[(bcast.as_str(), seq)], o.payload_bytes)?;
             let offset = offs.first().copied().flatten();
@@ -248,6 +259,8 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
                     0.0
                 },
                 incomplete: !done,
+                server_cpu_ms: cpu_ms(cpu0, pid),
+                loadgen_cpu_ms: (t.cpu_s - lg0) * 1e3,
             };
             eprintln!(
                 "suite: broadcast {}: {}/{} delivered, first {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms, {:.0} deliveries/s",
@@ -259,6 +272,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
         if !c.out_of_time() {
             let base = t.counters;
             let open = t.counters.open;
+            let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
             let k = u64::from(o.broadcasts);
             let items: Vec<(&str, u64)> = (0..k).map(|j| (bcast.as_str(), seq + 1 + j)).collect();
             let started = Instant::now();
@@ -297,6 +311,8 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
                 duplicate: t.counters.live_duplicate - base.live_duplicate,
                 out_of_order: t.counters.live_out_of_order - base.live_out_of_order,
                 incomplete: !done,
+                server_cpu_ms: cpu_ms(cpu0, pid),
+                loadgen_cpu_ms: (t.cpu_s - lg0) * 1e3,
             };
             eprintln!(
                 "suite: burst of {k}: {}/{} delivered in {:.0} ms, {:.0} deliveries/s (paced: {:.0}), closed {}",
@@ -481,7 +497,7 @@ impl SuiteReport {
         for b in &self.broadcasts {
             let _ = writeln!(
                 s,
-                "broadcast {:>2}: {}/{} delivered{}; publish → first {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms; {:.0} deliveries/s",
+                "broadcast {:>2}: {}/{} delivered{}; publish → first {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms; {:.0} deliveries/s; CPU server {} loadgen {:.0} ms",
                 b.index,
                 b.delivered,
                 b.expected,
@@ -490,7 +506,9 @@ impl SuiteReport {
                 b.p50_ms,
                 b.p99_ms,
                 b.last_ms,
-                b.deliveries_per_s
+                b.deliveries_per_s,
+                b.server_cpu_ms.map_or("?".into(), |v| format!("{v:.0} ms")),
+                b.loadgen_cpu_ms
             );
         }
         if let Some(b) = &self.burst {

@@ -5,32 +5,36 @@
 use serde::Serialize;
 
 /// Kernel memory of one idle established TCP socket: tcp 2368 B, sock_inode
-/// 832 B, filp 192 B, dentry 192 B, plus ~128 B per epoll registration,
-/// measured at 3.6–4.2 KB (see docs/tuning.md). 4 KiB is the round middle.
-pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4096;
+/// 832 B, filp 192 B, dentry 192 B, plus ~128 B per epoll registration, was
+/// measured at 3.6–4.2 KB socket by socket; the slab of whole runs says more:
+/// 9,784 B per loopback connection (both ends) at 150,000 subscribed
+/// connections (`bench/scale/million.sh`), 4,892 B per socket. 4,900 B.
+pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4900;
 
-/// The engine's design target for its own per-connection state. The measured
-/// figure lives in docs/benchmarks.md; pass it with `--engine-bytes-per-conn`.
-pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 100;
+/// The engine's own memory per idle subscribed connection, as measured (the
+/// design target is under 100 B): 318–332 B at 15,000 connections on 2 shards
+/// (docs/benchmarks.md), 377 B at 40,000 on 4 shards with two subscriptions
+/// each. Pass another figure with `--engine-bytes-per-conn`.
+pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 400;
 
 /// Engine memory at start whatever the shards: the binary, the allocator,
-/// logging, the HTTP side (measured: `bench/scale/million.sh`, RSS at start).
-pub const ENGINE_BASE_BYTES: u64 = 24 * 1024 * 1024;
+/// logging, the HTTP side (measured: RSS at start with 1 and 2 shards).
+pub const ENGINE_BASE_BYTES: u64 = 9 * 1024 * 1024;
 
 /// Engine memory per shard at start with the default configuration: its ring,
 /// its share of the receive buffers, its tables (measured, RSS at start with
 /// 56 shards, minus [`ENGINE_BASE_BYTES`], ÷ 56). Pass another figure with
 /// `--engine-bytes-per-shard` for another configuration.
-pub const DEFAULT_ENGINE_BYTES_PER_SHARD: u64 = 24 * 1024 * 1024;
+pub const DEFAULT_ENGINE_BYTES_PER_SHARD: u64 = 23_800 * 1024;
 
 /// A load generator on the same host (loopback benchmarks, `--loopback`):
 /// shardcast-loadgen's user memory per client connection (RssAnon of all its
 /// processes after the ramp, less their RssAnon before it, ÷ connections).
-pub const DEFAULT_LOADGEN_BYTES_PER_CONN: u64 = 400;
+pub const DEFAULT_LOADGEN_BYTES_PER_CONN: u64 = 440;
 
 /// shardcast-loadgen's user memory per process before any connection (RssAnon:
-/// histograms, read buffer, thread stacks).
-pub const LOADGEN_BYTES_PER_PROCESS: u64 = 8 * 1024 * 1024;
+/// histograms, read buffer, thread stacks): 5.6 MiB measured.
+pub const LOADGEN_BYTES_PER_PROCESS: u64 = 5_750 * 1024;
 
 /// Kernel memory pinned by one unread small frame in a socket's queue
 /// (measured ~1.1 KB): the extra cost per connection while a fan-out is in
@@ -396,8 +400,8 @@ mod tests {
         // 1M × (4096 + 4096) B / 4096 B per page.
         assert_eq!(r.tcp_mem_pages, [1_000_000, 1_333_333, 2_000_000]);
         assert_eq!(r.nf_conntrack_max, 2_000_000);
-        assert_eq!(r.memory_idle_bytes, 1_000_000 * 4196);
-        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (4196 + 1100));
+        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5300);
+        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5300 + 1100));
         assert_eq!(r.ip_local_port_range, None);
         assert_eq!(r.tcp_tw_reuse, None);
         assert_eq!(r.io_uring_disabled, Some(0));
@@ -424,8 +428,8 @@ mod tests {
         let r = size(&Target::new(100_000_000, Role::Server));
         assert_eq!(r.somaxconn, Some(BACKLOG_MAX));
         assert_eq!(r.tcp_max_syn_backlog, Some(BACKLOG_MAX));
-        // 100M × 100 B = 10 GB of engine heap → 2 × 152,588 + 4,096 mappings.
-        assert_eq!(r.max_map_count, 2 * 152_588 + 4096);
+        // 100M × 400 B = 40 GB of engine heap → 2 × 610,352 + 4,096 mappings.
+        assert_eq!(r.max_map_count, 2 * 610_352 + 4096);
     }
 
     #[test]
