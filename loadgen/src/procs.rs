@@ -166,6 +166,8 @@ pub struct Procs {
     interval: Hist,
     /// What went wrong with workers; reported with the results, never fatal.
     problems: Vec<String>,
+    /// How long [`Fleet::stop`] waits for the results ([`STOP_WAIT`]).
+    stop_wait: Duration,
 }
 
 impl Procs {
@@ -218,7 +220,14 @@ impl Procs {
             rx,
             interval: Hist::default(),
             problems: Vec::new(),
+            stop_wait: STOP_WAIT,
         })
+    }
+
+    /// Wait this long for the results after "stop" instead of [`STOP_WAIT`].
+    pub fn with_stop_wait(mut self, d: Duration) -> Procs {
+        self.stop_wait = d;
+        self
     }
 
     /// One message from worker `i`. Nothing a worker says or fails to say stops the
@@ -307,7 +316,7 @@ impl Fleet for Procs {
         for k in &mut self.kids {
             k.stdin = None;
         }
-        let deadline = Instant::now() + STOP_WAIT;
+        let deadline = Instant::now() + self.stop_wait;
         while self.kids.iter().any(|k| k.result.is_none() && !k.gone) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
@@ -333,7 +342,7 @@ impl Fleet for Procs {
                     }
                     out.error(format!(
                         "worker {i}: no result within {} s (counted from its last report, without latencies)",
-                        STOP_WAIT.as_secs()
+                        self.stop_wait.as_secs_f64()
                     ));
                 }
             }

@@ -156,6 +156,9 @@ pub struct SuiteReport {
     pub steady: Option<Steady>,
     pub hold: Option<Hold>,
     pub drain: Option<Drain>,
+    /// What went wrong in a step (a publication without an answer…): the step
+    /// stopped there, the next ones ran.
+    pub errors: Vec<String>,
     /// Server RSS after each step (label, bytes).
     pub server_rss: Vec<(String, u64)>,
     /// Last offset acknowledged per channel (the trackers' end point).
@@ -219,8 +222,14 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
     let timeout = Duration::from_secs_f64(o.broadcast_timeout);
     let mut seq = 0u64;
 
+    let mut publ = None;
     if o.broadcasts > 0 && !c.out_of_time() {
-        let mut publ = SyncPublisher::connect(plan, timeout)?;
+        match SyncPublisher::connect(plan, timeout) {
+            Ok(p) => publ = Some(p),
+            Err(e) => rep.errors.push(format!("broadcasts: {e}")),
+        }
+    }
+    if let Some(publ) = publ.as_mut() {
         eprintln!(
             "suite: {} paced broadcasts of {} B to {} connections",
             o.broadcasts, o.payload_bytes, t.counters.open
@@ -233,7 +242,13 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
             let open = t.counters.open;
             let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
             seq += 1;
-            let (ts, _, offs) = publ.publish(&[(bcast.as_str(), seq)], o.payload_bytes)?;
+            let (ts, _, offs) = match publ.publish(&[(bcast.as_str(), seq)], o.payload_bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    rep.errors.push(format!("broadcast {}: {e}", i + 1));
+                    break;
+                }
+            };
             let offset = offs.first().copied().flatten();
             if let Some(off) = offset {
                 rep.finals[0] = rep.finals[0].max(off);
@@ -269,14 +284,19 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
             rep.broadcasts.push(b);
         }
         rss(&mut rep, "after the paced broadcasts");
-        if !c.out_of_time() {
+        if !c.out_of_time() && rep.errors.is_empty() {
             let base = t.counters;
             let open = t.counters.open;
             let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
             let k = u64::from(o.broadcasts);
             let items: Vec<(&str, u64)> = (0..k).map(|j| (bcast.as_str(), seq + 1 + j)).collect();
             let started = Instant::now();
-            let (first, _, offs) = publ.publish(&items, o.payload_bytes)?;
+            let published = publ.publish(&items, o.payload_bytes);
+            let failed = published.is_err();
+            if let Err(e) = &published {
+                rep.errors.push(format!("burst: {e}"));
+            }
+            let (first, _, offs) = published.unwrap_or_default();
             let publish_ms = started.elapsed().as_secs_f64() * 1e3;
             for off in offs.iter().flatten() {
                 rep.finals[0] = rep.finals[0].max(*off);
@@ -284,7 +304,12 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
             let acknowledged = offs.iter().flatten().count() as u64;
             let expected = k * open;
             let mut h = Hist::default();
-            let bound = timeout * o.broadcasts;
+            // No waiting for a burst that did not go out.
+            let bound = if failed {
+                Duration::ZERO
+            } else {
+                timeout * o.broadcasts
+            };
             let (nt, done) = wait_for(c, bound, &mut h, |t| {
                 t.counters.deliveries >= base.deliveries + expected
             })?;
@@ -494,6 +519,9 @@ impl SuiteReport {
 
     pub fn summary(&self) -> String {
         let mut s = String::new();
+        for e in &self.errors {
+            let _ = writeln!(s, "suite error: {e}");
+        }
         for b in &self.broadcasts {
             let _ = writeln!(
                 s,
