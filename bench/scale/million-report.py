@@ -4,6 +4,7 @@ bench/scale/million.sh leaves in its output directory.
 
   million-report.py OUT N ENGINE_CMD LOADGEN_CMD > section.md
   million-report.py --splice docs/benchmarks.md section.md
+  million-report.py --extract docs/benchmarks.md > section.md   (bench/compare keeps it)
 """
 import json
 import os
@@ -24,6 +25,15 @@ def splice(doc_path, section_path):
         end = len(doc) if nxt < 0 else nxt + 1
         doc = doc[:start] + section + ("\n" + doc[end:] if nxt >= 0 else "")
     open(doc_path, "w").write(doc)
+
+
+def extract(doc_path):
+    doc = open(doc_path).read()
+    start = doc.find(HEADER)
+    if start < 0:
+        return
+    nxt = doc.find("\n## ", start + len(HEADER))
+    sys.stdout.write(doc[start:] if nxt < 0 else doc[start:nxt + 1])
 
 
 def env(path):
@@ -311,5 +321,7 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--splice":
         splice(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--extract":
+        extract(sys.argv[2])
     else:
         main()

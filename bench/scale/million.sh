@@ -107,7 +107,7 @@ MAXS=$(( $(left) - 60 ))
 [ "$MAXS" -gt 840 ] && MAXS=840
 LOADGEN_ARGS=(suite -n "$N" --ramp "$RAMP" --workers "$WORKERS" --threads 1
   --source-ips "$SOURCES" --targets "127.0.0.1:$PORT" --target-pid "$EPID"
-  --connect-timeout 30 --settle 5
+  --connect-timeout 60 --settle 5
   --broadcasts 10 --broadcast-timeout 30 --payload-bytes 1024
   --spread-channels "$SPREAD" --rate 500 --duration "$STEADY" --drain 20
   --hold "$HOLD" --sigterm --max-seconds "$MAXS" --json "$OUT/suite.json")
