@@ -33,8 +33,16 @@ use crate::run::{fmt_us, Coord};
 use crate::stats::{Hist, Tick, Totals};
 use crate::sys;
 
-/// A step that sees no new delivery for this long gives up on the rest.
-const STALL: Duration = Duration::from_secs(5);
+/// A step that sees no new delivery for this long gives up on the rest (TCP
+/// retransmissions under memory pressure back off for seconds; a step should
+/// not give up on those).
+const STALL: Duration = Duration::from_secs(15);
+
+/// Between steps: wait until no delivery has arrived for this long, so late
+/// deliveries of one step are not counted in the next.
+const QUIET: Duration = Duration::from_secs(1);
+/// ... but never longer than this.
+const QUIET_MAX: Duration = Duration::from_secs(30);
 
 /// What the suite can be given besides options.
 #[derive(Default)]
@@ -201,6 +209,20 @@ fn wait_for(
     Ok((t, true))
 }
 
+/// Poll until deliveries have not moved for [`QUIET`] (at most [`QUIET_MAX`]).
+fn quiesce(c: &mut Coord<'_>, mut t: Tick) -> Result<Tick, String> {
+    let end = Instant::now() + QUIET_MAX;
+    let (mut last, mut since) = (t.counters.deliveries, Instant::now());
+    while since.elapsed() < QUIET && Instant::now() < end && !c.out_of_time() {
+        t = c.poll()?;
+        if t.counters.deliveries != last {
+            last = t.counters.deliveries;
+            since = Instant::now();
+        }
+    }
+    Ok(t)
+}
+
 /// Run the steps after the ramp; returns their report and the last tick.
 pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport, Tick), String> {
     let plan = c.plan;
@@ -254,8 +276,10 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
                 rep.finals[0] = rep.finals[0].max(off);
             }
             let mut h = Hist::default();
-            let (nt, done) =
-                wait_for(c, timeout, &mut h, |t| t.counters.deliveries >= base + open)?;
+            let (nt, done) = wait_for(c, timeout, &mut h, |t| {
+                // Connections closed meanwhile are owed nothing more.
+                t.counters.deliveries >= base + t.counters.open.min(open)
+            })?;
             t = nt;
             let delivered = t.counters.deliveries - base;
             let last_ns = t.last_delivery_ns.saturating_sub(ts);
@@ -285,6 +309,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
         }
         rss(&mut rep, "after the paced broadcasts");
         if !c.out_of_time() && rep.errors.is_empty() {
+            t = quiesce(c, t)?;
             let base = t.counters;
             let open = t.counters.open;
             let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
@@ -311,7 +336,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
                 timeout * o.broadcasts
             };
             let (nt, done) = wait_for(c, bound, &mut h, |t| {
-                t.counters.deliveries >= base.deliveries + expected
+                t.counters.deliveries >= base.deliveries + k * t.counters.open.min(open)
             })?;
             t = nt;
             let delivered = t.counters.deliveries - base.deliveries;
@@ -349,6 +374,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
     }
 
     if plan.publish_channels.start > 0 && o.duration > 0.0 && !c.out_of_time() {
+        t = quiesce(c, t)?;
         let base = t.counters;
         let m = plan.publish_channels.len() as u64;
         eprintln!(
@@ -413,6 +439,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
     }
 
     if o.hold > 0.0 && !c.out_of_time() {
+        t = quiesce(c, t)?;
         eprintln!("suite: hold {} s (heartbeats only)", o.hold);
         let base = t.clone();
         let cpu0 = pid.and_then(mem::cpu_seconds);
@@ -450,6 +477,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
     }
 
     if o.sigterm && !c.out_of_time() {
+        t = quiesce(c, t)?;
         let open_before = t.counters.open;
         let base = t.counters;
         let mut d = Drain {
