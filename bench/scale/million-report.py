@@ -152,7 +152,7 @@ def main():
     w(f"{n0(up)} connections up and subscribed (to the broadcast channel and one of "
       f"{n0(su.get('steady', {}).get('channels') if su.get('steady') else None)} others) in "
       f"{ramp_s:.1f} s: {n0(up / ramp_s if ramp_s else 0)} per second on average, "
-      f"{n0(peak)} in the best second (offered: {rep.get('options', {}).get('ramp', '?'):,.0f}/s). "
+      f"{n0(peak)} in the best second (offered: {n0((rep.get('options') or {}).get('ramp'))}/s). "
       f"Connect → upgraded → subscribed: p50 {us(cl.get('p50_us'))}, p99 {us(cl.get('p99_us'))}, "
       f"max {us(cl.get('max_us'))}. Ramp {'complete' if ph.get('ramp_complete') else 'INCOMPLETE'}. "
       f"CPU over the ramp: engine {(rep.get('cpu') or {}).get('ramp_server_s') or 0:.1f} s, load generator "
@@ -299,6 +299,16 @@ def main():
         w(f"The ramp stopped at {n0(up)} connections. Failures by kind: "
           + ("; ".join(f"{k}: {n0(v)}" for k, v in errors.items()) or "none recorded") + ".")
         w("")
+    if not rep or not su:
+        logp = os.path.join(out, "loadgen.log")
+        if os.path.exists(logp):
+            tail = open(logp, errors="replace").read().splitlines()[-20:]
+            w("The load generator's last lines (its report is missing or partial):")
+            w("")
+            w("```")
+            L.extend(tail)
+            w("```")
+            w("")
     w("### On a host where the descriptor limit can be raised")
     w("")
     shards = int(tgt.get("shards") or 56)
