@@ -216,13 +216,13 @@ def main():
           "published once the previous one had reached everyone. Times from the publication's "
           "timestamp to each delivery.")
         w("")
-        w("| # | delivered / expected | first | median | p99 | last | deliveries/s | CPU: engine / load generator |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| # | delivered / expected | first | median | p99 | last | deliveries/s | CPU: engine / load generator | TCP buffers at most |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for b in bs:
             inc = " (incomplete)" if b.get("incomplete") else ""
             w(f"| {b['index']} | {n0(b['delivered'])} / {n0(b['expected'])}{inc} | {ms(b['first_ms'])} | "
               f"{ms(b['p50_ms'])} | {ms(b['p99_ms'])} | {ms(b['last_ms'])} | {n0(b['deliveries_per_s'])} | "
-              f"{ms(b.get('server_cpu_ms'))} / {ms(b.get('loadgen_cpu_ms'))} |")
+              f"{ms(b.get('server_cpu_ms'))} / {ms(b.get('loadgen_cpu_ms'))} | {mib(b.get('peak_tcp_mem_bytes'))} |")
         w("")
         bu = su.get("burst")
         if bu:
@@ -234,7 +234,9 @@ def main():
               f"against {n0(bu['paced_deliveries_per_s'])}/s for the paced ones (median); latency p50 "
               f"{us(lat.get('p50_us'))}, p99 {us(lat.get('p99_us'))}, max {us(lat.get('max_us'))}; "
               f"closed {bu['closed']}, duplicate {bu['duplicate']}, out of order {bu['out_of_order']}; "
-              f"CPU engine {ms(bu.get('server_cpu_ms'))}, load generator {ms(bu.get('loadgen_cpu_ms'))}"
+              f"CPU engine {ms(bu.get('server_cpu_ms'))}, load generator {ms(bu.get('loadgen_cpu_ms'))}; "
+              f"TCP socket buffers (machine-wide, sockstat `mem`) at most {mib(bu.get('peak_tcp_mem_bytes'))} "
+              f"(tcp_mem max after tune: {n0(int(open(os.path.join(out, 'tcp_mem.txt')).read().split()[2]) * 4096 / 1048576) if os.path.exists(os.path.join(out, 'tcp_mem.txt')) else '?'} MiB)"
               f"{', INCOMPLETE' if bu.get('incomplete') else ''}.")
             w("")
     st = su.get("steady")

@@ -77,6 +77,7 @@ if [ "${SKIP_TUNE:-0}" != 1 ]; then
   "$B/shardcast" tune --apply --target "$N" --role loadgen --source-ips 60 --processes "$WORKERS" \
     | tee "$OUT/tune-loadgen.txt" || true
 fi
+cat /proc/sys/net/ipv4/tcp_mem > "$OUT/tcp_mem.txt"
 echo "== shardcast doctor --target $N --shards $SHARDS --loopback --processes $WORKERS"
 "$B/shardcast" doctor --target "$N" --shards "$SHARDS" --loopback --processes "$WORKERS" \
   | tee "$OUT/doctor.txt" || true

@@ -74,6 +74,11 @@ fn sockstat() -> (Option<u64>, Option<u64>) {
     (field("inuse"), field("mem"))
 }
 
+/// /proc/net/sockstat "TCP … mem" in bytes now (machine-wide socket buffer memory).
+pub fn tcp_mem_now() -> Option<u64> {
+    sockstat().1.map(|p| p * page_size())
+}
+
 pub fn sample(pid: u32) -> Sample {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();

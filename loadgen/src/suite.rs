@@ -72,6 +72,9 @@ pub struct Broadcast {
     /// CPU time while it was in flight, ms: the server's, and all loadgen processes'.
     pub server_cpu_ms: Option<f64>,
     pub loadgen_cpu_ms: f64,
+    /// Highest /proc/net/sockstat TCP `mem` seen while it was in flight, bytes
+    /// (machine-wide socket buffers: the frames sent and not yet read).
+    pub peak_tcp_mem_bytes: u64,
 }
 
 /// Broadcasts sent back to back.
@@ -95,6 +98,8 @@ pub struct Burst {
     pub incomplete: bool,
     pub server_cpu_ms: Option<f64>,
     pub loadgen_cpu_ms: f64,
+    /// Highest TCP socket buffer memory seen (machine-wide), bytes.
+    pub peak_tcp_mem_bytes: u64,
 }
 
 /// Steady publications over the spread channels.
@@ -189,11 +194,13 @@ fn wait_for(
     c: &mut Coord<'_>,
     bound: Duration,
     hist: &mut Hist,
+    peak_tcp: &mut u64,
     mut done: impl FnMut(&Tick) -> bool,
 ) -> Result<(Tick, bool), String> {
     let end = Instant::now() + bound;
     let mut t = c.poll()?;
     hist.merge(&t.interval);
+    *peak_tcp = (*peak_tcp).max(mem::tcp_mem_now().unwrap_or(0));
     let (mut last_count, mut last_move) = (t.counters.deliveries, Instant::now());
     while !done(&t) {
         if Instant::now() >= end || c.out_of_time() || last_move.elapsed() >= STALL {
@@ -201,6 +208,7 @@ fn wait_for(
         }
         t = c.poll()?;
         hist.merge(&t.interval);
+        *peak_tcp = (*peak_tcp).max(mem::tcp_mem_now().unwrap_or(0));
         if t.counters.deliveries != last_count {
             last_count = t.counters.deliveries;
             last_move = Instant::now();
@@ -276,7 +284,8 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
                 rep.finals[0] = rep.finals[0].max(off);
             }
             let mut h = Hist::default();
-            let (nt, done) = wait_for(c, timeout, &mut h, |t| {
+            let mut peak = 0;
+            let (nt, done) = wait_for(c, timeout, &mut h, &mut peak, |t| {
                 // Connections closed meanwhile are owed nothing more.
                 t.counters.deliveries >= base + t.counters.open.min(open)
             })?;
@@ -300,6 +309,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
                 incomplete: !done,
                 server_cpu_ms: cpu_ms(cpu0, pid),
                 loadgen_cpu_ms: (t.cpu_s - lg0) * 1e3,
+                peak_tcp_mem_bytes: peak,
             };
             eprintln!(
                 "suite: broadcast {}: {}/{} delivered, first {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms, {:.0} deliveries/s",
@@ -335,7 +345,8 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
             } else {
                 timeout * o.broadcasts
             };
-            let (nt, done) = wait_for(c, bound, &mut h, |t| {
+            let mut peak = 0;
+            let (nt, done) = wait_for(c, bound, &mut h, &mut peak, |t| {
                 t.counters.deliveries >= base.deliveries + k * t.counters.open.min(open)
             })?;
             t = nt;
@@ -363,6 +374,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
                 incomplete: !done,
                 server_cpu_ms: cpu_ms(cpu0, pid),
                 loadgen_cpu_ms: (t.cpu_s - lg0) * 1e3,
+                peak_tcp_mem_bytes: peak,
             };
             eprintln!(
                 "suite: burst of {k}: {}/{} delivered in {:.0} ms, {:.0} deliveries/s (paced: {:.0}), closed {}",
@@ -393,9 +405,14 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
         let open = t.counters.open;
         let per_channel = open as f64 / m as f64;
         let sent_expected = (out.sent as f64 * per_channel).round() as u64;
-        let (nt, _) = wait_for(c, Duration::from_secs_f64(o.drain), &mut h, |t| {
-            t.counters.deliveries >= base.deliveries + sent_expected
-        })?;
+        let mut peak = 0;
+        let (nt, _) = wait_for(
+            c,
+            Duration::from_secs_f64(o.drain),
+            &mut h,
+            &mut peak,
+            |t| t.counters.deliveries >= base.deliveries + sent_expected,
+        )?;
         t = nt;
         publisher.close();
         for (f, o) in rep.finals.iter_mut().zip(&out.finals) {
@@ -570,9 +587,10 @@ impl SuiteReport {
         if let Some(b) = &self.burst {
             let _ = writeln!(
                 s,
-                "burst: {} published back to back ({:.1} ms), {}/{} delivered in {:.0} ms: {:.0} deliveries/s (paced median {:.0}); closed {} duplicate {} out-of-order {}",
+                "burst: {} published back to back ({:.1} ms), {}/{} delivered in {:.0} ms: {:.0} deliveries/s (paced median {:.0}); closed {} duplicate {} out-of-order {}; TCP buffers at most {:.0} MiB",
                 b.published, b.publish_ms, b.delivered, b.expected, b.span_ms, b.deliveries_per_s,
-                b.paced_deliveries_per_s, b.closed, b.duplicate, b.out_of_order
+                b.paced_deliveries_per_s, b.closed, b.duplicate, b.out_of_order,
+                b.peak_tcp_mem_bytes as f64 / 1048576.0
             );
         }
         if let Some(st) = &self.steady {
