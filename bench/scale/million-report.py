@@ -216,11 +216,12 @@ def main():
           "published once the previous one had reached everyone. Times from the publication's "
           "timestamp to each delivery.")
         w("")
-        w("| # | delivered / expected | first | median | p99 | last | deliveries/s | CPU: engine / load generator | TCP buffers at most |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| # | delivered / expected | missing / duplicate / out of order / closed | first | median | p99 | last | deliveries/s | CPU: engine / load generator | TCP buffers at most |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for b in bs:
             inc = " (incomplete)" if b.get("incomplete") else ""
-            w(f"| {b['index']} | {n0(b['delivered'])} / {n0(b['expected'])}{inc} | {ms(b['first_ms'])} | "
+            w(f"| {b['index']} | {n0(b['delivered'])} / {n0(b['expected'])}{inc} | "
+              f"{n0(b.get('missing'))} / {n0(b.get('duplicate'))} / {n0(b.get('out_of_order'))} / {n0(b.get('closed'))} | {ms(b['first_ms'])} | "
               f"{ms(b['p50_ms'])} | {ms(b['p99_ms'])} | {ms(b['last_ms'])} | {n0(b['deliveries_per_s'])} | "
               f"{ms(b.get('server_cpu_ms'))} / {ms(b.get('loadgen_cpu_ms'))} | {mib(b.get('peak_tcp_mem_bytes'))} |")
         w("")

@@ -75,6 +75,13 @@ pub struct Broadcast {
     /// Highest /proc/net/sockstat TCP `mem` seen while it was in flight, bytes
     /// (machine-wide socket buffers: the frames sent and not yet read).
     pub peak_tcp_mem_bytes: u64,
+    /// Expected − (delivered − duplicates), at least 0; duplicates and
+    /// out-of-order deliveries seen while it was in flight.
+    pub missing: u64,
+    pub duplicate: u64,
+    pub out_of_order: u64,
+    /// Connections closed while it was in flight.
+    pub closed: u64,
 }
 
 /// Broadcasts sent back to back.
@@ -268,7 +275,8 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
             if c.out_of_time() {
                 break;
             }
-            let base = t.counters.deliveries;
+            let base_c = t.counters;
+            let base = base_c.deliveries;
             let open = t.counters.open;
             let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
             seq += 1;
@@ -310,7 +318,15 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
                 server_cpu_ms: cpu_ms(cpu0, pid),
                 loadgen_cpu_ms: (t.cpu_s - lg0) * 1e3,
                 peak_tcp_mem_bytes: peak,
+                missing: 0,
+                duplicate: t.counters.live_duplicate - base_c.live_duplicate,
+                out_of_order: t.counters.live_out_of_order - base_c.live_out_of_order,
+                closed: t.counters.closed - base_c.closed,
             };
+            let mut b = b;
+            b.missing = b
+                .expected
+                .saturating_sub(b.delivered.saturating_sub(b.duplicate));
             eprintln!(
                 "suite: broadcast {}: {}/{} delivered, first {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms, {:.0} deliveries/s",
                 b.index, b.delivered, b.expected, b.first_ms, b.p50_ms, b.p99_ms, b.last_ms, b.deliveries_per_s
