@@ -109,7 +109,7 @@ MAXS=$(( $(left) - 60 ))
 LOADGEN_ARGS=(suite -n "$N" --ramp "$RAMP" --workers "$WORKERS" --threads 1
   --source-ips "$SOURCES" --targets "127.0.0.1:$PORT" --target-pid "$EPID"
   --connect-timeout 60 --settle 5
-  --broadcasts 10 --broadcast-timeout 30 --payload-bytes 1024
+  --broadcasts 10 --broadcast-timeout 20 --payload-bytes 1024
   --spread-channels "$SPREAD" --rate 500 --duration "$STEADY" --drain 20
   --hold "$HOLD" --sigterm --max-seconds "$MAXS" --json "$OUT/suite.json")
 echo "== $B/shardcast-loadgen ${LOADGEN_ARGS[*]}"

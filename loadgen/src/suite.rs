@@ -38,6 +38,9 @@ use crate::sys;
 /// not give up on those).
 const STALL: Duration = Duration::from_secs(15);
 
+/// The burst waits for its deliveries this long at most.
+const BURST_MAX: Duration = Duration::from_secs(120);
+
 /// Between steps: wait until no delivery has arrived for this long, so late
 /// deliveries of one step are not counted in the next.
 const QUIET: Duration = Duration::from_secs(1);
@@ -359,7 +362,7 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
             let bound = if failed {
                 Duration::ZERO
             } else {
-                timeout * o.broadcasts
+                (timeout * o.broadcasts).min(BURST_MAX)
             };
             let mut peak = 0;
             let (nt, done) = wait_for(c, bound, &mut h, &mut peak, |t| {
@@ -477,7 +480,17 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
         let base = t.clone();
         let cpu0 = pid.and_then(mem::cpu_seconds);
         let started = Instant::now();
-        let until = started + Duration::from_secs_f64(o.hold);
+        // Leave the drain its time: a hold cut short says so in `seconds`.
+        let reserve = if o.sigterm {
+            Duration::from_secs_f64(o.drain + 10.0)
+        } else {
+            Duration::ZERO
+        };
+        let left = c
+            .deadline
+            .saturating_duration_since(started)
+            .saturating_sub(reserve);
+        let until = started + Duration::from_secs_f64(o.hold).min(left);
         while Instant::now() < until && !c.out_of_time() {
             t = c.poll()?;
         }

@@ -58,7 +58,10 @@ fn suite_steps_count_every_delivery_and_the_drain() {
         assert!(!b.incomplete, "{text}");
         assert!(b.first_ms > 0.0 && b.first_ms <= b.p50_ms && b.p99_ms <= b.last_ms + 1.0);
         assert!(b.offset.is_some());
-        assert_eq!((b.missing, b.duplicate, b.out_of_order, b.closed), (0, 0, 0, 0));
+        assert_eq!(
+            (b.missing, b.duplicate, b.out_of_order, b.closed),
+            (0, 0, 0, 0)
+        );
     }
     let burst = s.burst.as_ref().expect("burst");
     assert_eq!((burst.published, burst.acknowledged), (3, 3), "{text}");
