@@ -167,8 +167,9 @@ pub struct Limits {
     /// Messages waiting in one shard's inbox from other shards and API callers.
     /// External publishes beyond it are refused (HTTP 503, `PublishError::Overloaded`).
     pub inbox_msgs_max: usize,
-    /// Channels a shard keeps offsets for after their last subscriber left; idle
-    /// ones past this count are forgotten (a new epoch tells clients so).
+    /// Channels a shard keeps offsets (and history) for after their last
+    /// subscriber left; past this count the least recently used idle ones are
+    /// forgotten, checked every 250 ms (a new epoch tells clients so).
     pub idle_channels_max: usize,
     /// Distinct channels one shard's connections may be subscribed to (or waiting
     /// for); a subscribe that would add one more gets error 113. The per-connection
@@ -187,12 +188,24 @@ pub struct Limits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IoConfig {
-    /// Receive buffers per shard, shared by all its connections (power of two).
+    /// Receive buffers per shard, shared by all its connections (power of two);
+    /// 0: derived from `recv_pool_bytes` and the shard count (see `recv_bufs_per_shard`).
     pub recv_bufs: u16,
+    /// With `recv_bufs = 0`: receive-buffer memory of the whole process, divided
+    /// among the shards (each gets a power of two of buffers in 64..=1024).
+    /// Buffers are touched only when a read first uses them, so this bounds the
+    /// pool's resident memory rather than being paid at start.
+    pub recv_pool_bytes: u64,
     /// Size of each receive buffer.
     pub recv_buf_bytes: u32,
     /// io_uring submission queue entries.
     pub ring_entries: u32,
+    /// io_uring completion queue entries (rounded up to a power of two by the
+    /// kernel); 0: four times `ring_entries`. Every send in flight owes one
+    /// completion, so the driver keeps sends in flight below this minus room
+    /// for the receive pool's completions, and carries the rest to later loop
+    /// turns instead of overflowing the CQ.
+    pub cq_entries: u32,
     /// SO_SNDBUF of every connection (set on the listener, inherited at accept);
     /// 0 keeps the kernel's autotuning. Autotuned buffers grow to megabytes for
     /// a reader that stopped, in kernel memory the engine never sees; with many
@@ -260,12 +273,18 @@ impl Default for Limits {
     }
 }
 
+/// Bounds of the automatic receive pool per shard (`io.recv_bufs = 0`).
+const RECV_BUFS_AUTO_MIN: u64 = 64;
+const RECV_BUFS_AUTO_MAX: u64 = 1024;
+
 impl Default for IoConfig {
     fn default() -> Self {
         IoConfig {
-            recv_bufs: 1024,
+            recv_bufs: 0,
+            recv_pool_bytes: 64 * 1024 * 1024,
             recv_buf_bytes: 16 * 1024,
             ring_entries: 4096,
+            cq_entries: 0,
             send_buffer_bytes: 64 * 1024,
             huge_pages: false,
         }
@@ -300,9 +319,9 @@ impl Config {
         {
             return Err("cluster.key_prefix must not hold spaces or control bytes".into());
         }
-        if !self.io.recv_bufs.is_power_of_two() {
+        if self.io.recv_bufs != 0 && !self.io.recv_bufs.is_power_of_two() {
             return Err(format!(
-                "io.recv_bufs must be a power of two, got {}",
+                "io.recv_bufs must be 0 (auto) or a power of two, got {}",
                 self.io.recv_bufs
             ));
         }
@@ -369,12 +388,30 @@ impl Config {
         Ok(())
     }
 
+    /// Receive buffers each shard gets: `io.recv_bufs`, or with 0 the largest
+    /// power of two that keeps all shards' pools within `io.recv_pool_bytes`,
+    /// at most 1024 (enough for one core's reads per loop turn) and at least 64.
+    /// One shard per core on a small host keeps 1024 (16 MiB of 16 KiB buffers);
+    /// 50 shards get 64 each (1 MiB).
+    pub fn recv_bufs_per_shard(&self) -> u16 {
+        if self.io.recv_bufs != 0 {
+            return self.io.recv_bufs;
+        }
+        let per_shard = self.io.recv_pool_bytes
+            / self.shard_count().max(1) as u64
+            / u64::from(self.io.recv_buf_bytes.max(1));
+        let n = per_shard.clamp(RECV_BUFS_AUTO_MIN, RECV_BUFS_AUTO_MAX);
+        // Round down to a power of two (the provided-buffer ring needs one).
+        (1u64 << (63 - n.leading_zeros())) as u16
+    }
+
     pub(crate) fn driver_config(&self) -> DriverConfig {
         DriverConfig {
             conns_max: self.limits.conns_per_shard_max,
-            recv_bufs: self.io.recv_bufs,
+            recv_bufs: self.recv_bufs_per_shard(),
             recv_buf_bytes: self.io.recv_buf_bytes,
             ring_entries: self.io.ring_entries,
+            cq_entries: self.io.cq_entries,
         }
     }
 }
@@ -396,6 +433,22 @@ mod tests {
             Limits::default().queue_bytes_max
         );
         assert!(cfg.namespaces.contains_key("chat"));
+    }
+
+    #[test]
+    fn the_receive_pool_is_shared_out_among_shards() {
+        let mut cfg = Config::default();
+        let per = |cfg: &mut Config, shards| {
+            cfg.shards = shards;
+            cfg.recv_bufs_per_shard()
+        };
+        assert_eq!(per(&mut cfg, 1), 1024);
+        assert_eq!(per(&mut cfg, 4), 1024);
+        assert_eq!(per(&mut cfg, 12), 256);
+        assert_eq!(per(&mut cfg, 50), 64);
+        assert_eq!(per(&mut cfg, 64), 64);
+        cfg.io.recv_bufs = 512;
+        assert_eq!(per(&mut cfg, 64), 512, "an explicit count wins");
     }
 
     #[test]

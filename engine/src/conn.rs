@@ -33,6 +33,8 @@ pub struct HttpState {
     /// Set while the unsent responses are at `http_queue_bytes_max` and requests
     /// wait (backpressure): when the client must have read some of them by.
     pub stalled: Option<std::time::Instant>,
+    /// `100 Continue` was sent for the request being received.
+    pub continued: bool,
 }
 
 /// Outcome of queueing bytes for a connection.
@@ -175,6 +177,10 @@ impl Conn {
                 self.queued_bytes -= b.len() as u32;
             }
         }
+        debug_assert!(
+            self.queued_bytes_check(),
+            "queued_bytes drifted from the queue"
+        );
     }
 
     /// The buffers for the next vectored write.
@@ -185,6 +191,11 @@ impl Conn {
         self.pinned = self.pinned.max(into.len() as u8);
         self.set(flag::SENDING, true);
         into.len()
+    }
+
+    /// The queue's bytes, counted the slow way: `queued_bytes` must always equal it.
+    fn queued_bytes_check(&self) -> bool {
+        self.out.iter().map(|b| b.len()).sum::<usize>() == self.queued_bytes as usize
     }
 
     /// Account for `n` bytes written from the front of the queue.
@@ -207,6 +218,10 @@ impl Conn {
             }
         }
         self.out.trim_after_burst();
+        debug_assert!(
+            self.queued_bytes_check(),
+            "queued_bytes drifted from the queue"
+        );
     }
 
     pub fn http_mut(&mut self) -> Option<&mut HttpState> {

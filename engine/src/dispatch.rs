@@ -223,7 +223,17 @@ impl Core {
                 offset: last,
                 epoch: e,
             } if *e == epoch && *last >= offset => return false,
-            Position::Active { .. } => {}
+            Position::Active {
+                offset: last,
+                epoch: e,
+            } => {
+                // Offsets rise by exactly one within an epoch: a gap here would be
+                // a lost publication that no subscriber could notice.
+                debug_assert!(
+                    *e != epoch || offset == *last + 1,
+                    "channel {channel}: offset {offset} after {last}"
+                );
+            }
         }
         c.position = Position::Active { epoch, offset };
         self.fan_local(ch, frame.into_bytes());

@@ -46,6 +46,9 @@ struct Owned {
     waiting: u64,
     /// Starts of the Redis subscription so far; only the latest one's position counts.
     watch_seq: u64,
+    /// When the channel was last used, on the owner's use counter: idle
+    /// channels are forgotten oldest first.
+    used: u64,
 }
 
 /// Cluster mode: what a change of interest asks of the bus.
@@ -148,6 +151,8 @@ pub struct Owner {
     namespaces: Arc<HashMap<String, Namespace>>,
     /// Cluster mode: Redis holds offsets and history; this keeps a node's view.
     cluster: bool,
+    /// Counts channel uses, so the least recently used idle ones go first.
+    uses: u64,
 }
 
 impl Owner {
@@ -168,6 +173,7 @@ impl Owner {
             idle_channels_max,
             namespaces,
             cluster: false,
+            uses: 0,
         }
     }
 
@@ -283,6 +289,8 @@ impl Owner {
     }
 
     fn entry(&mut self, channel: &Arc<str>) -> &mut Owned {
+        self.uses += 1;
+        let used = self.uses;
         if !self.channels.contains_key(channel) {
             let epoch = self.new_epoch();
             let st = Owned {
@@ -295,10 +303,13 @@ impl Owner {
                 known: !self.cluster,
                 waiting: 0,
                 watch_seq: 0,
+                used,
             };
             self.channels.insert(channel.clone(), st);
         }
-        self.channels.get_mut(channel).expect("inserted above")
+        let st = self.channels.get_mut(channel).expect("inserted above");
+        st.used = used;
+        st
     }
 
     /// The channel's state with expired history dropped.
@@ -465,17 +476,7 @@ impl Owner {
             let i = st.members.iter().position(|m| m.conn == member.conn)?;
             st.members.swap_remove(i);
         }
-        let mut json = b"{\"channel\":".to_vec();
-        reply::write_json_str(&mut json, channel);
-        json.extend_from_slice(if join {
-            b",\"join\":{\"user\":"
-        } else {
-            b",\"leave\":{\"user\":"
-        });
-        reply::write_json_str(&mut json, &member.user);
-        json.extend_from_slice(b",\"conn\":");
-        reply::write_json_str(&mut json, &member.conn);
-        json.extend_from_slice(b"}}");
+        let json = reply::presence_event(channel, join, &member.user, &member.conn);
         Some((PreparedFrame::text(&json), st.interest))
     }
 
@@ -486,12 +487,24 @@ impl Owner {
             .unwrap_or_default()
     }
 
-    /// Forget channels nobody listens to once there are too many of them.
-    /// Their next publication starts a new epoch, which tells clients why.
+    /// Forget the channels nobody listens to past `idle_channels_max`, least
+    /// recently used first. Their next publication starts a new epoch, which
+    /// tells clients why.
     pub fn trim_idle(&mut self) {
         let idle = self.channels.values().filter(|c| c.interest == 0).count();
-        if idle > self.idle_channels_max {
-            self.channels.retain(|_, c| c.interest != 0);
+        if idle <= self.idle_channels_max {
+            return;
+        }
+        let mut by_use: Vec<(u64, Arc<str>)> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.interest == 0)
+            .map(|(k, c)| (c.used, k.clone()))
+            .collect();
+        let excess = idle - self.idle_channels_max;
+        by_use.select_nth_unstable_by_key(excess - 1, |e| e.0);
+        for (_, k) in &by_use[..excess] {
+            self.channels.remove(k);
         }
     }
 
@@ -601,6 +614,24 @@ mod tests {
         let again = o.publish(&ch, &Bytes::from_static(b"1"), now);
         assert_eq!(again.offset, 1);
         assert_ne!(again.epoch, first);
+    }
+
+    #[test]
+    fn only_the_least_recently_used_idle_channels_past_the_cap_are_forgotten() {
+        let mut o = owner(0);
+        o.idle_channels_max = 2;
+        let now = Instant::now();
+        let b = Bytes::from_static(b"1");
+        let names: Vec<Arc<str>> = ["a", "b", "c", "d"].iter().map(|n| Arc::from(*n)).collect();
+        let epochs: Vec<_> = names.iter().map(|c| o.publish(c, &b, now).epoch).collect();
+        o.publish(&names[0], &b, now); // "a" is used again: "b" and "c" are the oldest
+        let live: Arc<str> = Arc::from("live");
+        o.interest(&live, 0, true);
+        o.trim_idle();
+        assert_eq!(o.len(), 3, "two idle kept, the listened-to one too");
+        assert_eq!(o.publish(&names[0], &b, now).epoch, epochs[0], "kept");
+        assert_eq!(o.publish(&names[3], &b, now).epoch, epochs[3], "kept");
+        assert_ne!(o.publish(&names[1], &b, now).epoch, epochs[1], "forgotten");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use shardcast_proto::error::close_code;
 use shardcast_proto::sse;
 
 use crate::auth::unix_now;
-use crate::conn::{flag, Enqueue, Phase};
+use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
 use crate::shard::Core;
 
@@ -92,7 +92,6 @@ impl Core {
     fn heartbeat_visit(&mut self, key: ConnKey, gen: u32) {
         let t = self.wheel.tick_of(self.now);
         let b = self.beats;
-        let limit = self.control_bytes_max();
         let Some(conn) = self.conns.get_gen(key, gen) else {
             return;
         };
@@ -117,12 +116,9 @@ impl Core {
         if conn.has(flag::SSE) {
             // A stream's client never answers: a comment every interval keeps proxies
             // from timing it out, and a dead peer shows up as a failed write.
-            if conn.enqueue_control(Bytes::from_static(sse::HEARTBEAT), limit)
-                == Enqueue::Backpressure
-            {
-                return self.slow_consumer(key);
+            if !self.send_control(key, Bytes::from_static(sse::HEARTBEAT)) {
+                return;
             }
-            self.mark_dirty(key);
             let next = t + b.ping;
             let next = self.expiry_tick(key).map_or(next, |exp| next.min(exp));
             return self.wheel.schedule(next, (key, gen));
@@ -135,11 +131,9 @@ impl Core {
             return self.close_ws(key, close_code::IDLE_TIMEOUT, "heartbeat timeout");
         } else if t >= conn.last_rx_tick as u64 + b.ping {
             conn.set(flag::PING_OUTSTANDING, true);
-            if conn.enqueue_control(Bytes::from_static(&PING_FRAME), limit) == Enqueue::Backpressure
-            {
-                return self.slow_consumer(key);
+            if !self.send_control(key, Bytes::from_static(&PING_FRAME)) {
+                return;
             }
-            self.mark_dirty(key);
             t + b.pong
         } else {
             conn.last_rx_tick as u64 + b.ping

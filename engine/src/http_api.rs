@@ -96,8 +96,22 @@ impl Core {
                 break;
             }
             let (req, used) = match http::parse_request(&h.buf[done..], &self.http_limits) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
+                Ok(Some(r)) => {
+                    h.continued = false;
+                    r
+                }
+                Ok(None) => {
+                    // Said only when no earlier answer is still to come, which
+                    // the interim response must not overtake.
+                    let say_continue = !h.continued
+                        && h.waiting.is_empty()
+                        && http::expects_continue(&h.buf[done..], &self.http_limits);
+                    if say_continue {
+                        h.continued = true;
+                        self.send_raw(key, http::CONTINUE.to_vec());
+                    }
+                    break;
+                }
                 Err(e) => {
                     h.buf.drain(..done);
                     return self.reject(key, e);
@@ -555,17 +569,7 @@ impl Core {
                 *counts.entry(name.clone()).or_default() += *n as u64;
             }
         }
-        let mut out = b"{\"channels\":[".to_vec();
-        for (i, (name, n)) in counts.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"channel\":");
-            shardcast_proto::reply::write_json_str(&mut out, name);
-            out.extend_from_slice(format!(",\"subscribers\":{n}}}").as_bytes());
-        }
-        out.extend_from_slice(b"]}");
-        out
+        shardcast_proto::reply::api_channels(counts.iter().map(|(name, n)| (&**name, *n)))
     }
 
     fn respond(
@@ -594,28 +598,13 @@ impl Core {
 }
 
 fn publish_response(w: &Waiting) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    let item = |out: &mut Vec<u8>, p: &Published| {
-        out.extend_from_slice(format!("\"offset\":{},\"epoch\":", p.offset).as_bytes());
-        shardcast_proto::reply::write_json_str(out, &p.epoch);
-    };
+    use shardcast_proto::reply;
     if !w.broadcast {
-        out.push(b'{');
-        item(&mut out, w.results[0].as_ref().expect("complete"));
-        out.push(b'}');
-        return out;
+        let p = w.results[0].as_ref().expect("complete");
+        return reply::api_published(p.offset, &p.epoch);
     }
-    out.extend_from_slice(b"{\"results\":[");
-    for (i, (ch, p)) in w.channels.iter().zip(&w.results).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"channel\":");
-        shardcast_proto::reply::write_json_str(&mut out, ch);
-        out.push(b',');
-        item(&mut out, p.as_ref().expect("complete"));
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"]}");
-    out
+    reply::api_broadcast(w.channels.iter().zip(&w.results).map(|(ch, p)| {
+        let p = p.as_ref().expect("complete");
+        (&**ch, p.offset, &*p.epoch)
+    }))
 }

@@ -145,6 +145,24 @@ impl Core {
         r
     }
 
+    /// Queue a control frame (ping, pong, SSE heartbeat) ahead of queued data,
+    /// counted like data; past `control_bytes_max` the connection is a slow
+    /// consumer. False when it was closed for that (or is gone).
+    pub(crate) fn send_control(&mut self, key: ConnKey, frame: Bytes) -> bool {
+        let limit = self.control_bytes_max();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let len = frame.len() as u64;
+        if conn.enqueue_control(frame, limit) == Enqueue::Backpressure {
+            self.slow_consumer(key);
+            return false;
+        }
+        ShardStats::add(&self.stats.queued_bytes, len);
+        self.mark_dirty(key);
+        true
+    }
+
     /// Control frames may pass the data budget by a little, so a heartbeat ping
     /// still fits when data filled the queue; a pong flood cannot grow past it.
     pub(crate) fn control_bytes_max(&self) -> usize {

@@ -350,6 +350,8 @@ impl Core {
             return;
         };
         r.fetching = false;
+        // Waiting for a page is not the reader's stall.
+        r.progress_at = self.now;
         match frames {
             Some(frames) if !frames.is_empty() => {
                 r.page.extend(frames.into_iter().map(|f| f.into_bytes()));
@@ -496,28 +498,8 @@ impl Core {
             let e = reply::error(id, error_code::NOT_RECOVERABLE, "position not recoverable");
             return self.send_json(conn.key, &e);
         };
-        let mut out =
-            Vec::with_capacity(64 + page.items.iter().map(|(_, d)| d.len() + 32).sum::<usize>());
-        open_ok(&mut out, id);
-        out.extend_from_slice(b"\"publications\":[");
-        for (i, (offset, data)) in page.items.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(format!("{{\"offset\":{offset},\"data\":").as_bytes());
-            out.extend_from_slice(data);
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"],");
-        if let Some(next) = page.next {
-            // The page was cut: the next call starts here (`since`).
-            out.extend_from_slice(b"\"next\":{\"epoch\":");
-            reply::write_json_str(&mut out, &page.epoch);
-            out.extend_from_slice(format!(",\"offset\":{next}}},").as_bytes());
-        }
-        out.extend_from_slice(b"\"epoch\":");
-        reply::write_json_str(&mut out, &page.epoch);
-        out.extend_from_slice(format!(",\"offset\":{}}}}}", page.offset).as_bytes());
+        let items = page.items.iter().map(|(o, d)| (*o, &d[..]));
+        let out = reply::ok_history(id, items, page.next, &page.epoch, page.offset);
         self.send_json(conn.key, &out);
     }
 
@@ -551,20 +533,7 @@ impl Core {
         if self.conns.get_gen(conn.key, conn.gen).is_none() {
             return;
         }
-        let mut out = Vec::with_capacity(32 + members.len() * 48);
-        open_ok(&mut out, id);
-        out.extend_from_slice(b"\"members\":[");
-        for (i, m) in members.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"user\":");
-            reply::write_json_str(&mut out, &m.user);
-            out.extend_from_slice(b",\"conn\":");
-            reply::write_json_str(&mut out, &m.conn);
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"]}}");
+        let out = reply::ok_presence(id, members.iter().map(|m| (&*m.user, &*m.conn)));
         self.send_json(conn.key, &out);
     }
 
@@ -630,12 +599,4 @@ impl Core {
             self.slow_consumer(key);
         }
     }
-}
-
-fn open_ok(out: &mut Vec<u8>, id: Option<u64>) {
-    out.push(b'{');
-    if let Some(id) = id {
-        out.extend_from_slice(format!("\"id\":{id},").as_bytes());
-    }
-    out.extend_from_slice(b"\"ok\":{");
 }

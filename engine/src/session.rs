@@ -7,7 +7,7 @@ use shardcast_proto::error::close_code;
 use shardcast_proto::{msgpack, reply, Message, PreparedFrame};
 
 use crate::auth;
-use crate::conn::{flag, Enqueue, Phase};
+use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
 use crate::mesh::{owner_of, ConnRef, ReplyTo, ShardMsg};
 use crate::registry::{Position, Waiter};
@@ -92,14 +92,8 @@ impl crate::shard::Core {
                 self.scratch = buf;
             }
             Message::Ping(p) => {
-                let limit = self.control_bytes_max();
-                if let Some(conn) = self.conns.get_mut(key) {
-                    // A client that pings without reading fills its queue with pongs.
-                    match conn.enqueue_control(PreparedFrame::pong(p).into_bytes(), limit) {
-                        Enqueue::Ok => self.mark_dirty(key),
-                        Enqueue::Backpressure => self.slow_consumer(key),
-                    }
-                }
+                // A client that pings without reading fills its queue with pongs.
+                self.send_control(key, PreparedFrame::pong(p).into_bytes());
             }
             Message::Pong(_) => {}
             Message::Close(c) => {

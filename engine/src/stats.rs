@@ -96,9 +96,10 @@ impl ShardStats {
         c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
     pub fn sub(c: &AtomicU64, n: u64) {
-        c.store(
-            c.load(Ordering::Relaxed).saturating_sub(n),
-            Ordering::Relaxed,
-        );
+        let v = c.load(Ordering::Relaxed);
+        // A gauge going below zero means something was subtracted that was never
+        // added: fail loudly in tests rather than hide the drift.
+        debug_assert!(v >= n, "gauge below zero: {v} - {n}");
+        c.store(v.saturating_sub(n), Ordering::Relaxed);
     }
 }

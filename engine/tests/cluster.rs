@@ -290,7 +290,18 @@ fn node_with_history(
     prefix: &str,
     history: usize,
 ) -> shardcast::Handle {
+    node_with(d, redis, prefix, history, |_| {})
+}
+
+fn node_with(
+    d: DriverKind,
+    redis: &Redis,
+    prefix: &str,
+    history: usize,
+    tweak: impl FnOnce(&mut shardcast::Config),
+) -> shardcast::Handle {
     let mut cfg = config(d);
+    tweak(&mut cfg);
     cfg.cluster.redis = Some(format!("127.0.0.1:{}", redis.port));
     cfg.cluster.key_prefix = prefix.into();
     cfg.limits.reconnect_spread_ms = 300;
@@ -370,6 +381,87 @@ fn whole_history_recovers_from_redis(d: DriverKind) {
     assert_eq!(b.stats().slow_consumer_closes, 0);
     assert_eq!(b.stats().replays_done, 2);
     a.shutdown();
+    b.shutdown();
+}
+
+/// In cluster mode too: 1,000 × 1 KiB missed, recovered from Redis while
+/// publications go on at 100/s on the other node; then a reader that stops
+/// mid-replay is closed (4008) after `stall_timeout_ms`.
+fn recovery_from_redis_under_traffic_and_a_stalled_reader(d: DriverKind) {
+    let Some(redis) = Redis::start() else { return };
+    let prefix = unique("busy");
+    let a = Arc::new(node_with_history(d, &redis, &prefix, 2000));
+    let b = node_with(d, &redis, &prefix, 2000, |c| {
+        c.recovery.stall_timeout_ms = 1000
+    });
+    let ch = channel_owned_by("busy", 0, 2);
+    let mut epoch = String::new();
+    for n in 1..=1000 {
+        epoch = a
+            .publish(&ch, sized(n, 1024), Duration::from_secs(10))
+            .unwrap()
+            .epoch
+            .to_string();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(1000));
+    let publisher = {
+        let (a, ch, stop, last) = (a.clone(), ch.clone(), stop.clone(), last.clone());
+        std::thread::spawn(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut n = 1000;
+            while !stop.load(Relaxed) {
+                n += 1;
+                a.publish(&ch, sized(n, 1024), Duration::from_secs(10))
+                    .unwrap();
+                last.store(n, Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let since = format!(r#""since":{{"epoch":"{epoch}","offset":0}}"#);
+    let mut c = ws(b.local_addr(), "/ws");
+    send(
+        &mut c,
+        &format!(r#"{{"id":2,"op":"subscribe","channel":"{ch}",{since}}}"#),
+    );
+    let r = recv_json(&mut c);
+    assert_eq!(r["ok"]["recovered"], true, "{r}");
+    let joined = r["ok"]["offset"].as_u64().unwrap();
+    assert!(joined > 1000, "{r}");
+    let mut next = 1;
+    let mut check = |c: &mut Ws, to: u64| {
+        while next <= to {
+            let p = recv_json(c);
+            assert_eq!(p["offset"], next, "in order, no gap");
+            assert_eq!(p["data"]["n"], next);
+            next += 1;
+        }
+    };
+    check(&mut c, joined + 30);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+    check(&mut c, last.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(b.stats().slow_consumer_closes, 0);
+    // A second client asks for all of it and stops reading after the reply.
+    let mut stalled = ws(b.local_addr(), "/ws");
+    send(
+        &mut stalled,
+        &format!(r#"{{"id":3,"op":"subscribe","channel":"{ch}",{since}}}"#),
+    );
+    assert_eq!(recv_json(&mut stalled)["ok"]["recovered"], true);
+    let t = Instant::now();
+    eventually("the stalled reader is closed", || {
+        b.stats().slow_consumer_closes == 1
+    });
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    eventually("its replay slot is free", || b.stats().replays_active == 0);
+    Arc::try_unwrap(a).ok().unwrap().shutdown();
     b.shutdown();
 }
 
@@ -538,5 +630,6 @@ both_drivers!(
     losing_redis_closes_subscribers_and_refuses_until_it_is_back,
     unreachable_redis_fails_the_start,
     whole_history_recovers_from_redis,
+    recovery_from_redis_under_traffic_and_a_stalled_reader,
     rolling_restart_every_client_recovers,
 );

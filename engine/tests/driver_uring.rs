@@ -35,6 +35,7 @@ fn config(conns_max: u32, recv_bufs: u16, recv_buf_bytes: u32) -> DriverConfig {
         recv_bufs,
         recv_buf_bytes,
         ring_entries: 256,
+        cq_entries: 0,
     }
 }
 
@@ -623,5 +624,144 @@ fn drop_with_operations_in_flight() {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+    }
+}
+
+/// Sends beyond what the CQ can hold wait in the driver, in order, and go in
+/// as completions are reaped; a connection closed while its send waits gets
+/// that send's `Sent` (ECANCELED) and its `Closed` at once, not after the sends
+/// ahead of it, which here are stuck on readers that do not read.
+#[test]
+fn sends_beyond_the_cq_budget_wait_in_order_and_close_cancels_them() {
+    const STUCK: usize = 4; // the budget of a 16-entry CQ (a quarter of it)
+    const QUEUED: usize = 6;
+    const BIG: usize = 8 << 20;
+    let (l, addr) = listener();
+    let waker = Waker::new().unwrap();
+    let cfg = DriverConfig {
+        ring_entries: 8,
+        cq_entries: 16,
+        ..config(64, 64, 512)
+    };
+    let d = UringDriver::new(l, waker.fd(), &cfg).unwrap();
+    let mut h = Harness {
+        d,
+        waker,
+        addr,
+        until: Instant::now() + DEADLINE,
+    };
+    let clients: Vec<TcpStream> = (0..STUCK + QUEUED).map(|_| h.connect()).collect();
+    let socks = h.accept(STUCK + QUEUED);
+    let big = Bytes::from(vec![7u8; BIG]);
+    // The first write fills each socket and completes short; the rest then
+    // waits in the kernel for a reader.
+    let mut written = [0usize; STUCK];
+    for (key, &sock) in socks.iter().enumerate().take(STUCK) {
+        h.d.send(sock, key as ConnKey, std::slice::from_ref(&big));
+    }
+    let mut first = 0;
+    while first < STUCK {
+        for c in h.poll("first writes") {
+            match c {
+                Completion::Sent {
+                    conn,
+                    result: Ok(n),
+                } if n < BIG => {
+                    written[conn as usize] = n;
+                    first += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    for (key, &sock) in socks.iter().enumerate().take(STUCK) {
+        h.d.send(sock, key as ConnKey, &[big.slice(written[key]..)]);
+    }
+    let small = Bytes::from_static(b"queued");
+    for (key, &sock) in socks.iter().enumerate().skip(STUCK) {
+        h.d.send(sock, key as ConnKey, std::slice::from_ref(&small));
+    }
+    // Nothing is read yet: the big sends fill their sockets and stay in the
+    // kernel, so the small ones cannot have been submitted.
+    for _ in 0..10 {
+        let got = h.poll("nothing");
+        assert!(
+            got.iter()
+                .all(|c| !matches!(c, Completion::Sent { conn, .. } if *conn as usize >= STUCK)),
+            "a send past the budget completed: {got:?}"
+        );
+    }
+    let victim = STUCK as ConnKey + 1;
+    let tail = h.close(socks[victim as usize], victim);
+    assert!(
+        matches!(
+            tail[..],
+            [
+                Completion::Sent {
+                    conn: a,
+                    result: Err(libc::ECANCELED)
+                },
+                Completion::Closed { conn: b }
+            ] if a == victim && b == victim
+        ),
+        "{tail:?}"
+    );
+    // Readers start: the stuck sends finish, then the queued ones, in order.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            std::thread::spawn(move || {
+                let want = if i < STUCK { BIG } else { small_len(i) };
+                let mut got = vec![0u8; want];
+                if want > 0 {
+                    c.read_exact(&mut got).unwrap();
+                }
+                got
+            })
+        })
+        .collect();
+    fn small_len(i: usize) -> usize {
+        if i == STUCK + 1 {
+            0
+        } else {
+            6
+        }
+    }
+    let mut sent: Vec<Option<Result<usize, i32>>> = vec![None; STUCK + QUEUED];
+    sent[victim as usize] = Some(Err(libc::ECANCELED));
+    let mut order = Vec::new();
+    while sent.iter().any(Option::is_none) {
+        for c in h.poll("sends") {
+            match c {
+                Completion::Sent {
+                    conn,
+                    result: Ok(n),
+                } if (conn as usize) < STUCK && n < BIG => {
+                    // A short write: send the rest, as the shard would.
+                    h.d.send(socks[conn as usize], conn, &[big.slice(n..)]);
+                    sent[conn as usize] = None;
+                }
+                Completion::Sent { conn, result } => {
+                    assert!(
+                        sent[conn as usize].replace(result).is_none(),
+                        "two Sent for {conn}"
+                    );
+                    if conn as usize >= STUCK {
+                        order.push(conn);
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let expect: Vec<ConnKey> = (STUCK..STUCK + QUEUED)
+        .map(|k| k as ConnKey)
+        .filter(|&k| k != victim)
+        .collect();
+    assert_eq!(order, expect, "queued sends go in the order they were made");
+    for (i, r) in readers.into_iter().enumerate() {
+        let got = r.join().unwrap();
+        assert_eq!(got.len(), if i < STUCK { BIG } else { small_len(i) });
     }
 }

@@ -351,7 +351,51 @@ fn a_stream_that_does_not_read_is_closed_alone(d: DriverKind) {
     h.shutdown();
 }
 
+/// `Last-Event-ID` at the start of a 1,000 × 4 KiB history: the whole of it is
+/// replayed over the stream (4 MB, 16 times the outbound queue), in order.
+fn a_whole_history_resumes_over_sse(d: DriverKind) {
+    let mut cfg = config(d);
+    let history = Namespace {
+        history_size: 1000,
+        ..Namespace::default()
+    };
+    cfg.namespaces.insert(String::new(), history);
+    let h = start(cfg);
+    let ch = channel_owned_by("long", 1, 2);
+    let pad = "x".repeat(4096);
+    let mut epoch = String::new();
+    for n in 1..=1000 {
+        let p = h
+            .publish(
+                &ch,
+                format!("{{\"n\":{n},\"pad\":\"{pad}\"}}"),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        epoch = p.epoch.to_string();
+    }
+    let last = format!("{ch}:{epoch}:0");
+    let (status, head, s) = open(
+        h.local_addr(),
+        &format!("/sse?channels={ch}"),
+        &[("Last-Event-ID", &last)],
+    );
+    assert_eq!(status, 200, "{head}");
+    let mut s = s.unwrap();
+    let (_, v) = s.json();
+    assert_eq!(v["ok"]["recovered"], true, "{v}");
+    for n in 1..=1000u64 {
+        let (e, v) = s.json();
+        assert_eq!(v["offset"], n, "in order, no gap");
+        assert_eq!(v["data"]["pad"].as_str().unwrap().len(), 4096);
+        assert_eq!(e.id.unwrap(), format!("{ch}:{epoch}:{n}"));
+    }
+    assert_eq!(h.stats().slow_consumer_closes, 0);
+    h.shutdown();
+}
+
 both_drivers!(
+    a_whole_history_resumes_over_sse,
     pushes_with_ids_then_resume_after_reconnect,
     refusals_are_http_statuses,
     heartbeats_metrics_and_drain,

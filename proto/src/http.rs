@@ -252,6 +252,30 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
     Ok(Some((request, total)))
 }
 
+/// Whether `buf` starts with a complete HTTP/1.1 head that announces a body
+/// not received yet and carries `Expect: 100-continue`: the client waits for an
+/// interim `100 Continue` before sending the body (RFC 9110 §10.1.1), so the
+/// server should say it at once rather than let the client time out.
+pub fn expects_continue(buf: &[u8], limits: &Limits) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head = &buf[..buf.len().min(limits.header_bytes_max)];
+    let Ok(httparse::Status::Complete(head_len)) = req.parse(head) else {
+        return false;
+    };
+    if req.version != Some(1) {
+        return false;
+    }
+    let expects = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
+    });
+    let body_len = body_length(req.headers, 1).unwrap_or(0);
+    expects && body_len > 0 && ((buf.len() - head_len) as u64) < body_len
+}
+
+/// The interim response that tells a client to send its body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// The body length the headers announce (0 without `Content-Length`), after refusing what
 /// this server does not speak: chunked bodies, and upgrades over HTTP/1.0.
 fn body_length(headers: &[httparse::Header<'_>], version: u8) -> Result<u64, HttpError> {

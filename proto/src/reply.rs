@@ -120,6 +120,129 @@ pub fn pong(id: Option<u64>) -> Vec<u8> {
     out
 }
 
+/// `{"id":5,"ok":{"publications":[{"offset":42,"data":…},…],"next":{"epoch":"E","offset":43},"epoch":"E","offset":45}}`:
+/// a page of history, `data` spliced in raw; `next` only when the page was cut.
+pub fn ok_history<'a>(
+    id: Option<u64>,
+    items: impl IntoIterator<Item = (u64, &'a [u8])>,
+    next: Option<u64>,
+    epoch: &str,
+    offset: u64,
+) -> Vec<u8> {
+    let mut out = open_reply(id, 96);
+    out.extend_from_slice(b"\"ok\":{\"publications\":[");
+    for (i, (o, data)) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"offset\":");
+        write_u64(&mut out, o);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],");
+    if let Some(next) = next {
+        out.extend_from_slice(b"\"next\":{\"epoch\":");
+        write_json_str(&mut out, epoch);
+        out.extend_from_slice(b",\"offset\":");
+        write_u64(&mut out, next);
+        out.extend_from_slice(b"},");
+    }
+    out.extend_from_slice(b"\"epoch\":");
+    write_json_str(&mut out, epoch);
+    out.extend_from_slice(b",\"offset\":");
+    write_u64(&mut out, offset);
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// `{"id":6,"ok":{"members":[{"user":"u1","conn":"c9"},…]}}`.
+pub fn ok_presence<'a>(
+    id: Option<u64>,
+    members: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<u8> {
+    let mut out = open_reply(id, 64);
+    out.extend_from_slice(b"\"ok\":{\"members\":[");
+    for (i, (user, conn)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        member(&mut out, user, conn);
+    }
+    out.extend_from_slice(b"]}}");
+    out
+}
+
+/// `{"channel":"chat:7","join":{"user":"u1","conn":"c9"}}` (or `"leave"`).
+pub fn presence_event(channel: &str, join: bool, user: &str, conn: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + channel.len() + user.len() + conn.len());
+    out.extend_from_slice(b"{\"channel\":");
+    write_json_str(&mut out, channel);
+    out.extend_from_slice(if join { b",\"join\":" } else { b",\"leave\":" });
+    member(&mut out, user, conn);
+    out.push(b'}');
+    out
+}
+
+fn member(out: &mut Vec<u8>, user: &str, conn: &str) {
+    out.extend_from_slice(b"{\"user\":");
+    write_json_str(out, user);
+    out.extend_from_slice(b",\"conn\":");
+    write_json_str(out, conn);
+    out.push(b'}');
+}
+
+/// HTTP API: `{"offset":12,"epoch":"E"}`, the result of `/api/publish`.
+pub fn api_published(offset: u64, epoch: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + epoch.len());
+    out.push(b'{');
+    api_position(&mut out, offset, epoch);
+    out.push(b'}');
+    out
+}
+
+/// HTTP API: `{"results":[{"channel":"a","offset":1,"epoch":"E"},…]}` for `/api/broadcast`.
+pub fn api_broadcast<'a>(results: impl IntoIterator<Item = (&'a str, u64, &'a str)>) -> Vec<u8> {
+    let mut out = b"{\"results\":[".to_vec();
+    for (i, (channel, offset, epoch)) in results.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"channel\":");
+        write_json_str(&mut out, channel);
+        out.push(b',');
+        api_position(&mut out, offset, epoch);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+fn api_position(out: &mut Vec<u8>, offset: u64, epoch: &str) {
+    out.extend_from_slice(b"\"offset\":");
+    write_u64(out, offset);
+    out.extend_from_slice(b",\"epoch\":");
+    write_json_str(out, epoch);
+}
+
+/// HTTP API: `{"channels":[{"channel":"news","subscribers":3},…]}` for `/api/channels`.
+pub fn api_channels<'a>(channels: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<u8> {
+    let mut out = b"{\"channels\":[".to_vec();
+    for (i, (channel, n)) in channels.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"channel\":");
+        write_json_str(&mut out, channel);
+        out.extend_from_slice(b",\"subscribers\":");
+        write_u64(&mut out, n);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 /// `{` plus `"id":N,` when there is an id; `extra` is the caller's size estimate for the rest.
 fn open_reply(id: Option<u64>, extra: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(28 + extra);

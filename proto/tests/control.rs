@@ -677,3 +677,37 @@ fn big_numbers_in_data_are_kept_raw_and_the_float64_limit_is_named() {
     let e = cmd(r#"{"op":"ping""#).unwrap_err();
     assert_eq!(e.message, "malformed JSON");
 }
+
+#[test]
+fn history_presence_and_api_bodies_are_exact() {
+    use shardcast_proto::reply;
+    let items = [(42u64, &br#"{"a":1}"#[..]), (43, &b"2"[..])];
+    assert_eq!(
+        reply::ok_history(Some(5), items, None, "E", 45),
+        br#"{"id":5,"ok":{"publications":[{"offset":42,"data":{"a":1}},{"offset":43,"data":2}],"epoch":"E","offset":45}}"#
+    );
+    assert_eq!(
+        reply::ok_history(None, [(1u64, &b"1"[..])], Some(1), "E", 9),
+        br#"{"ok":{"publications":[{"offset":1,"data":1}],"next":{"epoch":"E","offset":1},"epoch":"E","offset":9}}"#
+    );
+    assert_eq!(
+        reply::ok_presence(Some(6), [("u1", "c9")]),
+        br#"{"id":6,"ok":{"members":[{"user":"u1","conn":"c9"}]}}"#
+    );
+    assert_eq!(
+        reply::presence_event("chat:7", false, "u\"1", "c9"),
+        br#"{"channel":"chat:7","leave":{"user":"u\"1","conn":"c9"}}"#
+    );
+    assert_eq!(
+        reply::api_published(12, "E"),
+        br#"{"offset":12,"epoch":"E"}"#
+    );
+    assert_eq!(
+        reply::api_broadcast([("a", 1, "E"), ("b", 2, "F")]),
+        br#"{"results":[{"channel":"a","offset":1,"epoch":"E"},{"channel":"b","offset":2,"epoch":"F"}]}"#
+    );
+    assert_eq!(
+        reply::api_channels([("news", 3)]),
+        br#"{"channels":[{"channel":"news","subscribers":3}]}"#
+    );
+}

@@ -590,3 +590,22 @@ fn switching_protocols_response_leaves_connection_to_the_caller() {
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
     );
 }
+
+#[test]
+fn expect_100_continue_is_recognised_until_the_body_arrives() {
+    use shardcast_proto::http::{expects_continue, Limits};
+    let l = Limits::default();
+    let head = b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+    assert!(expects_continue(head, &l));
+    let mut full = head.to_vec();
+    full.extend_from_slice(b"hello");
+    assert!(!expects_continue(&full, &l), "the body is here");
+    assert!(!expects_continue(&head[..20], &l), "head incomplete");
+    let plain = b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
+    assert!(!expects_continue(plain, &l), "no Expect header");
+    let old = b"POST /api/publish HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+    assert!(
+        !expects_continue(old, &l),
+        "HTTP/1.0 clients are never sent 1xx"
+    );
+}

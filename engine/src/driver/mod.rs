@@ -90,6 +90,9 @@ pub struct DriverConfig {
     pub recv_buf_bytes: u32,
     /// Submission queue entries (io_uring).
     pub ring_entries: u32,
+    /// Completion queue entries (io_uring); 0: four times `ring_entries`.
+    /// Sends in flight are kept within what the CQ can hold (see the uring driver).
+    pub cq_entries: u32,
 }
 
 pub trait Driver {

@@ -30,6 +30,10 @@ const _: () = assert!(std::mem::size_of::<BufEntry>() == 16);
 /// Byte offset of the tail inside the ring mapping (`resv` of entry 0).
 const TAIL_OFFSET: usize = 14;
 
+/// Buffers put in the ring at start; more are added, doubling, when a recv
+/// finds the ring empty (see `BufRing::grow`).
+const INITIAL_ACTIVE: u16 = 64;
+
 /// The kernel caps a provided-buffer ring at 2^15 entries.
 pub(super) const BUF_RING_MAX: u16 = 1 << 15;
 
@@ -48,9 +52,10 @@ impl Mapping {
                 ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                // Populated now: the pool is a fixed cost of the shard, paid
-                // at start rather than as page faults on the receive path.
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                // Not populated: a page becomes resident when the kernel
+                // first writes a read into it, so a shard that receives
+                // little (most of them, with many shards) costs little.
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
@@ -82,6 +87,13 @@ pub(super) struct BufRing {
     bufs: Mapping,
     buf_bytes: u32,
     count: u16,
+    /// Buffers ever put in the ring (bids `0..active`); the rest were never
+    /// touched. The kernel takes buffers in ring order and released ones go
+    /// back at the tail, so every buffer in the ring gets written in turn:
+    /// putting all `count` in at start would make the whole pool resident
+    /// after `count` reads, whatever the load. Growing on demand keeps the
+    /// resident part at what the shard's reads actually need at once.
+    active: u16,
     mask: u16,
     /// Our copy of the tail we last published (free-running, wraps at 2^16).
     tail: u16,
@@ -115,16 +127,38 @@ impl BufRing {
             bufs,
             buf_bytes,
             count,
+            active: 0,
             mask: count - 1,
             tail: 0,
             lent: vec![0; usize::from(count).div_ceil(64)],
             lent_count: 0,
         };
-        for bid in 0..count {
-            br.write_entry(bid);
-        }
-        br.publish_tail();
+        br.grow_to(count.min(INITIAL_ACTIVE));
         Ok(br)
+    }
+
+    /// A recv found the ring empty (ENOBUFS): put up to as many untouched
+    /// buffers in again as are active, up to `count`. Returns false when all are in use.
+    pub(super) fn grow(&mut self) -> bool {
+        if self.active == self.count {
+            return false;
+        }
+        self.grow_to(self.active.saturating_mul(2).min(self.count));
+        true
+    }
+
+    fn grow_to(&mut self, active: u16) {
+        for bid in self.active..active {
+            self.write_entry(bid);
+        }
+        self.active = active;
+        self.publish_tail();
+    }
+
+    /// Buffers put in the ring so far (the rest of the pool was never touched).
+    #[cfg(test)]
+    pub(super) fn active(&self) -> u16 {
+        self.active
     }
 
     /// Register the ring with the kernel under `bgid`.
@@ -147,13 +181,13 @@ impl BufRing {
 
     /// Buffers currently in the ring, available to the kernel.
     pub(super) fn available(&self) -> u32 {
-        u32::from(self.count) - self.lent_count
+        u32::from(self.active) - self.lent_count
     }
 
     /// A completion reported that the kernel filled `bid`: it now belongs to us.
     pub(super) fn take(&mut self, bid: u16) {
         assert!(
-            bid < self.count,
+            bid < self.active,
             "kernel reported buffer id {bid} beyond the ring"
         );
         let (word, bit) = (usize::from(bid / 64), bid % 64);
@@ -182,7 +216,7 @@ impl BufRing {
     }
 
     pub(super) fn is_lent(&self, bid: u16) -> bool {
-        bid < self.count && self.lent[usize::from(bid / 64)] & (1 << (bid % 64)) != 0
+        bid < self.active && self.lent[usize::from(bid / 64)] & (1 << (bid % 64)) != 0
     }
 
     /// The first `len` bytes of a lent buffer.
@@ -228,5 +262,29 @@ impl BufRing {
         // what the uapi expects. Release orders the descriptor writes before it.
         let tail = unsafe { AtomicU16::from_ptr(self.ring.ptr.add(TAIL_OFFSET).cast::<u16>()) };
         tail.store(self.tail, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_put_in_the_ring_as_reads_need_it() {
+        let mut br = BufRing::new(1024, 4096).unwrap();
+        assert_eq!((br.active(), br.available()), (64, 64));
+        for bid in 0..64 {
+            br.take(bid);
+        }
+        assert_eq!(br.available(), 0);
+        assert!(br.grow());
+        assert_eq!((br.active(), br.available()), (128, 64));
+        assert!(br.give_back(3));
+        assert_eq!(br.available(), 65);
+        while br.grow() {}
+        assert_eq!((br.active(), br.available()), (1024, 1024 - 63));
+        let mut small = BufRing::new(16, 512).unwrap();
+        assert_eq!(small.active(), 16);
+        assert!(!small.grow());
     }
 }

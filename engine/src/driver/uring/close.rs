@@ -16,7 +16,7 @@
 
 use io_uring::{opcode, types};
 
-use super::conns::{CLOSE_DEFERRED, CLOSING, REARM_QUEUED, RECV_WANTED};
+use super::conns::{CLOSE_DEFERRED, CLOSING, REARM_QUEUED, RECV_WANTED, SEND_QUEUED};
 use super::token::{self, Kind};
 use super::UringDriver;
 use crate::driver::{Completion, ConnKey, Sock};
@@ -51,6 +51,11 @@ impl UringDriver {
         }
         st.slot = sock.0;
         st.flags = (st.flags | CLOSING) & !(RECV_WANTED | REARM_QUEUED);
+        if st.has(SEND_QUEUED) {
+            // Its send never reached the kernel: `pump` completes it with
+            // ECANCELED without waiting for its turn in the queue.
+            self.queued_to_cancel += 1;
+        }
         if st.pending == 0 {
             self.push_close(conn);
             return;

@@ -17,6 +17,8 @@ pub(super) const REARM_QUEUED: u8 = 1 << 2;
 pub(super) const CLOSING: u8 = 1 << 3;
 /// The slot's `Close` waits until every other op on it has completed.
 pub(super) const CLOSE_DEFERRED: u8 = 1 << 4;
+/// A send waits in the driver's queue for room in the CQ (not yet submitted).
+pub(super) const SEND_QUEUED: u8 = 1 << 5;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ConnState {
@@ -33,14 +35,19 @@ impl ConnState {
     }
 }
 
+/// Entries reserved up front (the table grows past it on demand).
+const INITIAL: usize = 1024;
+
 pub(super) struct ConnTable {
     states: Vec<ConnState>,
 }
 
 impl ConnTable {
+    /// Grows with the keys the shard uses (the shard reuses freed keys before
+    /// taking new ones), so a shard sized for 20,000 that holds 100 keeps 100 entries.
     pub(super) fn new(conns_max: u32) -> ConnTable {
         ConnTable {
-            states: vec![ConnState::default(); conns_max as usize],
+            states: Vec::with_capacity((conns_max as usize).min(INITIAL)),
         }
     }
 

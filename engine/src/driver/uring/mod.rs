@@ -31,6 +31,7 @@ mod setup;
 mod token;
 mod wake;
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -72,6 +73,15 @@ pub struct UringDriver {
     backlog: Vec<Completion>,
     /// Scratch for one batch of CQEs: (user_data, result, flags).
     cqes: Vec<(u64, i32, u32)>,
+    /// Sends submitted whose CQE has not been reaped yet (at most `send_budget`).
+    sends_in_kernel: usize,
+    /// Most sends in the kernel at once: what the CQ holds beyond the
+    /// completions of everything else (see `setup::send_budget`).
+    send_budget: usize,
+    /// Sends waiting for room in the budget, oldest first: send-slab ids.
+    send_queue: VecDeque<u32>,
+    /// Closed connections whose send is still in `send_queue`.
+    queued_to_cancel: usize,
     /// Accepted and not yet closed.
     open: usize,
     fixed_slots: u32,
@@ -86,7 +96,7 @@ impl UringDriver {
         wake_fd: RawFd,
         cfg: &DriverConfig,
     ) -> io::Result<UringDriver> {
-        let ring = setup::build_ring(cfg.ring_entries)?;
+        let ring = setup::build_ring(cfg.ring_entries, cfg.cq_entries)?;
         setup::check_features(&ring)?;
         let fixed_slots = setup::fixed_file_slots(cfg.conns_max)?;
         ring.submitter().register_files_sparse(fixed_slots)?;
@@ -94,6 +104,7 @@ impl UringDriver {
         bufs.register(&ring.submitter(), BGID)?;
         // Inherited by every accepted socket (see accept.rs).
         listener.set_tcp_nodelay(true)?;
+        let send_budget = setup::send_budget(ring.params().cq_entries(), u32::from(cfg.recv_bufs));
         let mut driver = UringDriver {
             ring,
             listener,
@@ -107,6 +118,10 @@ impl UringDriver {
             deferred_close: Vec::new(),
             backlog: Vec::new(),
             cqes: Vec::with_capacity(256),
+            sends_in_kernel: 0,
+            send_budget,
+            send_queue: VecDeque::new(),
+            queued_to_cancel: 0,
             open: 0,
             fixed_slots,
             overflow_logged: false,
@@ -121,6 +136,7 @@ impl UringDriver {
         tracing::debug!(
             sq = driver.ring.params().sq_entries(),
             cq = driver.ring.params().cq_entries(),
+            send_budget,
             single_issuer = driver.ring.params().is_setup_single_issuer(),
             fixed_slots,
             "io_uring driver ready"
@@ -160,16 +176,20 @@ impl UringDriver {
     /// are then dropped and `poll` reports the error).
     fn flush_full_sq(&mut self) -> bool {
         match self.ring.submit() {
-            Ok(_) => true,
+            Ok(_) => {
+                // A turn that sends to thousands of connections fills the SQ
+                // several times; sends on loopback mostly complete inline, so
+                // reaping now frees CQ room (and send budget) for the rest.
+                self.reap_into_backlog();
+                true
+            }
             Err(e) => match e.raw_os_error() {
                 // EBUSY: completions are piling up in the kernel's overflow list
                 // and it refuses new work until the CQ is drained. EAGAIN: out
                 // of memory for requests, which completing ones free. Both are
                 // fixed by reaping; reaped completions wait in the backlog.
                 Some(libc::EBUSY) | Some(libc::EAGAIN) => {
-                    let mut backlog = std::mem::take(&mut self.backlog);
-                    self.reap(&mut backlog);
-                    self.backlog = backlog;
+                    self.reap_into_backlog();
                     true
                 }
                 Some(libc::EINTR) => true,
@@ -180,6 +200,13 @@ impl UringDriver {
                 }
             },
         }
+    }
+
+    /// Reap outside `poll`; the completions wait in the backlog for the next `poll`.
+    fn reap_into_backlog(&mut self) {
+        let mut backlog = std::mem::take(&mut self.backlog);
+        self.reap(&mut backlog);
+        self.backlog = backlog;
     }
 
     /// Submit what the reap loop flagged for re-arming.
@@ -202,12 +229,14 @@ impl UringDriver {
         }
         self.rearm_recvs();
         self.submit_deferred_closes();
+        self.submit_queued_sends();
     }
 
     /// Turn every available CQE into completions (or internal state changes).
     fn reap(&mut self, out: &mut Vec<Completion>) {
         self.check_overflow();
         let mut batch = std::mem::take(&mut self.cqes);
+        let mut flushes = 0;
         loop {
             batch.clear();
             batch.extend(
@@ -216,6 +245,25 @@ impl UringDriver {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             if batch.is_empty() {
+                // CQEs that did not fit wait on the kernel's overflow list
+                // until an enter asks for events; fetch them now rather than
+                // a turn later (bounded: each flush moves up to a CQ's worth).
+                if flushes < 4 && self.ring.submission().cq_overflow() {
+                    flushes += 1;
+                    // submit_and_wait passes GETEVENTS while the overflow flag is set.
+                    match self.ring.submitter().submit_and_wait(0) {
+                        Ok(_) => continue,
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::EBUSY | libc::EINTR | libc::EAGAIN)
+                            ) =>
+                        {
+                            continue
+                        }
+                        Err(_) => {}
+                    }
+                }
                 break;
             }
             for &(user_data, res, flags) in &batch {

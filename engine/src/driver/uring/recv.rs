@@ -109,8 +109,12 @@ impl UringDriver {
             }
             match -res {
                 0 => self.recv_closed(conn, None, out),
-                // Ring ran dry: data waits in the socket until buffers return.
-                libc::ENOBUFS => self.queue_rearm(conn),
+                // Ring ran dry: data waits in the socket until buffers return,
+                // or at once if the pool still has untouched buffers to add.
+                libc::ENOBUFS => {
+                    self.bufs.grow();
+                    self.queue_rearm(conn);
+                }
                 // Not expected from a multishot recv, but harmless to retry.
                 libc::EINTR | libc::EAGAIN => self.queue_rearm(conn),
                 // ECONNRESET, ETIMEDOUT, EHOSTUNREACH...: the peer or the path

@@ -16,7 +16,7 @@
 use bytes::Bytes;
 use io_uring::{opcode, types};
 
-use super::conns::CLOSING;
+use super::conns::{CLOSING, SEND_QUEUED};
 use super::token::{self, Kind};
 use super::UringDriver;
 use crate::driver::{Completion, ConnKey, Sock, SEND_IOVECS_MAX};
@@ -30,6 +30,8 @@ const KEEP_WARM: usize = 256;
 
 struct SendOp {
     conn: ConnKey,
+    /// Direct descriptor to write to (kept for a send queued in the driver).
+    slot: u32,
     msg: Box<libc::msghdr>,
     iov: Vec<libc::iovec>,
     bufs: Vec<Bytes>,
@@ -43,12 +45,13 @@ pub(super) struct SendSlab {
 
 impl SendSlab {
     /// Store `bufs` for `conn`; returns the op id and the `msghdr` to submit.
-    fn insert(&mut self, conn: ConnKey, bufs: &[Bytes]) -> (u32, *const libc::msghdr) {
+    fn insert(&mut self, conn: ConnKey, slot: u32, bufs: &[Bytes]) -> (u32, *const libc::msghdr) {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
                 self.ops.push(SendOp {
                     conn,
+                    slot,
                     // SAFETY: msghdr is plain C data for which all-zero is valid
                     // (null name and control, no iovecs).
                     msg: Box::new(unsafe { std::mem::zeroed() }),
@@ -60,6 +63,7 @@ impl SendSlab {
         };
         let op = &mut self.ops[id as usize];
         op.conn = conn;
+        op.slot = slot;
         op.bufs.extend_from_slice(bufs);
         op.iov.extend(op.bufs.iter().map(|b| libc::iovec {
             iov_base: b.as_ptr() as *mut libc::c_void,
@@ -68,6 +72,15 @@ impl SendSlab {
         op.msg.msg_iov = op.iov.as_mut_ptr();
         op.msg.msg_iovlen = op.iov.len() as _;
         (id, &*op.msg)
+    }
+
+    /// Connection, slot and `msghdr` of a stored op (None for a stale id).
+    fn get(&self, id: u32) -> Option<(ConnKey, u32, *const libc::msghdr)> {
+        let op = self.ops.get(id as usize)?;
+        if op.iov.is_empty() {
+            return None;
+        }
+        Some((op.conn, op.slot, &*op.msg))
     }
 
     /// The op finished: drop its `Bytes` and recycle the entry. Returns its connection.
@@ -144,15 +157,83 @@ impl UringDriver {
             return;
         }
         st.pending += 1;
-        let (id, msg) = self.sends.insert(conn, bufs);
-        let sqe = opcode::SendMsg::new(types::Fixed(sock.0), msg)
+        let (id, msg) = self.sends.insert(conn, sock.0, bufs);
+        if self.sends_in_kernel < self.send_budget && self.send_queue.is_empty() {
+            self.push_send(id, sock.0, msg);
+        } else {
+            // The CQ could not hold another completion for sure: wait in
+            // order, `pump` submits it as reaped sends make room. The shard
+            // sees a send in flight meanwhile, so its queue keeps growing and
+            // the next write to this connection carries more frames.
+            self.conns.get_mut(conn).flags |= SEND_QUEUED;
+            self.send_queue.push_back(id);
+        }
+    }
+
+    fn push_send(&mut self, id: u32, slot: u32, msg: *const libc::msghdr) {
+        self.sends_in_kernel += 1;
+        let sqe = opcode::SendMsg::new(types::Fixed(slot), msg)
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(token::encode(Kind::Send, id));
         self.push(&sqe);
     }
 
+    /// Submit queued sends while the budget allows; a queued send whose
+    /// connection was closed meanwhile completes with ECANCELED, unsubmitted
+    /// (its slot may already be closed).
+    pub(super) fn submit_queued_sends(&mut self) {
+        let mut done = std::mem::take(&mut self.backlog);
+        if self.queued_to_cancel > 0 {
+            // One pass however many closes: a closing connection's `Closed`
+            // must not wait behind sends stuck on slow readers.
+            self.queued_to_cancel = 0;
+            let mut queue = std::mem::take(&mut self.send_queue);
+            queue.retain(|&id| {
+                let Some((conn, _, _)) = self.sends.get(id) else {
+                    return false;
+                };
+                if !self.conns.get_mut(conn).has(CLOSING) {
+                    return true;
+                }
+                self.cancel_queued_send(id, conn, &mut done);
+                false
+            });
+            self.send_queue = queue;
+        }
+        while self.sends_in_kernel < self.send_budget {
+            let Some(id) = self.send_queue.pop_front() else {
+                break;
+            };
+            let Some((conn, slot, msg)) = self.sends.get(id) else {
+                tracing::error!(id, "queued send for an unknown op");
+                continue;
+            };
+            if self.conns.get_mut(conn).has(CLOSING) {
+                self.cancel_queued_send(id, conn, &mut done);
+                continue;
+            }
+            self.conns.get_mut(conn).flags &= !SEND_QUEUED;
+            self.push_send(id, slot, msg);
+        }
+        // Pushing may have flushed and reaped into the backlog meanwhile:
+        // keep the order, earlier completions first.
+        done.append(&mut self.backlog);
+        self.backlog = done;
+    }
+
+    fn cancel_queued_send(&mut self, id: u32, conn: ConnKey, out: &mut Vec<Completion>) {
+        self.sends.remove(id);
+        self.conns.get_mut(conn).flags &= !SEND_QUEUED;
+        out.push(Completion::Sent {
+            conn,
+            result: Err(libc::ECANCELED),
+        });
+        self.op_done(conn, out);
+    }
+
     pub(super) fn on_send(&mut self, id: u32, res: i32, out: &mut Vec<Completion>) {
+        self.sends_in_kernel = self.sends_in_kernel.saturating_sub(1);
         let Some(conn) = self.sends.remove(id) else {
             tracing::error!(id, res, "send CQE for an unknown op");
             return;
@@ -185,7 +266,7 @@ mod tests {
         let frame = Bytes::from_static(b"\x81\x02hi");
         // A broadcast: one send per connection in flight at once.
         let ids: Vec<u32> = (0..1000)
-            .map(|c| slab.insert(c, std::slice::from_ref(&frame)).0)
+            .map(|c| slab.insert(c, c, std::slice::from_ref(&frame)).0)
             .collect();
         assert_eq!((slab.ops.len(), slab.in_flight()), (1000, 1000));
         for (c, id) in ids.iter().enumerate().take(999) {
@@ -199,7 +280,7 @@ mod tests {
         assert_eq!((slab.ops.len(), slab.in_flight()), (KEEP_WARM, 0));
         assert_eq!(slab.remove(ids[999]), None, "a stale id is unknown");
         // Entries are reused afterwards.
-        let (id, _) = slab.insert(7, &[frame]);
+        let (id, _) = slab.insert(7, 7, &[frame]);
         assert!((id as usize) < KEEP_WARM);
     }
 }

@@ -23,11 +23,16 @@ const KERNEL_FIXED_FILES_MAX: u32 = 1 << 20;
 ///
 /// With SINGLE_ISSUER the ring belongs to the creating thread: the driver must be
 /// created on the shard thread that polls it (it is not `Send` anyway).
-pub(super) fn build_ring(sq_entries: u32) -> io::Result<IoUring> {
+pub(super) fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
     let sq_entries = sq_entries.max(8);
-    // A larger CQ than SQ: multishot ops post many CQEs per SQE, and overflowing
-    // the CQ pushes completions onto a slow kernel-side list.
-    let cq_entries = sq_entries.saturating_mul(4);
+    // A larger CQ than SQ (IORING_SETUP_CQSIZE): multishot ops post many CQEs
+    // per SQE, a turn's sends can outnumber the SQ, and overflowing the CQ
+    // pushes completions onto a slow kernel-side list (see `send_budget`).
+    let cq_entries = if cq_entries == 0 {
+        sq_entries.saturating_mul(4)
+    } else {
+        cq_entries.max(sq_entries)
+    };
     let attempts: [fn(&mut io_uring::Builder); 3] = [
         |b| {
             b.setup_single_issuer()
@@ -55,6 +60,26 @@ pub(super) fn build_ring(sq_entries: u32) -> io::Result<IoUring> {
         }
     }
     Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+}
+
+/// Completions kept free for everything but sends: one per receive buffer
+/// (each data CQE of a multishot recv takes one), plus the terminal CQEs of
+/// recvs, accepts, wake-ups, shutdowns, cancels and closes.
+fn cq_reserve(recv_bufs: u32) -> u32 {
+    recv_bufs + 1024
+}
+
+/// Sends the driver keeps in the kernel (submitted, CQE not yet reaped) at
+/// once. Each one owes a CQE; past the CQ's size the kernel would queue them
+/// on its overflow list (FEAT_NODROP), which is slow, stalls new submissions
+/// with EBUSY, and ends multishot recvs and accepts. Further sends wait in the
+/// driver, in order, and go in as completions are reaped. At least a quarter
+/// of the CQ, so a small CQ with a large pool still sends.
+pub(super) fn send_budget(cq_entries: u32, recv_bufs: u32) -> usize {
+    cq_entries
+        .saturating_sub(cq_reserve(recv_bufs))
+        .max(cq_entries / 4)
+        .max(1) as usize
 }
 
 /// Slots for the direct-descriptor table: `conns_max` plus headroom, clamped to
