@@ -315,16 +315,16 @@ def main():
     w("### On a host where the descriptor limit can be raised")
     w("")
     shards = int(tgt.get("shards") or 56)
-    per_shard = max(rss_start - 9 * 1048576, 0) / shards
+    per_shard = max(rss_start - 8620 * 1024, 0) / shards
     added_pc = ((rss_after or rss_start) - rss_start) / conns
     sock = kernel / conns / 2
     cores = int(m.get("cores") or 2)
-    est = 9 * 1048576 + cores * per_shard + 1e6 * (added_pc + sock)
+    est = 8620 * 1024 + cores * per_shard + 1e6 * (added_pc + sock)
     w(f"Here every process is capped at 20,000 descriptors, so the engine runs {shards} rings of direct "
       f"descriptors on {cores} cores and the load generator {lm.get('processes', '?')} processes. Where "
       "`LimitNOFILE=1001024` can be set (tuning/systemd), the engine runs one shard per core with "
       "1,000,000 ÷ cores descriptors per ring, and the clients live on other hosts. The server's memory "
-      f"for a million is then, with this run's figures: 9 MiB + {cores} shards × {mib(per_shard)} at start "
+      f"for a million is then, with this run's figures: 8.4 MiB + {cores} shards × {mib(per_shard)} at start "
       f"+ 1,000,000 × ({n0(added_pc)} B engine + {n0(sock)} B kernel per socket) ≈ **{gib(est)}**; "
       f"`shardcast doctor --target 1000000 --engine-bytes-per-conn {added_pc:.0f}` sums the same parts "
       "for that host.")

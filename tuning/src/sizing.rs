@@ -12,20 +12,22 @@ use serde::Serialize;
 pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4900;
 
 /// The engine's own memory per idle subscribed connection, as measured (the
-/// design target is under 100 B): 318–332 B at 15,000 connections on 2 shards
-/// (docs/benchmarks.md), 377 B at 40,000 on 4 shards with two subscriptions
-/// each. Pass another figure with `--engine-bytes-per-conn`.
-pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 400;
+/// design target is under 100 B): 806 B at 150,000 connections on 56 shards
+/// with two subscriptions each (`bench/scale/million.sh`); 318–377 B on 2–4
+/// shards (docs/benchmarks.md), so this errs on the large side for hosts with
+/// one shard per core. Pass another figure with `--engine-bytes-per-conn`.
+pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 800;
 
 /// Engine memory at start whatever the shards: the binary, the allocator,
-/// logging, the HTTP side (measured: RSS at start with 1 and 2 shards).
-pub const ENGINE_BASE_BYTES: u64 = 9 * 1024 * 1024;
+/// logging, the HTTP side (measured: RSS at start with 1 and 56 shards,
+/// 9,232 kB and 42,892 kB).
+pub const ENGINE_BASE_BYTES: u64 = 8_620 * 1024;
 
 /// Engine memory per shard at start with the default configuration: its ring,
-/// its share of the receive buffers, its tables (measured, RSS at start with
-/// 56 shards, minus [`ENGINE_BASE_BYTES`], ÷ 56). Pass another figure with
-/// `--engine-bytes-per-shard` for another configuration.
-pub const DEFAULT_ENGINE_BYTES_PER_SHARD: u64 = 23_800 * 1024;
+/// inbox and tables; receive buffers come from a shared pool and become
+/// resident as reads need them (measured: RSS at start with 56 shards less
+/// with 1, ÷ 55). Pass another figure with `--engine-bytes-per-shard`.
+pub const DEFAULT_ENGINE_BYTES_PER_SHARD: u64 = 612 * 1024;
 
 /// A load generator on the same host (loopback benchmarks, `--loopback`):
 /// shardcast-loadgen's user memory per client connection (RssAnon of all its
@@ -400,8 +402,8 @@ mod tests {
         // 1M × (4096 + 4096) B / 4096 B per page.
         assert_eq!(r.tcp_mem_pages, [1_000_000, 1_333_333, 2_000_000]);
         assert_eq!(r.nf_conntrack_max, 2_000_000);
-        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5300);
-        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5300 + 1100));
+        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5700);
+        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5700 + 1100));
         assert_eq!(r.ip_local_port_range, None);
         assert_eq!(r.tcp_tw_reuse, None);
         assert_eq!(r.io_uring_disabled, Some(0));
@@ -428,8 +430,8 @@ mod tests {
         let r = size(&Target::new(100_000_000, Role::Server));
         assert_eq!(r.somaxconn, Some(BACKLOG_MAX));
         assert_eq!(r.tcp_max_syn_backlog, Some(BACKLOG_MAX));
-        // 100M × 400 B = 40 GB of engine heap → 2 × 610,352 + 4,096 mappings.
-        assert_eq!(r.max_map_count, 2 * 610_352 + 4096);
+        // 100M × 800 B = 80 GB of engine heap → 2 × 1,220,704 + 4,096 mappings.
+        assert_eq!(r.max_map_count, 2 * 1_220_704 + 4096);
     }
 
     #[test]
