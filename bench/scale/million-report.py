@@ -228,7 +228,7 @@ def main():
         bu = su.get("burst")
         if bu:
             lat = bu.get("latency", {})
-            w(f"Then the same {bu['published']} back to back, as fast as the publisher sends them "
+            w(f"Then (after (b) and (c) below, so that an overload spoils neither) the same {bu['published']} back to back, as fast as the publisher sends them "
               f"(pipelined on one HTTP connection, {ms(bu['publish_ms'])} to send them and read the answers; "
               f"{bu['acknowledged']} acknowledged): {n0(bu['delivered'])} of {n0(bu['expected'])} delivered "
               f"in {ms(bu['span_ms'])} from the first publication, **{n0(bu['deliveries_per_s'])} deliveries/s** "

@@ -5,13 +5,15 @@
 //!    channel (the first of `--channels`), each sent once the previous one reached
 //!    every open connection (or `--broadcast-timeout` passed). Per broadcast: the
 //!    time from publish to the first, median, p99 and last delivery.
-//! 2. **burst**: K more, pipelined as fast as the publisher sends them; deliveries/s
-//!    from the first publication to the last delivery, against the paced figure.
-//! 3. **steady** (`--spread-channels M`): every connection is also subscribed to
+//! 2. **steady** (`--spread-channels M`): every connection is also subscribed to
 //!    one of M channels; `--rate` publications per second for `--duration` seconds,
 //!    round-robin over them: latency percentiles, lost.
-//! 4. **hold** (`--hold S`): nothing published; heartbeats run. The server's CPU
+//! 3. **hold** (`--hold S`): nothing published; heartbeats run. The server's CPU
 //!    time (from /proc/PID/stat), pings received, connections closed.
+//! 4. **burst**: K more broadcasts, pipelined as fast as the publisher sends them;
+//!    deliveries/s from the first publication to the last delivery, against the
+//!    paced figure. It comes after the steady step and the hold, so an overload
+//!    that closes connections does not spoil them.
 //! 5. **drain** (`--sigterm`): SIGTERM to `--target-pid`; every close of an up
 //!    connection is timed from the signal and counted by close code; and when the
 //!    server process exits.
@@ -337,71 +339,6 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
             rep.broadcasts.push(b);
         }
         rss(&mut rep, "after the paced broadcasts");
-        if !c.out_of_time() && rep.errors.is_empty() {
-            t = quiesce(c, t)?;
-            let base = t.counters;
-            let open = t.counters.open;
-            let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
-            let k = u64::from(o.broadcasts);
-            let items: Vec<(&str, u64)> = (0..k).map(|j| (bcast.as_str(), seq + 1 + j)).collect();
-            let started = Instant::now();
-            let published = publ.publish(&items, o.payload_bytes);
-            let failed = published.is_err();
-            if let Err(e) = &published {
-                rep.errors.push(format!("burst: {e}"));
-            }
-            let (first, _, offs) = published.unwrap_or_default();
-            let publish_ms = started.elapsed().as_secs_f64() * 1e3;
-            for off in offs.iter().flatten() {
-                rep.finals[0] = rep.finals[0].max(*off);
-            }
-            let acknowledged = offs.iter().flatten().count() as u64;
-            let expected = k * open;
-            let mut h = Hist::default();
-            // No waiting for a burst that did not go out.
-            let bound = if failed {
-                Duration::ZERO
-            } else {
-                (timeout * o.broadcasts).min(BURST_MAX)
-            };
-            let mut peak = 0;
-            let (nt, done) = wait_for(c, bound, &mut h, &mut peak, |t| {
-                t.counters.deliveries >= base.deliveries + k * t.counters.open.min(open)
-            })?;
-            t = nt;
-            let delivered = t.counters.deliveries - base.deliveries;
-            let span = t.last_delivery_ns.saturating_sub(first);
-            let mut paced: Vec<f64> = rep.broadcasts.iter().map(|b| b.deliveries_per_s).collect();
-            paced.sort_by(f64::total_cmp);
-            let b = Burst {
-                published: k,
-                acknowledged,
-                publish_ms,
-                expected,
-                delivered,
-                span_ms: ms(span),
-                deliveries_per_s: if span > 0 {
-                    delivered as f64 / (span as f64 / 1e9)
-                } else {
-                    0.0
-                },
-                paced_deliveries_per_s: paced.get(paced.len() / 2).copied().unwrap_or(0.0),
-                latency: Percentiles::of(&h),
-                closed: t.counters.closed - base.closed,
-                duplicate: t.counters.live_duplicate - base.live_duplicate,
-                out_of_order: t.counters.live_out_of_order - base.live_out_of_order,
-                incomplete: !done,
-                server_cpu_ms: cpu_ms(cpu0, pid),
-                loadgen_cpu_ms: (t.cpu_s - lg0) * 1e3,
-                peak_tcp_mem_bytes: peak,
-            };
-            eprintln!(
-                "suite: burst of {k}: {}/{} delivered in {:.0} ms, {:.0} deliveries/s (paced: {:.0}), closed {}",
-                b.delivered, b.expected, b.span_ms, b.deliveries_per_s, b.paced_deliveries_per_s, b.closed
-            );
-            rep.burst = Some(b);
-            rss(&mut rep, "after the burst");
-        }
     }
 
     if plan.publish_channels.start > 0 && o.duration > 0.0 && !c.out_of_time() {
@@ -480,12 +417,14 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
         let base = t.clone();
         let cpu0 = pid.and_then(mem::cpu_seconds);
         let started = Instant::now();
-        // Leave the drain its time: a hold cut short says so in `seconds`.
-        let reserve = if o.sigterm {
-            Duration::from_secs_f64(o.drain + 10.0)
-        } else {
-            Duration::ZERO
-        };
+        // Leave the burst and the drain their time: a hold cut short says so in `seconds`.
+        let mut reserve = Duration::ZERO;
+        if o.sigterm {
+            reserve += Duration::from_secs_f64(o.drain + 10.0);
+        }
+        if publ.is_some() {
+            reserve += Duration::from_secs(60); // the burst
+        }
         let left = c
             .deadline
             .saturating_duration_since(started)
@@ -520,6 +459,76 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
         );
         rep.hold = Some(h);
         rss(&mut rep, "after the hold");
+    }
+
+    // The burst (overload) comes after the steady step and the hold, so they are
+    // measured on every connection; the drain then takes what is left.
+    if let Some(publ) = publ.as_mut() {
+        if !c.out_of_time() && rep.errors.is_empty() {
+            t = quiesce(c, t)?;
+            let base = t.counters;
+            let open = t.counters.open;
+            let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
+            let k = u64::from(o.broadcasts);
+            let items: Vec<(&str, u64)> = (0..k).map(|j| (bcast.as_str(), seq + 1 + j)).collect();
+            let started = Instant::now();
+            let published = publ.publish(&items, o.payload_bytes);
+            let failed = published.is_err();
+            if let Err(e) = &published {
+                rep.errors.push(format!("burst: {e}"));
+            }
+            let (first, _, offs) = published.unwrap_or_default();
+            let publish_ms = started.elapsed().as_secs_f64() * 1e3;
+            for off in offs.iter().flatten() {
+                rep.finals[0] = rep.finals[0].max(*off);
+            }
+            let acknowledged = offs.iter().flatten().count() as u64;
+            let expected = k * open;
+            let mut h = Hist::default();
+            // No waiting for a burst that did not go out.
+            let bound = if failed {
+                Duration::ZERO
+            } else {
+                (timeout * o.broadcasts).min(BURST_MAX)
+            };
+            let mut peak = 0;
+            let (nt, done) = wait_for(c, bound, &mut h, &mut peak, |t| {
+                t.counters.deliveries >= base.deliveries + k * t.counters.open.min(open)
+            })?;
+            t = nt;
+            let delivered = t.counters.deliveries - base.deliveries;
+            let span = t.last_delivery_ns.saturating_sub(first);
+            let mut paced: Vec<f64> = rep.broadcasts.iter().map(|b| b.deliveries_per_s).collect();
+            paced.sort_by(f64::total_cmp);
+            let b = Burst {
+                published: k,
+                acknowledged,
+                publish_ms,
+                expected,
+                delivered,
+                span_ms: ms(span),
+                deliveries_per_s: if span > 0 {
+                    delivered as f64 / (span as f64 / 1e9)
+                } else {
+                    0.0
+                },
+                paced_deliveries_per_s: paced.get(paced.len() / 2).copied().unwrap_or(0.0),
+                latency: Percentiles::of(&h),
+                closed: t.counters.closed - base.closed,
+                duplicate: t.counters.live_duplicate - base.live_duplicate,
+                out_of_order: t.counters.live_out_of_order - base.live_out_of_order,
+                incomplete: !done,
+                server_cpu_ms: cpu_ms(cpu0, pid),
+                loadgen_cpu_ms: (t.cpu_s - lg0) * 1e3,
+                peak_tcp_mem_bytes: peak,
+            };
+            eprintln!(
+                "suite: burst of {k}: {}/{} delivered in {:.0} ms, {:.0} deliveries/s (paced: {:.0}), closed {}",
+                b.delivered, b.expected, b.span_ms, b.deliveries_per_s, b.paced_deliveries_per_s, b.closed
+            );
+            rep.burst = Some(b);
+            rss(&mut rep, "after the burst");
+        }
     }
 
     if o.sigterm && !c.out_of_time() {
