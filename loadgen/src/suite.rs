@@ -285,6 +285,13 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
             let open = t.counters.open;
             let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
             seq += 1;
+            // A fresh connection each time: a broadcast to a million takes longer
+            // than the server keeps an idle HTTP connection open.
+            if i > 0 {
+                if let Ok(p) = SyncPublisher::connect(plan, timeout) {
+                    *publ = p;
+                }
+            }
             let (ts, _, offs) = match publ.publish(&[(bcast.as_str(), seq)], o.payload_bytes) {
                 Ok(v) => v,
                 Err(e) => {
@@ -466,6 +473,10 @@ pub(crate) fn run_steps(c: &mut Coord<'_>, hooks: Hooks) -> Result<(SuiteReport,
     if let Some(publ) = publ.as_mut() {
         if !c.out_of_time() && rep.errors.is_empty() {
             t = quiesce(c, t)?;
+            // A fresh connection: the server may have closed the idle one.
+            if let Ok(p) = SyncPublisher::connect(plan, timeout) {
+                *publ = p;
+            }
             let base = t.counters;
             let open = t.counters.open;
             let (cpu0, lg0) = (pid.and_then(mem::cpu_seconds), t.cpu_s);
