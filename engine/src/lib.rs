@@ -32,6 +32,7 @@ pub mod shard;
 mod sse;
 pub mod stats;
 pub mod timer;
+mod trim;
 pub mod users;
 
 pub use config::{Config, IoConfig, Limits};

@@ -171,6 +171,14 @@ impl Core {
 
     /// Queue a reply (JSON text) for a WebSocket client.
     pub(crate) fn send_json(&mut self, key: ConnKey, json: &[u8]) {
+        // A reply (to a subscribe, say) that finds the queue empty is a one-off
+        // like the upgrade's: the queue's memory (about 160 bytes) goes once it
+        // drains, not at the next heartbeat 25 s later.
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.out.is_empty() {
+                conn.set(flag::RELEASE_WHEN_DRAINED, true);
+            }
+        }
         self.send_frame(key, PreparedFrame::text(json).into_bytes());
     }
 

@@ -7,20 +7,34 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use shardcast::{Config, DriverKind, Engine};
 
+#[cfg(feature = "alloc-count")]
+mod alloc_count;
+
+#[cfg(not(feature = "alloc-count"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
+
 extern "C" {
     /// mimalloc's collect (in libmimalloc-sys, linked for the allocator above):
-    /// purges the calling thread's freed pages whose purge delay has passed.
+    /// purges the calling thread's freed pages (`force`: without waiting for the
+    /// purge delay).
     fn mi_collect(force: bool);
 }
 
 /// Each shard calls this about once a second (see `shardcast::alloc_trim`).
+///
+/// Forced: the unforced collect left the pages freed after a heartbeat round
+/// resident (measured at 15,000 idle connections: 446 B of RSS per connection
+/// against 170 B forced, the live heap being the same). Forcing only skips
+/// the purge delay and visits this thread's pages, a few thousand at most.
 fn mimalloc_collect() {
     // SAFETY: mi_collect takes no pointers and may run on any thread at any time;
-    // `false` only frees what is already unused.
-    unsafe { mi_collect(false) }
+    // it only frees what is already unused.
+    unsafe { mi_collect(true) }
 }
 
 /// Thread-per-core WebSocket fan-out engine.
@@ -110,6 +124,8 @@ fn main() -> ExitCode {
         return ExitCode::from(shardcast_tuning::cli_main(argv).clamp(0, 255) as u8);
     }
     shardcast::alloc_trim::set_trim_hook(mimalloc_collect);
+    #[cfg(feature = "alloc-count")]
+    alloc_count::start_reporter();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -164,7 +164,7 @@ impl Shard {
             ),
             dec_cfg,
             http_limits,
-            conns: Slab::default(),
+            conns: Slab::with_capacity(cfg.limits.conns_per_shard_max as usize),
             registry: Registry::default(),
             peers,
             inbox,
@@ -231,6 +231,8 @@ impl Shard {
             if self.core.now.duration_since(trimmed_at) >= TRIM_EVERY {
                 trimmed_at = self.core.now;
                 self.driver.trim();
+                self.core.trim_lists();
+                crate::trim::shrink_vec(&mut completions);
                 crate::alloc_trim::trim();
             }
             if self.core.stopping && self.core.conns.is_empty() {

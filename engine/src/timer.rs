@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 /// A scheduled visit: connection key and generation.
 pub type Entry = (u32, u32);
 
+/// Capacity a slot keeps once visited (entries; 512 bytes).
+const SLOT_KEEP: usize = 64;
+
 #[derive(Debug)]
 pub struct Wheel {
     slots: Vec<Vec<Entry>>,
@@ -63,6 +66,12 @@ impl Wheel {
             let slot = &mut self.slots[(self.current & mask) as usize];
             self.len -= slot.len();
             out.append(slot);
+            if slot.capacity() > SLOT_KEEP {
+                // A slot filled by a burst of connections would keep that
+                // capacity for good, and every slot sees such a burst in turn:
+                // at 15,000 connections that was 60 bytes per connection.
+                *slot = Vec::new();
+            }
             self.current += 1;
         }
     }
@@ -80,6 +89,12 @@ impl Wheel {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Bytes the slots hold (capacity), for the memory tests.
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.iter().map(|s| s.capacity()).sum::<usize>() * std::mem::size_of::<Entry>()
+            + self.slots.capacity() * std::mem::size_of::<Vec<Entry>>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -106,6 +121,21 @@ mod tests {
         w.advance(t0 + Duration::from_millis(1000), &mut out);
         assert_eq!(out, vec![(2, 1)]);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn visited_slots_give_back_a_burst() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(Duration::from_millis(10), Duration::from_millis(100), t0);
+        let empty = w.heap_bytes();
+        for k in 0..10_000 {
+            w.schedule(2, (k, 1));
+        }
+        let mut out = Vec::new();
+        w.advance(t0 + Duration::from_millis(30), &mut out);
+        assert_eq!(out.len(), 10_000);
+        assert!(w.is_empty());
+        assert_eq!(w.heap_bytes(), empty, "the burst's slot was freed");
     }
 
     #[test]

@@ -48,20 +48,34 @@ impl Redis {
                 return None;
             }
         };
-        let r = Redis { port, child };
+        let mut r = Redis { port, child };
         eventually("redis-server accepts connections", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
+        // What answered must be our server, not another one on the same port.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            matches!(r.child.try_wait(), Ok(None)),
+            "redis-server on port {port} exited at start"
+        );
         Some(r)
     }
 
+    /// A Redis on a port of its own. Ports come from below the kernel's
+    /// ephemeral range (so no engine or client socket is handed one), each used
+    /// once per test process: a test that stops its Redis and starts it again on
+    /// the same port cannot meet another test's server there.
     fn start() -> Option<Redis> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis::start_on(port)
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let base = 21_000 + (std::process::id() % 40) as u16 * 250;
+        loop {
+            let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert!(i < 250, "no free port for redis-server");
+            let port = base + i;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Redis::start_on(port);
+            }
+        }
     }
 
     fn stop(&mut self) {

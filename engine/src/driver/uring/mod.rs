@@ -463,6 +463,11 @@ impl Driver for UringDriver {
 
     fn trim(&mut self) {
         self.sends.shrink_if_idle();
+        // One completion per connection after a heartbeat round or a broadcast.
+        crate::trim::shrink_vec(&mut self.backlog);
+        crate::trim::shrink_vec(&mut self.cqes);
+        crate::trim::shrink_vec(&mut self.rearm_recv);
+        crate::trim::shrink_vec(&mut self.deferred_close);
     }
 }
 
