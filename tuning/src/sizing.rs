@@ -12,22 +12,23 @@ use serde::Serialize;
 pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4900;
 
 /// The engine's own memory per idle subscribed connection, as measured (the
-/// design target is under 100 B): 806 B at 150,000 connections on 56 shards
-/// with two subscriptions each (`bench/scale/million.sh`); 318–377 B on 2–4
-/// shards (docs/benchmarks.md), so this errs on the large side for hosts with
-/// one shard per core. Pass another figure with `--engine-bytes-per-conn`.
-pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 800;
+/// design target is under 100 B): 541 B at 150,000 connections on 56 shards
+/// with two subscriptions each (`bench/scale/million.sh`); 139 B per idle
+/// connection on 2 shards (docs/benchmarks.md), so this errs on the large side
+/// for hosts with one shard per core. Pass another figure with
+/// `--engine-bytes-per-conn`.
+pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 540;
 
 /// Engine memory at start whatever the shards: the binary, the allocator,
 /// logging, the HTTP side (measured: RSS at start with 1 and 56 shards,
-/// 9,232 kB and 42,892 kB).
+/// 9,248 kB and 43,552 kB).
 pub const ENGINE_BASE_BYTES: u64 = 8_620 * 1024;
 
 /// Engine memory per shard at start with the default configuration: its ring,
 /// inbox and tables; receive buffers come from a shared pool and become
 /// resident as reads need them (measured: RSS at start with 56 shards less
 /// with 1, ÷ 55). Pass another figure with `--engine-bytes-per-shard`.
-pub const DEFAULT_ENGINE_BYTES_PER_SHARD: u64 = 612 * 1024;
+pub const DEFAULT_ENGINE_BYTES_PER_SHARD: u64 = 624 * 1024;
 
 /// A load generator on the same host (loopback benchmarks, `--loopback`):
 /// shardcast-loadgen's user memory per client connection (RssAnon of all its
@@ -402,8 +403,8 @@ mod tests {
         // 1M × (4096 + 4096) B / 4096 B per page.
         assert_eq!(r.tcp_mem_pages, [1_000_000, 1_333_333, 2_000_000]);
         assert_eq!(r.nf_conntrack_max, 2_000_000);
-        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5700);
-        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5700 + 1100));
+        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5440);
+        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5440 + 1100));
         assert_eq!(r.ip_local_port_range, None);
         assert_eq!(r.tcp_tw_reuse, None);
         assert_eq!(r.io_uring_disabled, Some(0));
@@ -430,8 +431,8 @@ mod tests {
         let r = size(&Target::new(100_000_000, Role::Server));
         assert_eq!(r.somaxconn, Some(BACKLOG_MAX));
         assert_eq!(r.tcp_max_syn_backlog, Some(BACKLOG_MAX));
-        // 100M × 800 B = 80 GB of engine heap → 2 × 1,220,704 + 4,096 mappings.
-        assert_eq!(r.max_map_count, 2 * 1_220_704 + 4096);
+        // 100M × 540 B = 54 GB of engine heap → 2 × 823,975 + 4,096 mappings.
+        assert_eq!(r.max_map_count, 2 * 823_975 + 4096);
     }
 
     #[test]
