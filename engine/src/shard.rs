@@ -67,6 +67,9 @@ pub(crate) struct Core {
     pub scratch: Vec<u8>,
     pub next_req: u32,
     pub stopping: bool,
+    /// When the shard must stop even if some connection never reported
+    /// `Closed` (set by `stop`): a shutdown is bounded, whatever the driver does.
+    pub stop_by: Option<Instant>,
     pub snapshot_version: u64,
     pub snapshot_at: Instant,
     pub now: Instant,
@@ -182,6 +185,7 @@ impl Shard {
             scratch: Vec::new(),
             next_req: 0,
             stopping: false,
+            stop_by: None,
             snapshot_version: u64::MAX,
             snapshot_at: now,
             now,
@@ -236,6 +240,16 @@ impl Shard {
                 crate::alloc_trim::trim();
             }
             if self.core.stopping && self.core.conns.is_empty() {
+                break;
+            }
+            if self.core.stop_by.is_some_and(|t| self.core.now >= t) {
+                // Every close is bounded by close_linger_ms; a connection still
+                // here well past that waits for a completion that is not coming.
+                tracing::error!(
+                    shard = self.core.id,
+                    open = self.core.conns.len(),
+                    "connections still open past the shutdown bound; stopping anyway"
+                );
                 break;
             }
         }
@@ -449,6 +463,8 @@ impl Core {
     /// Begin a graceful stop: close every connection with 1001.
     pub fn stop(&mut self) {
         self.stopping = true;
+        let bound = Duration::from_millis(2 * self.cfg.limits.close_linger_ms + 1_000);
+        self.stop_by = Some(self.now + bound);
         let keys: Vec<ConnKey> = self.conns.keys().collect();
         for key in keys {
             self.close_ws(
