@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -150,7 +150,19 @@ pub fn worker_main(plan: Plan) -> i32 {
     }
 }
 
+/// What a worker's reader thread keeps for the coordinator: its latest tick and
+/// the latencies of every tick since the coordinator last looked, merged. Ticks
+/// are coalesced here, never queued, so a coordinator that falls behind (a
+/// starved CPU) costs one histogram per worker, not one per tick (queued ticks
+/// once grew the parent to 12 GiB).
+#[derive(Default)]
+struct Pending {
+    latest: Option<Tick>,
+    interval: Hist,
+}
+
 struct ChildProc {
+    pending: Arc<Mutex<Pending>>,
     child: Child,
     stdin: Option<ChildStdin>,
     latest: Option<Tick>,
@@ -194,12 +206,21 @@ impl Procs {
                 .map_err(|e| format!("start worker {i} ({}): {e}", exe.display()))?;
             let stdout = child.stdout.take().expect("piped");
             let tx = tx.clone();
+            let pending = Arc::new(Mutex::new(Pending::default()));
+            let shared = pending.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let msg = serde_json::from_str::<FromWorker>(&line).unwrap_or_else(|e| {
                         FromWorker::Error(format!("bad line from worker {i}: {e}"))
                     });
+                    if let FromWorker::Tick(mut t) = msg {
+                        let mut p = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        p.interval.merge(&t.interval);
+                        t.interval = Hist::default();
+                        p.latest = Some(*t);
+                        continue;
+                    }
                     if tx.send((i, Some(msg))).is_err() {
                         return;
                     }
@@ -208,6 +229,7 @@ impl Procs {
             });
             let stdin = child.stdin.take();
             kids.push(ChildProc {
+                pending,
                 child,
                 stdin,
                 latest: None,
@@ -269,6 +291,14 @@ impl Procs {
 
 impl Fleet for Procs {
     fn tick(&mut self) -> Result<Tick, String> {
+        for k in &mut self.kids {
+            let mut p = k.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = p.latest.take() {
+                k.latest = Some(t);
+            }
+            self.interval.merge(&p.interval);
+            p.interval.reset();
+        }
         while let Ok((i, msg)) = self.rx.try_recv() {
             self.handle(i, msg);
         }
