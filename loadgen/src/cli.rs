@@ -20,6 +20,10 @@ pub enum Scenario {
     Echo,
     /// Hold --connections, and close and reopen --churn-rate of them per second.
     Churn,
+    /// One ramp, then steps on the same connections: paced broadcasts (each once the
+    /// previous reached everyone) and a burst of them (--broadcasts), steady
+    /// publications over --spread-channels, a heartbeat hold (--hold), a drain (--sigterm).
+    Suite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -149,6 +153,25 @@ pub struct Opts {
     /// No progress line on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Suite: broadcasts to every connection, paced (each once the previous one reached
+    /// everyone), then as many again as fast as the publisher sends them (0: skip).
+    #[arg(long, default_value_t = 10)]
+    pub broadcasts: u32,
+    /// Suite: seconds a broadcast may take to reach everyone before the next one goes.
+    #[arg(long, default_value_t = 30.0)]
+    pub broadcast_timeout: f64,
+    /// Suite: each connection also subscribes to one of M channels `s0`..`s{M-1}`
+    /// (connection g to `s{g mod M}`); the steady step publishes --rate/s over them
+    /// for --duration seconds (0: no such channels, no steady step).
+    #[arg(long, default_value_t = 0)]
+    pub spread_channels: u32,
+    /// Suite: hold the connections this many seconds (heartbeats run; CPU and closes counted).
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
+    /// Suite, last step: send SIGTERM to --target-pid and count the closes (codes, times)
+    /// for --drain seconds at most, and when the server exits.
+    #[arg(long)]
+    pub sigterm: bool,
     /// Internal: run as worker process i of --workers (results as JSON lines on stdout).
     #[arg(long, hide = true)]
     pub worker_index: Option<usize>,
@@ -165,6 +188,11 @@ pub struct Plan {
     pub path: String,
     pub connections: u64,
     pub threads: usize,
+    /// Every channel a connection may subscribe to (indices travel instead of names):
+    /// `--channels`, or for the suite the broadcast channel then `s0`..`s{M-1}`.
+    pub channels: Vec<String>,
+    /// The channels (indices into `channels`) the fanout publisher goes round-robin over.
+    pub publish_channels: std::ops::Range<usize>,
 }
 
 impl Opts {
@@ -206,7 +234,9 @@ impl Opts {
                 return Err(format!("{name} must be zero or positive"));
             }
         }
-        if self.scenario == Scenario::Fanout && !(self.rate > 0.0 && self.rate <= 1e6) {
+        if matches!(self.scenario, Scenario::Fanout | Scenario::Suite)
+            && !(self.rate > 0.0 && self.rate <= 1e6)
+        {
             return Err("--rate must be in (0, 1e6]".into());
         }
         if self.scenario == Scenario::Churn
@@ -219,8 +249,22 @@ impl Opts {
                 "--protocol sse: an event stream is one-way; echo needs a WebSocket".into(),
             );
         }
-        if self.workers == 0 || self.workers > 64 {
-            return Err("--workers must be 1..=64".into());
+        if self.workers == 0 || self.workers > 128 {
+            return Err("--workers must be 1..=128".into());
+        }
+        if self.scenario == Scenario::Suite {
+            if self.protocol != Protocol::Shardcast {
+                return Err("suite: --protocol shardcast only (it publishes per channel)".into());
+            }
+            if self.spread {
+                return Err("suite: use --spread-channels M, not --spread".into());
+            }
+            if self.spread_channels > 1_000_000 {
+                return Err("--spread-channels: at most 1,000,000".into());
+            }
+            if !(self.broadcast_timeout > 0.0 && self.hold >= 0.0 && self.hold.is_finite()) {
+                return Err("--broadcast-timeout must be positive, --hold zero or positive".into());
+            }
         }
         if self.inflight == 0 || self.publish_window == 0 {
             return Err("--inflight and --publish-window must be at least 1".into());
@@ -249,6 +293,14 @@ impl Opts {
                     .unwrap_or(1)
             })
             .max(1);
+        let (channels, publish_channels) = if self.scenario == Scenario::Suite {
+            let mut c = vec![self.channels[0].clone()];
+            c.extend((0..self.spread_channels).map(|i| format!("s{i}")));
+            let n = c.len();
+            (c, if n > 1 { 1..n } else { 0..1 })
+        } else {
+            (self.channels.clone(), 0..self.channels.len())
+        };
         Ok(Plan {
             opts: self.clone(),
             targets,
@@ -257,6 +309,8 @@ impl Opts {
             path,
             connections,
             threads,
+            channels,
+            publish_channels,
         })
     }
 }

@@ -280,17 +280,22 @@ impl Conn {
         }
         self.phase = Phase::Subscribing;
         self.pending_replies = self.subs.len();
+        // Every subscribe in one write: one segment, one wake-up of the server.
+        let mut frames = Vec::with_capacity(64 * self.subs.len());
         for i in 0..self.subs.len() {
             let channel = &ctx.channels[self.subs[i].0 as usize];
             let cmd = format!(
                 r#"{{"id":{},"op":"subscribe","channel":"{channel}"}}"#,
                 i + 1
             );
-            if let Err(kind) = self.send_frame(ctx, OpCode::Text, cmd.as_bytes()) {
-                return Next::Close(Some(kind));
-            }
+            let mask = ctx.mask();
+            encode_frame(&mut frames, OpCode::Text, true, cmd.as_bytes(), Some(mask));
+            ctx.totals.counters.sent += 1;
         }
-        Next::Continue
+        match self.send(&frames) {
+            Ok(()) => Next::Continue,
+            Err(kind) => Next::Close(Some(kind)),
+        }
     }
 
     fn become_up(&mut self, ctx: &mut Ctx) -> Next {
@@ -328,7 +333,10 @@ impl Conn {
                     }
                 }
             }
-            Message::Ping(p) => replies.push(p.to_vec()),
+            Message::Ping(p) => {
+                ctx.totals.counters.pings += 1;
+                replies.push(p.to_vec());
+            }
             Message::Pong(_) => {}
             Message::Close(c) => {
                 let code = c.map(|(c, _)| c).unwrap_or(1005);
@@ -521,7 +529,13 @@ impl Conn {
             ctx.record(now_ns.saturating_sub(ts), now_ns);
         }
         match self.subs.get_mut(sub).and_then(|(_, t)| t.as_mut()) {
-            Some(t) => t.see(offset, epoch),
+            Some(t) => {
+                let (d, o) = (t.duplicate, t.out_of_order);
+                t.see(offset, epoch);
+                let c = &mut ctx.totals.counters;
+                c.live_duplicate += t.duplicate - d;
+                c.live_out_of_order += t.out_of_order - o;
+            }
             // A push before the subscribe reply: the engine promises replies come first.
             None => ctx.totals.counters.bad_messages += 1,
         }

@@ -19,6 +19,8 @@ pub trait Fleet {
     fn tick(&mut self) -> Result<Tick, String>;
     /// The measured phase starts (echo latencies and churn begin).
     fn measure(&mut self) -> Result<(), String>;
+    /// From now on, time each close of an up connection from `ns` (Unix ns).
+    fn mark(&mut self, ns: u64) -> Result<(), String>;
     /// Stop every connection. `finals`: last offset published per channel (fanout).
     fn stop(self: Box<Self>, finals: Vec<u64>) -> Result<Totals, String>;
 }
@@ -35,7 +37,7 @@ impl Group {
         let t = plan.threads;
         let shared = Arc::new(Shared {
             snaps: (0..t).map(|_| Mutex::new(Tick::default())).collect(),
-            finals: Mutex::new(vec![0; plan.opts.channels.len()]),
+            finals: Mutex::new(vec![0; plan.channels.len()]),
             ..Shared::default()
         });
         let mut threads = Vec::with_capacity(t);
@@ -69,7 +71,14 @@ impl Fleet for Group {
             s.interval.reset();
         }
         out.cpu_s = crate::sys::cpu_seconds_self();
+        (out.rss_bytes, out.anon_bytes) = crate::sys::rss_self();
+        out.processes = 1;
         Ok(out)
+    }
+
+    fn mark(&mut self, ns: u64) -> Result<(), String> {
+        self.shared.mark_ns.store(ns, Ordering::Relaxed);
+        Ok(())
     }
 
     fn measure(&mut self) -> Result<(), String> {

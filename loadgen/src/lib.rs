@@ -19,6 +19,7 @@ pub mod run;
 pub mod sio;
 pub mod sse;
 pub mod stats;
+pub mod suite;
 pub mod svg;
 pub mod sys;
 pub mod track;
@@ -26,4 +27,5 @@ pub mod worker;
 
 pub use cli::{Opts, Plan, Protocol, Scenario};
 pub use report::Report;
-pub use run::run;
+pub use run::{run, run_with};
+pub use suite::Hooks;

@@ -19,6 +19,9 @@ pub struct Sample {
     pub slab_bytes: Option<u64>,
     /// /proc/net/sockstat "TCP: inuse".
     pub tcp_inuse: Option<u64>,
+    /// /proc/meminfo MemAvailable and MemFree, bytes (what the whole machine has left).
+    pub mem_available_bytes: Option<u64>,
+    pub mem_free_bytes: Option<u64>,
 }
 
 /// Before/after and the per-connection figures.
@@ -71,6 +74,11 @@ fn sockstat() -> (Option<u64>, Option<u64>) {
     (field("inuse"), field("mem"))
 }
 
+/// /proc/net/sockstat "TCP … mem" in bytes now (machine-wide socket buffer memory).
+pub fn tcp_mem_now() -> Option<u64> {
+    sockstat().1.map(|p| p * page_size())
+}
+
 pub fn sample(pid: u32) -> Sample {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
@@ -82,6 +90,8 @@ pub fn sample(pid: u32) -> Sample {
         tcp_mem_bytes: mem_pages.map(|p| p * page_size()),
         slab_bytes: kb_field(&meminfo, "Slab:"),
         tcp_inuse: inuse,
+        mem_available_bytes: kb_field(&meminfo, "MemAvailable:"),
+        mem_free_bytes: kb_field(&meminfo, "MemFree:"),
     }
 }
 
@@ -95,6 +105,17 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // SAFETY: sysconf takes no pointers.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Some(ticks / if hz > 0 { hz as f64 } else { 100.0 })
+}
+
+/// Is process `pid` still running (not gone, not a zombie waiting to be reaped)?
+pub fn alive(pid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = text
+        .rfind(')')
+        .and_then(|i| text[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 /// Is there a process `pid` to probe?
@@ -128,8 +149,10 @@ mod tests {
 
     #[test]
     fn samples_this_process() {
+        // Spin on CPU time, not wall time: on a busy machine 50 ms of wall time may
+        // be far less CPU.
         let spin = std::time::Instant::now();
-        while spin.elapsed() < std::time::Duration::from_millis(50) {}
+        while crate::sys::cpu_seconds_self() < 0.05 && spin.elapsed().as_secs() < 10 {}
         let cpu = cpu_seconds(std::process::id()).unwrap();
         let own = crate::sys::cpu_seconds_self();
         assert!(cpu > 0.02 && (cpu - own).abs() < 0.1, "{cpu} vs {own}");

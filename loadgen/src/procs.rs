@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -25,22 +25,34 @@ use crate::sys;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromWorker {
-    Tick(Tick),
-    Result(Totals),
+    Tick(Box<Tick>),
+    Result(Box<Totals>),
     Error(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToWorker {
     Measure,
-    Stop { finals: Vec<u64> },
+    /// Time closes from this Unix ns on (the suite's drain).
+    Mark {
+        ns: u64,
+    },
+    Stop {
+        finals: Vec<u64>,
+    },
 }
 
-/// How often a child reports (the parent's once-a-second view is at most this stale).
-const TICK_EVERY: Duration = Duration::from_millis(200);
+/// How often a child reports (the parent's view is at most this stale; the suite
+/// waits on it to see a broadcast reach everyone).
+const TICK_EVERY: Duration = Duration::from_millis(100);
 
 /// How long a child may outlive `--max-seconds` before stopping by itself.
 const GRACE: Duration = Duration::from_secs(30);
+
+/// After "stop", how long the parent waits for the results, all workers together.
+/// A worker that has not answered by then is counted from its last tick (partial:
+/// no latencies) and killed, so an overloaded host still gets a report.
+pub const STOP_WAIT: Duration = Duration::from_secs(20);
 
 /// Descriptors a worker needs besides its connections (stdio, epoll, libraries).
 const FD_OVERHEAD: u64 = 64;
@@ -110,13 +122,16 @@ pub fn worker_main(plan: Plan) -> i32 {
         if now >= next_tick {
             next_tick += TICK_EVERY;
             match group.tick() {
-                Ok(t) => emit(&FromWorker::Tick(t)),
+                Ok(t) => emit(&FromWorker::Tick(Box::new(t))),
                 Err(e) => emit(&FromWorker::Error(e)),
             }
         }
         match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
             Ok(Some(ToWorker::Measure)) => {
                 let _ = group.measure();
+            }
+            Ok(Some(ToWorker::Mark { ns })) => {
+                let _ = group.mark(ns);
             }
             Ok(Some(ToWorker::Stop { finals })) => break finals,
             Ok(None) | Err(RecvTimeoutError::Disconnected) => break Vec::new(),
@@ -125,7 +140,7 @@ pub fn worker_main(plan: Plan) -> i32 {
     };
     match Box::new(group).stop(finals) {
         Ok(t) => {
-            emit(&FromWorker::Result(t));
+            emit(&FromWorker::Result(Box::new(t)));
             0
         }
         Err(e) => {
@@ -135,11 +150,25 @@ pub fn worker_main(plan: Plan) -> i32 {
     }
 }
 
+/// What a worker's reader thread keeps for the coordinator: its latest tick and
+/// the latencies of every tick since the coordinator last looked, merged. Ticks
+/// are coalesced here, never queued, so a coordinator that falls behind (a
+/// starved CPU) costs one histogram per worker, not one per tick (queued ticks
+/// once grew the parent to 12 GiB).
+#[derive(Default)]
+struct Pending {
+    latest: Option<Tick>,
+    interval: Hist,
+}
+
 struct ChildProc {
+    pending: Arc<Mutex<Pending>>,
     child: Child,
     stdin: Option<ChildStdin>,
     latest: Option<Tick>,
     result: Option<Totals>,
+    /// Its output ended (it exited, or closed stdout).
+    gone: bool,
 }
 
 /// The worker processes, from the parent's side.
@@ -147,6 +176,10 @@ pub struct Procs {
     kids: Vec<ChildProc>,
     rx: Receiver<(usize, Option<FromWorker>)>,
     interval: Hist,
+    /// What went wrong with workers; reported with the results, never fatal.
+    problems: Vec<String>,
+    /// How long [`Fleet::stop`] waits for the results ([`STOP_WAIT`]).
+    stop_wait: Duration,
 }
 
 impl Procs {
@@ -173,12 +206,21 @@ impl Procs {
                 .map_err(|e| format!("start worker {i} ({}): {e}", exe.display()))?;
             let stdout = child.stdout.take().expect("piped");
             let tx = tx.clone();
+            let pending = Arc::new(Mutex::new(Pending::default()));
+            let shared = pending.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let msg = serde_json::from_str::<FromWorker>(&line).unwrap_or_else(|e| {
                         FromWorker::Error(format!("bad line from worker {i}: {e}"))
                     });
+                    if let FromWorker::Tick(mut t) = msg {
+                        let mut p = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        p.interval.merge(&t.interval);
+                        t.interval = Hist::default();
+                        p.latest = Some(*t);
+                        continue;
+                    }
                     if tx.send((i, Some(msg))).is_err() {
                         return;
                     }
@@ -187,42 +229,60 @@ impl Procs {
             });
             let stdin = child.stdin.take();
             kids.push(ChildProc {
+                pending,
                 child,
                 stdin,
                 latest: None,
                 result: None,
+                gone: false,
             });
         }
         Ok(Procs {
             kids,
             rx,
             interval: Hist::default(),
+            problems: Vec::new(),
+            stop_wait: STOP_WAIT,
         })
     }
 
-    fn handle(&mut self, i: usize, msg: Option<FromWorker>) -> Result<(), String> {
+    /// Wait this long for the results after "stop" instead of [`STOP_WAIT`].
+    pub fn with_stop_wait(mut self, d: Duration) -> Procs {
+        self.stop_wait = d;
+        self
+    }
+
+    /// One message from worker `i`. Nothing a worker says or fails to say stops the
+    /// run: problems are kept and reported beside the results.
+    fn handle(&mut self, i: usize, msg: Option<FromWorker>) {
         match msg {
             Some(FromWorker::Tick(t)) => {
                 self.interval.merge(&t.interval);
-                self.kids[i].latest = Some(t);
+                self.kids[i].latest = Some(*t);
             }
-            Some(FromWorker::Result(r)) => self.kids[i].result = Some(r),
-            Some(FromWorker::Error(e)) => return Err(format!("worker {i}: {e}")),
-            None if self.kids[i].result.is_none() => {
-                return Err(format!("worker {i} exited without a result"))
+            Some(FromWorker::Result(r)) => self.kids[i].result = Some(*r),
+            Some(FromWorker::Error(e)) => self.problems.push(format!("worker {i}: {e}")),
+            None => {
+                self.kids[i].gone = true;
+                if self.kids[i].result.is_none() {
+                    self.problems
+                        .push(format!("worker {i} exited without a result"));
+                }
             }
-            None => {}
         }
-        Ok(())
     }
 
+    /// Send `cmd` to every worker still listening; a worker that cannot take it is
+    /// noted, not fatal (its pipe is closed, so it stops by itself).
     fn send(&mut self, cmd: &ToWorker) -> Result<(), String> {
         let line = serde_json::to_string(cmd).map_err(|e| e.to_string())? + "\n";
         for (i, k) in self.kids.iter_mut().enumerate() {
             if let Some(s) = k.stdin.as_mut() {
-                s.write_all(line.as_bytes())
-                    .and_then(|_| s.flush())
-                    .map_err(|e| format!("worker {i}: {e}"))?;
+                if let Err(e) = s.write_all(line.as_bytes()).and_then(|_| s.flush()) {
+                    self.problems
+                        .push(format!("worker {i}: command not sent: {e}"));
+                    k.stdin = None;
+                }
             }
         }
         Ok(())
@@ -231,8 +291,16 @@ impl Procs {
 
 impl Fleet for Procs {
     fn tick(&mut self) -> Result<Tick, String> {
+        for k in &mut self.kids {
+            let mut p = k.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = p.latest.take() {
+                k.latest = Some(t);
+            }
+            self.interval.merge(&p.interval);
+            p.interval.reset();
+        }
         while let Ok((i, msg)) = self.rx.try_recv() {
-            self.handle(i, msg)?;
+            self.handle(i, msg);
         }
         let mut out = Tick {
             ready: true,
@@ -243,15 +311,24 @@ impl Fleet for Procs {
             match &k.latest {
                 Some(t) => {
                     counters.add(&t.counters);
-                    out.ready &= t.ready;
+                    // A worker that is gone will not get any further: do not wait for it.
+                    out.ready &= t.ready || k.gone;
                     out.cpu_s += t.cpu_s;
+                    out.rss_bytes += t.rss_bytes;
+                    out.anon_bytes += t.anon_bytes;
+                    out.processes += 1;
+                    out.last_delivery_ns = out.last_delivery_ns.max(t.last_delivery_ns);
                 }
-                None => out.ready = false,
+                None => out.ready &= k.gone,
             }
         }
         out.counters = counters;
         // The parent's own share (the publisher runs here).
         out.cpu_s += sys::cpu_seconds_self();
+        let (rss, anon) = sys::rss_self();
+        out.rss_bytes += rss;
+        out.anon_bytes += anon;
+        out.processes += 1;
         out.interval = std::mem::take(&mut self.interval);
         Ok(out)
     }
@@ -260,23 +337,48 @@ impl Fleet for Procs {
         self.send(&ToWorker::Measure)
     }
 
+    fn mark(&mut self, ns: u64) -> Result<(), String> {
+        self.send(&ToWorker::Mark { ns })
+    }
+
     fn stop(mut self: Box<Self>, finals: Vec<u64>) -> Result<Totals, String> {
         self.send(&ToWorker::Stop { finals })?;
         for k in &mut self.kids {
             k.stdin = None;
         }
-        let deadline = Instant::now() + GRACE;
-        while self.kids.iter().any(|k| k.result.is_none()) {
+        let deadline = Instant::now() + self.stop_wait;
+        while self.kids.iter().any(|k| k.result.is_none() && !k.gone) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok((i, msg)) => self.handle(i, msg)?,
-                Err(_) => return Err("workers did not report their results in time".into()),
+                Ok((i, msg)) => self.handle(i, msg),
+                Err(_) => break,
             }
         }
         let mut out = Totals::default();
-        for k in &mut self.kids {
-            let _ = k.child.wait();
-            out.merge(k.result.as_ref().expect("checked above"));
+        for (i, k) in self.kids.iter_mut().enumerate() {
+            match &k.result {
+                Some(r) => {
+                    let _ = k.child.wait();
+                    out.merge(r);
+                }
+                None => {
+                    // Partial: the counters of its last tick, without latencies.
+                    let _ = k.child.kill();
+                    let _ = k.child.wait();
+                    if let Some(t) = &k.latest {
+                        let mut c = t.counters;
+                        c.open = 0;
+                        out.counters.add(&c);
+                    }
+                    out.error(format!(
+                        "worker {i}: no result within {} s (counted from its last report, without latencies)",
+                        self.stop_wait.as_secs_f64()
+                    ));
+                }
+            }
+        }
+        for p in std::mem::take(&mut self.problems) {
+            out.error(p);
         }
         Ok(out)
     }
@@ -326,6 +428,7 @@ fn opts_to_args(o: &Opts) -> Vec<String> {
     flag("inflight", o.inflight.to_string());
     flag("churn-rate", o.churn_rate.to_string());
     flag("connect-timeout", o.connect_timeout.to_string());
+    flag("spread-channels", o.spread_channels.to_string());
     if o.spread {
         a.push("--spread".into());
     }

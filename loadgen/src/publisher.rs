@@ -164,7 +164,8 @@ fn http_connect(addr: SocketAddr, state: &Arc<State>) -> std::io::Result<TcpStre
 
 fn run_http(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
     let o = &plan.opts;
-    let n = o.channels.len();
+    let n = plan.channels.len();
+    let range = plan.publish_channels.clone();
     let state = Arc::new(State {
         window: Mutex::new(Window::default()),
         cv: Condvar::new(),
@@ -186,7 +187,7 @@ fn run_http(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
     let mut seq = vec![0u64; n];
     let mut k = 0u64;
     while pace(t0, k, o.rate, end, stop, &mut lag) {
-        let ch = (k % n as u64) as usize;
+        let ch = range.start + (k % range.len().max(1) as u64) as usize;
         k += 1;
         if !wait_window(&state, o.publish_window, stop) {
             break;
@@ -209,7 +210,7 @@ fn run_http(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
         seq[ch] += 1;
         let ts = unix_ns();
         let data = payload(ts, seq[ch], o.payload_bytes);
-        let mut body = format!("{{\"channel\":\"{}\",\"data\":", o.channels[ch]).into_bytes();
+        let mut body = format!("{{\"channel\":\"{}\",\"data\":", plan.channels[ch]).into_bytes();
         body.extend_from_slice(&data);
         body.push(b'}');
         let head = format!(
@@ -398,8 +399,8 @@ fn write_locked(w: &Mutex<TcpStream>, bytes: &[u8]) -> std::io::Result<()> {
 fn run_ws(plan: &Plan, duration: Duration, stop: &AtomicBool) -> (Outcome, Option<WsLink>) {
     let o = &plan.opts;
     let mut out = Outcome {
-        finals: vec![0; o.channels.len()],
-        per_channel: vec![0; o.channels.len()],
+        finals: vec![0; plan.channels.len()],
+        per_channel: vec![0; plan.channels.len()],
         ..Outcome::default()
     };
     let socketio = o.protocol == Protocol::Socketio;
@@ -555,4 +556,103 @@ fn ws_connect(addr: SocketAddr, path: &str) -> Result<(TcpStream, Vec<u8>), Stri
     };
     s.set_read_timeout(None).map_err(|e| e.to_string())?;
     Ok((s, buf.split_off(used)))
+}
+
+/// One blocking HTTP keep-alive connection for publications that must be timed one
+/// by one (the suite's broadcasts): send one or a burst, then wait for the answers.
+pub struct SyncPublisher {
+    stream: TcpStream,
+    host: String,
+    auth: String,
+    buf: Vec<u8>,
+}
+
+impl SyncPublisher {
+    pub fn connect(plan: &Plan, timeout: Duration) -> Result<SyncPublisher, String> {
+        let s = TcpStream::connect_timeout(&plan.publish_target, Duration::from_secs(5))
+            .map_err(|e| format!("publish connect: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        Ok(SyncPublisher {
+            stream: s,
+            host: plan.publish_target.to_string(),
+            auth: plan
+                .opts
+                .api_key
+                .as_ref()
+                .map(|k| format!("Authorization: Bearer {k}\r\n"))
+                .unwrap_or_default(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Send one stamped publication per entry of `items` (channel name, sequence
+    /// number) back to back, then read every answer. Returns the Unix ns of the first
+    /// and last send, and each answer's offset (None: not a 200 with an offset).
+    pub fn publish(
+        &mut self,
+        items: &[(&str, u64)],
+        payload_bytes: usize,
+    ) -> Result<(u64, u64, Vec<Option<u64>>), String> {
+        let (mut first, mut last) = (0, 0);
+        for (channel, seq) in items {
+            let ts = unix_ns();
+            if first == 0 {
+                first = ts;
+            }
+            last = ts;
+            let data = payload(ts, *seq, payload_bytes);
+            let mut body = format!("{{\"channel\":\"{channel}\",\"data\":").into_bytes();
+            body.extend_from_slice(&data);
+            body.push(b'}');
+            let mut req = format!(
+                "POST /api/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n",
+                self.host,
+                self.auth,
+                body.len()
+            )
+            .into_bytes();
+            req.extend_from_slice(&body);
+            self.stream
+                .write_all(&req)
+                .map_err(|e| format!("publish write: {e}"))?;
+        }
+        let mut offsets = Vec::with_capacity(items.len());
+        let mut chunk = vec![0u8; 16 * 1024];
+        while offsets.len() < items.len() {
+            let mut slots = [httparse::EMPTY_HEADER; 32];
+            let mut res = httparse::Response::new(&mut slots);
+            let parsed = res
+                .parse(&self.buf)
+                .map_err(|_| "publish: malformed answer".to_string())?;
+            if let httparse::Status::Complete(head) = parsed {
+                let len = res
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                    .unwrap_or(0usize);
+                if self.buf.len() >= head + len {
+                    let ok = res.code == Some(200);
+                    let off =
+                        serde_json::from_slice::<serde_json::Value>(&self.buf[head..head + len])
+                            .ok()
+                            .and_then(|v| v.get("offset")?.as_u64());
+                    offsets.push(off.filter(|_| ok));
+                    self.buf.drain(..head + len);
+                    continue;
+                }
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("publish: connection closed".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("publish: no answer ({e})")),
+            }
+        }
+        Ok((first, last, offsets))
+    }
 }

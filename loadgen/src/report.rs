@@ -82,6 +82,9 @@ impl Percentiles {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Cpu {
     pub window_s: f64,
+    /// CPU time over the ramp, seconds: the server's, and all loadgen processes'.
+    pub ramp_server_s: Option<f64>,
+    pub ramp_loadgen_s: f64,
     /// The `--target-pid` process (the server), when given.
     pub server_pct: Option<f64>,
     /// All loadgen processes together.
@@ -104,6 +107,43 @@ pub struct Fanout {
     pub publisher: Outcome,
 }
 
+/// The load generator's own resident memory (all its processes), before the ramp
+/// and after it: what one client connection costs the client side in user space.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadgenMemory {
+    pub processes: u64,
+    pub rss_before_bytes: u64,
+    pub rss_after_bytes: u64,
+    pub connections: u64,
+    /// Whole RSS of every loadgen process ÷ connections open.
+    pub whole_bytes_per_conn: f64,
+    /// (RSS after − RSS before) ÷ connections open.
+    pub delta_bytes_per_conn: f64,
+    /// Anonymous resident memory (RssAnon: heap and stacks, not the binary every
+    /// process maps and shares), all processes, after the ramp.
+    pub anon_after_bytes: u64,
+    pub anon_before_bytes: u64,
+    /// RssAnon after ÷ connections open: the honest whole figure.
+    pub anon_bytes_per_conn: f64,
+}
+
+impl LoadgenMemory {
+    pub fn new(before: &crate::stats::Tick, after: &crate::stats::Tick, open: u64) -> Self {
+        let n = open.max(1) as f64;
+        LoadgenMemory {
+            processes: after.processes,
+            rss_before_bytes: before.rss_bytes,
+            rss_after_bytes: after.rss_bytes,
+            connections: open,
+            whole_bytes_per_conn: after.rss_bytes as f64 / n,
+            delta_bytes_per_conn: (after.rss_bytes as f64 - before.rss_bytes as f64) / n,
+            anon_after_bytes: after.anon_bytes,
+            anon_before_bytes: before.anon_bytes,
+            anon_bytes_per_conn: after.anon_bytes as f64 / n,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: Scenario,
@@ -124,6 +164,10 @@ pub struct Report {
     pub churn_per_s: f64,
     pub fanout: Option<Fanout>,
     pub memory: Option<Probe>,
+    /// The load generator's own memory.
+    pub loadgen_memory: Option<LoadgenMemory>,
+    /// The suite's steps (scenario `suite`).
+    pub suite: Option<crate::suite::SuiteReport>,
     pub cpu: Cpu,
     pub timeline: Vec<Sample>,
     /// The merged histograms (V2 + base64), for tools that want more percentiles.
@@ -223,6 +267,8 @@ impl Report {
             churn_per_s: c.churned as f64 / measure,
             fanout,
             memory,
+            loadgen_memory: None,
+            suite: None,
             cpu: Cpu::default(),
             timeline,
             latency_hist: totals.latency,
@@ -284,6 +330,11 @@ impl Report {
                 let _ = writeln!(s, "churn: {:.1} reconnects/s", self.churn_per_s);
             }
             Scenario::Idle => {}
+            Scenario::Suite => {
+                if let Some(su) = &self.suite {
+                    s.push_str(&su.summary());
+                }
+            }
         }
         if let Some(m) = &self.memory {
             let kib = |v: Option<u64>| {
@@ -306,6 +357,20 @@ impl Report {
                 per(m.slab_bytes_per_conn)
             );
         }
+        if let Some(m) = &self.loadgen_memory {
+            let _ = writeln!(
+                s,
+                "loadgen memory ({} processes): RSS {:.1} MiB → {:.1} MiB over {} connections = {:.0} B per connection whole, {:.0} B added; anonymous (heap, stacks) {:.1} MiB = {:.0} B per connection",
+                m.processes,
+                m.rss_before_bytes as f64 / 1048576.0,
+                m.rss_after_bytes as f64 / 1048576.0,
+                m.connections,
+                m.whole_bytes_per_conn,
+                m.delta_bytes_per_conn,
+                m.anon_after_bytes as f64 / 1048576.0,
+                m.anon_bytes_per_conn
+            );
+        }
         let server = self
             .cpu
             .server_pct
@@ -316,6 +381,17 @@ impl Report {
             self.machine.get("cores").map_or("?", |c| c.as_str()),
             self.cpu.loadgen_pct
         );
+        if self.cpu.ramp_loadgen_s > 0.0 {
+            let _ = writeln!(
+                s,
+                "cpu over the ramp ({:.1} s): server {}, loadgen {:.1} s",
+                self.phases.ramp_s,
+                self.cpu
+                    .ramp_server_s
+                    .map_or("?".into(), |v| format!("{v:.1} s")),
+                self.cpu.ramp_loadgen_s
+            );
+        }
         if c.epoch_changes + c.subscribe_errors + c.bad_messages > 0 {
             let _ = writeln!(
                 s,

@@ -15,30 +15,56 @@ use crate::cli::{Plan, Scenario};
 use crate::fleet::{Fleet, Group, Procs};
 use crate::mem::{self, Probe};
 use crate::publisher::{Outcome, Publisher};
-use crate::report::{Cpu, Phases, Report, Sample};
+use crate::report::{Cpu, LoadgenMemory, Phases, Report, Sample};
 use crate::stats::{Counters, Hist, Tick, Totals};
+use crate::suite::{self, Hooks};
 
 /// Drain: ticks without a single new delivery before giving up on the rest.
 const STALL_TICKS: u32 = 3;
 
-struct Coord<'a> {
-    plan: &'a Plan,
-    fleet: Box<dyn Fleet>,
+/// How often [`Coord::poll`] reads the fleet (the suite's finer view).
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(50);
+
+pub(crate) struct Coord<'a> {
+    pub(crate) plan: &'a Plan,
+    pub(crate) fleet: Box<dyn Fleet>,
     t0: Instant,
-    deadline: Instant,
+    pub(crate) deadline: Instant,
     next_tick: Instant,
     last: Counters,
     timeline: Vec<Sample>,
     progress: bool,
+    /// Latencies polled since the last once-a-second sample.
+    sec_interval: Hist,
+    /// CPU seconds of all loadgen processes at the last tick.
+    last_cpu_s: f64,
 }
 
 impl Coord<'_> {
-    fn out_of_time(&self) -> bool {
+    pub(crate) fn out_of_time(&self) -> bool {
         Instant::now() >= self.deadline
     }
 
+    /// Read the fleet now (after a short sleep), without waiting for the next whole
+    /// second; the once-a-second sample and progress line still come on time. The
+    /// returned tick's interval holds the latencies since the previous read.
+    pub(crate) fn poll(&mut self) -> Result<Tick, String> {
+        std::thread::sleep(POLL_EVERY);
+        let t = self.fleet.tick()?;
+        self.sec_interval.merge(&t.interval);
+        if Instant::now() >= self.next_tick {
+            self.next_tick += Duration::from_secs(1);
+            if Instant::now() > self.next_tick {
+                self.next_tick = Instant::now() + Duration::from_secs(1);
+            }
+            let h = std::mem::take(&mut self.sec_interval);
+            self.emit(&t.counters, &h);
+        }
+        Ok(t)
+    }
+
     /// Sleep to the next whole second of the run, then read and print a tick.
-    fn tick(&mut self) -> Result<Tick, String> {
+    pub(crate) fn tick(&mut self) -> Result<Tick, String> {
         let now = Instant::now();
         if self.next_tick > now {
             std::thread::sleep(self.next_tick - now);
@@ -50,7 +76,15 @@ impl Coord<'_> {
         }
         self.next_tick += Duration::from_secs(1);
         let t = self.fleet.tick()?;
-        let c = &t.counters;
+        self.last_cpu_s = t.cpu_s;
+        let mut h = std::mem::take(&mut self.sec_interval);
+        h.merge(&t.interval);
+        self.emit(&t.counters, &h);
+        Ok(t)
+    }
+
+    /// One second's sample and progress line.
+    fn emit(&mut self, c: &Counters, interval: &Hist) {
         let msgs =
             (c.deliveries + c.echoes).saturating_sub(self.last.deliveries + self.last.echoes);
         let s = Sample {
@@ -59,11 +93,11 @@ impl Coord<'_> {
             up: c.up,
             failed: c.failed,
             msgs_per_s: msgs,
-            count: t.interval.count(),
-            p50_us: t.interval.at(50.0) as f64 / 1e3,
-            p99_us: t.interval.at(99.0) as f64 / 1e3,
-            p999_us: t.interval.at(99.9) as f64 / 1e3,
-            max_us: t.interval.max() as f64 / 1e3,
+            count: interval.count(),
+            p50_us: interval.at(50.0) as f64 / 1e3,
+            p99_us: interval.at(99.0) as f64 / 1e3,
+            p999_us: interval.at(99.9) as f64 / 1e3,
+            max_us: interval.max() as f64 / 1e3,
         };
         if self.progress {
             let lat = if s.count > 0 {
@@ -71,14 +105,14 @@ impl Coord<'_> {
             } else {
                 "p50 - p99 -".into()
             };
+            let new_up = c.up.saturating_sub(self.last.up);
             eprintln!(
-                "[{:>5.0}s] open {}/{} (up {} failed {} closed {}) | {} msg/s | {lat}",
+                "[{:>5.0}s] open {}/{} (up {} +{new_up}/s failed {} closed {}) | {} msg/s | {lat}",
                 s.t_s, c.open, self.plan.connections, c.up, c.failed, c.closed, msgs
             );
         }
         self.timeline.push(s);
         self.last = *c;
-        Ok(t)
     }
 
     /// Tick for about `secs` seconds (at least one tick when secs > 0), or until out of time.
@@ -105,6 +139,11 @@ pub fn fmt_us(us: f64) -> String {
 
 /// Run a whole scenario; `exe` is this program's binary, needed for `--workers` > 1.
 pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
+    run_with(plan, exe, Hooks::default())
+}
+
+/// [`run`] with hooks (the suite's drain trigger, for tests without a server process).
+pub fn run_with(plan: &Plan, exe: Option<&Path>, hooks: Hooks) -> Result<Report, String> {
     let o = &plan.opts;
     crate::procs::check_fds(plan)?;
     if let Some(pid) = o.target_pid {
@@ -114,6 +153,7 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
     }
     let t0 = Instant::now();
     let mem_before = o.target_pid.map(mem::sample);
+    let ramp_cpu0 = o.target_pid.and_then(mem::cpu_seconds);
     let fleet: Box<dyn Fleet> = if o.workers > 1 {
         let exe = match exe {
             Some(p) => p.to_path_buf(),
@@ -132,12 +172,16 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
         last: Counters::default(),
         timeline: Vec::new(),
         progress: !o.quiet,
+        sec_interval: Hist::default(),
+        last_cpu_s: 0.0,
     };
     let ramp_bound =
         t0 + Duration::from_secs_f64(plan.connections as f64 / o.ramp + o.connect_timeout + 5.0);
     let mut ramp_complete = false;
+    let mut lg_before: Option<Tick> = None;
     loop {
         let t = c.tick()?;
+        lg_before.get_or_insert_with(|| t.clone());
         if t.ready {
             ramp_complete = true;
             break;
@@ -148,6 +192,11 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
         }
     }
     let ramp_s = t0.elapsed().as_secs_f64();
+    let ramp_server_s = match (ramp_cpu0, o.target_pid.and_then(mem::cpu_seconds)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let ramp_loadgen_s = c.last_cpu_s;
     let settled = if o.settle > 0.0 && !c.out_of_time() {
         c.hold(o.settle)?
     } else {
@@ -162,24 +211,40 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
         )
     });
     let settle_s = t0.elapsed().as_secs_f64() - ramp_s;
+    let loadgen_memory = LoadgenMemory::new(
+        lg_before.as_ref().unwrap_or(&settled),
+        &settled,
+        settled.counters.open,
+    );
 
     c.fleet.measure()?;
     let at_measure = settled.counters;
     let measure_start = Instant::now();
     let server_cpu0 = o.target_pid.and_then(mem::cpu_seconds);
+    let mut suite_out = None;
+    let mut t = settled.clone();
+    if o.scenario == Scenario::Suite && !c.out_of_time() {
+        let (rep, last) = suite::run_steps(&mut c, hooks)?;
+        suite_out = Some(rep);
+        t = last;
+    }
     let mut publisher = (o.scenario == Scenario::Fanout).then(|| {
         let left = c.deadline.saturating_duration_since(Instant::now());
         Publisher::start(plan, Duration::from_secs_f64(o.duration).min(left))
     });
-    let mut t = if o.duration > 0.0 && !c.out_of_time() {
-        c.hold(o.duration)?
-    } else {
-        c.tick()?
-    };
+    if o.scenario != Scenario::Suite {
+        t = if o.duration > 0.0 && !c.out_of_time() {
+            c.hold(o.duration)?
+        } else {
+            c.tick()?
+        };
+    }
     let outcome: Option<Outcome> = publisher.as_mut().map(Publisher::finish);
     let measure_s = measure_start.elapsed().as_secs_f64();
     let cpu = Cpu {
         window_s: measure_s,
+        ramp_server_s,
+        ramp_loadgen_s,
         loadgen_pct: (t.cpu_s - settled.cpu_s) / measure_s.max(1e-9) * 100.0,
         server_pct: match (server_cpu0, o.target_pid.and_then(mem::cpu_seconds)) {
             (Some(a), Some(b)) => Some((b - a) / measure_s.max(1e-9) * 100.0),
@@ -211,10 +276,13 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
         p.close();
     }
     let at_end = t.counters;
-    let finals = outcome
-        .as_ref()
-        .map(|o| o.finals.clone())
-        .unwrap_or_default();
+    let finals = match &suite_out {
+        Some(s) => s.finals.clone(),
+        None => outcome
+            .as_ref()
+            .map(|o| o.finals.clone())
+            .unwrap_or_default(),
+    };
     let totals: Totals = c.fleet.stop(finals)?;
     let phases = Phases {
         ramp_s,
@@ -224,10 +292,15 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
         total_s: t0.elapsed().as_secs_f64(),
         ramp_complete,
     };
+    if let Some(s) = suite_out.as_mut() {
+        s.complete(&totals);
+    }
     let mut r = Report::build(
         plan, totals, outcome, memory, phases, at_measure, at_end, c.timeline,
     );
     r.cpu = cpu;
+    r.loadgen_memory = Some(loadgen_memory);
+    r.suite = suite_out;
     Ok(r)
 }
 
@@ -240,7 +313,7 @@ pub fn run(plan: &Plan, exe: Option<&Path>) -> Result<Report, String> {
 fn expected_deliveries(plan: &Plan, out: &Outcome, open: u64) -> u64 {
     let published = out.sent.max(out.per_channel.iter().sum());
     if plan.opts.spread {
-        published * open / plan.opts.channels.len().max(1) as u64
+        published * open / plan.channels.len().max(1) as u64
     } else {
         published * open
     }

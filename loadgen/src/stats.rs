@@ -49,6 +49,9 @@ counters! {
     epoch_changes: "Epoch changes seen by subscribers (history lost).",
     subscribe_errors: "Subscribe commands answered with an error.",
     bad_messages: "Messages that could not be understood.",
+    pings: "WebSocket pings received from the server (each answered with a pong).",
+    live_duplicate: "Duplicates seen so far (counted as they arrive; `duplicate` is counted at the end).",
+    live_out_of_order: "Out-of-order deliveries seen so far (counted as they arrive).",
 }
 
 /// A latency histogram in nanoseconds.
@@ -81,6 +84,15 @@ impl Hist {
             0
         } else {
             self.0.value_at_percentile(p)
+        }
+    }
+
+    /// Smallest value recorded (bucket precision), in ns; 0 when empty.
+    pub fn min(&self) -> u64 {
+        if self.0.is_empty() {
+            0
+        } else {
+            self.0.min()
         }
     }
 
@@ -148,6 +160,9 @@ pub struct Totals {
     pub last_delivery_ns: u64,
     /// Connections subscribed to each channel when the run stopped (index into the channel list).
     pub subscribers: Vec<u64>,
+    /// Time from the drain mark (suite: the SIGTERM) to each close of an up connection.
+    #[serde(default)]
+    pub closes: Hist,
 }
 
 impl Totals {
@@ -162,6 +177,7 @@ impl Totals {
         }
         self.latency.merge(&o.latency);
         self.connect.merge(&o.connect);
+        self.closes.merge(&o.closes);
         if o.first_delivery_ns != 0
             && (self.first_delivery_ns == 0 || o.first_delivery_ns < self.first_delivery_ns)
         {
@@ -188,6 +204,18 @@ pub struct Tick {
     /// CPU time (user + system) the process(es) used so far, in seconds.
     #[serde(default)]
     pub cpu_s: f64,
+    /// Resident memory of the process(es), bytes (summed over worker processes).
+    #[serde(default)]
+    pub rss_bytes: u64,
+    /// Anonymous resident memory (RssAnon: heap, stacks; not the shared binary), bytes.
+    #[serde(default)]
+    pub anon_bytes: u64,
+    /// Processes whose figures are in here (1 for a group of threads).
+    #[serde(default)]
+    pub processes: u64,
+    /// Unix ns of the latest delivery seen so far (max over threads and processes).
+    #[serde(default)]
+    pub last_delivery_ns: u64,
 }
 
 impl Tick {
@@ -196,6 +224,10 @@ impl Tick {
         self.interval.merge(&o.interval);
         self.ready &= o.ready;
         self.cpu_s += o.cpu_s;
+        self.rss_bytes += o.rss_bytes;
+        self.anon_bytes += o.anon_bytes;
+        self.processes += o.processes;
+        self.last_delivery_ns = self.last_delivery_ns.max(o.last_delivery_ns);
     }
 }
 

@@ -179,6 +179,40 @@ pub fn cpu_seconds_self() -> f64 {
     tv(r.ru_utime) + tv(r.ru_stime)
 }
 
+/// Resident memory of this process, bytes: (VmRSS, RssAnon). RssAnon leaves out
+/// the binary's and libraries' pages, which every worker process shares.
+pub fn rss_self() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
+        return (0, 0);
+    };
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| {
+                l[key.len()..]
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
+}
+
+/// Send `sig` to process `pid` (the suite's drain step: SIGTERM to the server).
+pub fn signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    if pid <= 1 {
+        return Err(io::Error::other("refusing to signal pid 0 or 1"));
+    }
+    // SAFETY: kill takes no pointers.
+    if unsafe { libc::kill(pid, sig) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Wall clock in nanoseconds since the Unix epoch (comparable across processes).
 pub fn unix_ns() -> u64 {
     std::time::SystemTime::now()

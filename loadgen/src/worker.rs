@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ const READS_PER_EVENT: usize = 8;
 pub struct Shared {
     pub stop: AtomicBool,
     pub measuring: AtomicBool,
+    /// Unix ns of the drain mark (0: none): closes after it are timed from it.
+    pub mark_ns: AtomicU64,
     /// Last offset published per channel, set before `stop` (fanout).
     pub finals: Mutex<Vec<u64>>,
     pub snaps: Vec<Mutex<Tick>>,
@@ -89,7 +91,7 @@ impl Worker {
         let ctx = Ctx {
             scenario: o.scenario,
             protocol: o.protocol,
-            channels: o.channels.clone(),
+            channels: plan.channels.clone(),
             path: plan.path.clone(),
             message_bytes: o.message_bytes,
             inflight: o.inflight,
@@ -98,7 +100,7 @@ impl Worker {
                 message_bytes_max: 16 << 20,
             },
             totals: Totals {
-                subscribers: vec![0; o.channels.len()],
+                subscribers: vec![0; plan.channels.len()],
                 ..Totals::default()
             },
             interval: Hist::default(),
@@ -193,6 +195,9 @@ impl Worker {
             Scenario::Echo => Vec::new(),
             // Raw and Socket.IO peers have one stream and no channels.
             _ if !matches!(self.ctx.protocol, Protocol::Shardcast | Protocol::Sse) => vec![0],
+            // The broadcast channel, and one of the spread channels when there are any.
+            Scenario::Suite if n > 1 => vec![0, 1 + (g % (n - 1)) as u16],
+            Scenario::Suite => vec![0],
             _ if self.plan.opts.spread => vec![(g % n) as u16],
             _ => (0..n as u16).collect(),
         }
@@ -301,6 +306,11 @@ impl Worker {
             c.open -= 1;
             if kind.is_some() {
                 c.closed += 1;
+                let mark = self.shared.mark_ns.load(Ordering::Relaxed);
+                if mark != 0 {
+                    let now = sys::unix_ns();
+                    self.ctx.totals.closes.record(now.saturating_sub(mark));
+                }
             }
         } else {
             c.failed += 1;
@@ -368,6 +378,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         snap.counters = self.ctx.totals.counters;
+        snap.last_delivery_ns = self.ctx.totals.last_delivery_ns;
         snap.interval.merge(&self.ctx.interval);
         snap.ready = self.next_j >= planned && self.resolved >= planned;
         self.ctx.interval.reset();

@@ -30,6 +30,10 @@ sizing options:
   --processes P                loadgen: processes the connections are split over (default 1)
   --source-ips K               loadgen: local addresses to connect from (default 1)
   --dest-endpoints D           loadgen: server ip:port pairs to connect to (default 1)
+  --loopback                   the load generator runs on this host too: count both ends of
+                               every connection, and its memory (--processes P of them)
+  --engine-bytes-per-shard B   engine memory per shard at start (default: the measured figure)
+  --loadgen-bytes-per-conn B   load generator memory per connection (default: measured)
   --page-size B                profile: page size for tcp_mem (default 4096)
 paths (for tests and staging):
   --sysctl-root DIR            read and write sysctls under DIR instead of /proc/sys
@@ -151,6 +155,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--processes" => t.processes = small(value()?)?,
             "--source-ips" => t.source_ips = small(value()?)?,
             "--dest-endpoints" => t.dest_endpoints = small(value()?)?,
+            "--engine-bytes-per-shard" => t.engine_bytes_per_shard = count(value()?)?,
+            "--loadgen-bytes-per-conn" => t.loadgen_bytes_per_conn = count(value()?)?,
+            "--loopback" => t.loopback = true,
             "--page-size" => o.page_size = Some(count(value()?)?),
             "--kind" => o.kind = value()?,
             "--sysctl-root" => o.sysctl_root = SysctlRoot::new(value()?),

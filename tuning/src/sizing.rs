@@ -5,13 +5,39 @@
 use serde::Serialize;
 
 /// Kernel memory of one idle established TCP socket: tcp 2368 B, sock_inode
-/// 832 B, filp 192 B, dentry 192 B, plus ~128 B per epoll registration,
-/// measured at 3.6–4.2 KB (see docs/tuning.md). 4 KiB is the round middle.
-pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4096;
+/// 832 B, filp 192 B, dentry 192 B, plus ~128 B per epoll registration, was
+/// measured at 3.6–4.2 KB socket by socket; the slab of whole runs says more:
+/// 9,784 B per loopback connection (both ends) at 150,000 subscribed
+/// connections (`bench/scale/million.sh`), 4,892 B per socket. 4,900 B.
+pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4900;
 
-/// The engine's design target for its own per-connection state. The measured
-/// figure lives in docs/benchmarks.md; pass it with `--engine-bytes-per-conn`.
-pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 100;
+/// The engine's own memory per idle subscribed connection, as measured (the
+/// design target is under 100 B): 541 B at 150,000 connections on 56 shards
+/// with two subscriptions each (`bench/scale/million.sh`); 139 B per idle
+/// connection on 2 shards (docs/benchmarks.md), so this errs on the large side
+/// for hosts with one shard per core. Pass another figure with
+/// `--engine-bytes-per-conn`.
+pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 540;
+
+/// Engine memory at start whatever the shards: the binary, the allocator,
+/// logging, the HTTP side (measured: RSS at start with 1 and 56 shards,
+/// 9,248 kB and 43,552 kB).
+pub const ENGINE_BASE_BYTES: u64 = 8_620 * 1024;
+
+/// Engine memory per shard at start with the default configuration: its ring,
+/// inbox and tables; receive buffers come from a shared pool and become
+/// resident as reads need them (measured: RSS at start with 56 shards less
+/// with 1, ÷ 55). Pass another figure with `--engine-bytes-per-shard`.
+pub const DEFAULT_ENGINE_BYTES_PER_SHARD: u64 = 624 * 1024;
+
+/// A load generator on the same host (loopback benchmarks, `--loopback`):
+/// shardcast-loadgen's user memory per client connection (RssAnon of all its
+/// processes after the ramp, less their RssAnon before it, ÷ connections).
+pub const DEFAULT_LOADGEN_BYTES_PER_CONN: u64 = 440;
+
+/// shardcast-loadgen's user memory per process before any connection (RssAnon:
+/// histograms, read buffer, thread stacks): 5.6 MiB measured.
+pub const LOADGEN_BYTES_PER_PROCESS: u64 = 5_750 * 1024;
 
 /// Kernel memory pinned by one unread small frame in a socket's queue
 /// (measured ~1.1 KB): the extra cost per connection while a fan-out is in
@@ -142,6 +168,13 @@ pub struct Target {
     /// Distinct server ip:port pairs the load generator connects to (loadgen).
     pub dest_endpoints: u32,
     pub page_size: u64,
+    /// The load generator runs on this host too (loopback benchmark): every
+    /// connection is two sockets here, and the client side's memory counts.
+    pub loopback: bool,
+    /// Engine memory per shard at start.
+    pub engine_bytes_per_shard: u64,
+    /// Load generator user memory per connection (with `loopback`).
+    pub loadgen_bytes_per_conn: u64,
 }
 
 impl Target {
@@ -159,7 +192,59 @@ impl Target {
             source_ips: 1,
             dest_endpoints: 1,
             page_size: 4096,
+            loopback: false,
+            engine_bytes_per_shard: DEFAULT_ENGINE_BYTES_PER_SHARD,
+            loadgen_bytes_per_conn: DEFAULT_LOADGEN_BYTES_PER_CONN,
         }
+    }
+}
+
+/// The memory a run will take, part by part: what `doctor` predicts and
+/// `bench/scale/million.sh` sets beside what it measured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryPrediction {
+    /// Engine RSS at start: base + shards × per shard.
+    pub engine_fixed_bytes: u64,
+    /// Engine state of the connections: N × engine bytes per connection.
+    pub engine_conn_bytes: u64,
+    /// TCP sockets on this host: N, or 2N when the load generator is here too.
+    pub sockets: u64,
+    /// Kernel memory of those sockets (slab: sock, inode, file, dentry, epoll item).
+    pub kernel_bytes: u64,
+    /// Load generator user memory (loopback only): processes × fixed + N × per connection.
+    pub loadgen_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// What a target takes in memory, idle (every connection up and subscribed).
+pub fn predict_memory(t: &Target) -> MemoryPrediction {
+    let n = t.connections;
+    let server = t.role == Role::Server;
+    let engine_fixed = if server {
+        ENGINE_BASE_BYTES + u64::from(t.shards.max(1)) * t.engine_bytes_per_shard
+    } else {
+        0
+    };
+    let engine_conn = if server {
+        n.saturating_mul(t.engine_bytes_per_conn)
+    } else {
+        0
+    };
+    let sockets = if t.loopback { 2 * n } else { n };
+    let kernel = sockets.saturating_mul(t.kernel_bytes_per_socket);
+    let loadgen = if t.loopback || !server {
+        u64::from(t.processes.max(1)) * LOADGEN_BYTES_PER_PROCESS
+            + n.saturating_mul(t.loadgen_bytes_per_conn)
+    } else {
+        0
+    };
+    MemoryPrediction {
+        engine_fixed_bytes: engine_fixed,
+        engine_conn_bytes: engine_conn,
+        sockets,
+        kernel_bytes: kernel,
+        loadgen_bytes: loadgen,
+        total_bytes: engine_fixed + engine_conn + kernel + loadgen,
     }
 }
 
@@ -191,6 +276,8 @@ pub struct Requirements {
     pub keepalive: Option<[u64; 3]>,
     pub memory_idle_bytes: u64,
     pub memory_loaded_bytes: u64,
+    /// The memory of the run, part by part (see [`predict_memory`]).
+    pub memory_prediction: MemoryPrediction,
     pub tasks_max: u64,
 }
 
@@ -262,7 +349,8 @@ pub fn size(t: &Target) -> Requirements {
         nofile_per_process,
         nofile_per_ring: server.then(|| div_ceil(n, u64::from(t.shards.max(1)))),
         nr_open: nofile_per_process,
-        file_max: n + FILE_MAX_SYSTEM_HEADROOM,
+        // Every socket on this host is a `struct file`: both ends on loopback.
+        file_max: if t.loopback { 2 * n } else { n } + FILE_MAX_SYSTEM_HEADROOM,
         somaxconn: server.then_some(somaxconn),
         tcp_max_syn_backlog: server.then_some(syn_backlog),
         netdev_max_backlog: netdev,
@@ -278,8 +366,17 @@ pub fn size(t: &Target) -> Requirements {
         max_map_count: maps.max(MAX_MAP_COUNT_DEFAULT),
         io_uring_disabled: server.then_some(0),
         keepalive: server.then_some([KEEPALIVE_TIME_SECS, KEEPALIVE_INTVL_SECS, KEEPALIVE_PROBES]),
-        memory_idle_bytes: n.saturating_mul(per_conn_idle),
-        memory_loaded_bytes: n.saturating_mul(per_conn_idle + QUEUED_FRAME_BYTES),
+        memory_idle_bytes: if t.loopback {
+            predict_memory(t).total_bytes
+        } else {
+            n.saturating_mul(per_conn_idle)
+        },
+        memory_loaded_bytes: if t.loopback {
+            predict_memory(t).total_bytes + n.saturating_mul(QUEUED_FRAME_BYTES)
+        } else {
+            n.saturating_mul(per_conn_idle + QUEUED_FRAME_BYTES)
+        },
+        memory_prediction: predict_memory(t),
         tasks_max: TASKS_MAX,
         target: t.clone(),
     }
@@ -306,8 +403,8 @@ mod tests {
         // 1M × (4096 + 4096) B / 4096 B per page.
         assert_eq!(r.tcp_mem_pages, [1_000_000, 1_333_333, 2_000_000]);
         assert_eq!(r.nf_conntrack_max, 2_000_000);
-        assert_eq!(r.memory_idle_bytes, 1_000_000 * 4196);
-        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (4196 + 1100));
+        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5440);
+        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5440 + 1100));
         assert_eq!(r.ip_local_port_range, None);
         assert_eq!(r.tcp_tw_reuse, None);
         assert_eq!(r.io_uring_disabled, Some(0));
@@ -334,8 +431,8 @@ mod tests {
         let r = size(&Target::new(100_000_000, Role::Server));
         assert_eq!(r.somaxconn, Some(BACKLOG_MAX));
         assert_eq!(r.tcp_max_syn_backlog, Some(BACKLOG_MAX));
-        // 100M × 100 B = 10 GB of engine heap → 2 × 152,588 + 4,096 mappings.
-        assert_eq!(r.max_map_count, 2 * 152_588 + 4096);
+        // 100M × 540 B = 54 GB of engine heap → 2 × 823,975 + 4,096 mappings.
+        assert_eq!(r.max_map_count, 2 * 823_975 + 4096);
     }
 
     #[test]

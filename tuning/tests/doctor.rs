@@ -171,10 +171,10 @@ fn memory_can_block() {
     p.mem_available_bytes = 1 << 30;
     let r = diagnose(&server(1_000_000, 2), &p);
     assert_eq!(r.blockers, vec!["memory, idle connections".to_string()]);
-    // 2 GiB / 4196 B per connection.
+    // 2 GiB / 5440 B per connection.
     assert_eq!(
         r.capacity.io_uring.as_ref().unwrap().by_memory,
-        (2u64 << 30) / 4196
+        (2u64 << 30) / 5440
     );
     // The engine's own cost is an input: 4 KiB more per connection halves it.
     let t = Target {
@@ -183,7 +183,7 @@ fn memory_can_block() {
     };
     assert_eq!(
         diagnose(&t, &p).capacity.ordinary_fds.by_memory,
-        (2u64 << 30) / 8292
+        (2u64 << 30) / 9096
     );
 }
 

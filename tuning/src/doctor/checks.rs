@@ -44,13 +44,20 @@ pub(super) fn memory_checks(r: &Requirements, p: &HostProbe) -> Vec<Check> {
         Check::new(
             "memory, idle connections",
             have.clone(),
-            format!(
-                "{} = {} x ({} B kernel socket + {} B engine)",
-                fmt_bytes(idle),
-                t.connections,
-                t.kernel_bytes_per_socket,
-                t.engine_bytes_per_conn
-            ),
+            if t.loopback {
+                format!(
+                    "{} = the memory prediction below (engine, both ends' sockets, load generator)",
+                    fmt_bytes(idle)
+                )
+            } else {
+                format!(
+                    "{} = {} x ({} B kernel socket + {} B engine)",
+                    fmt_bytes(idle),
+                    t.connections,
+                    t.kernel_bytes_per_socket,
+                    t.engine_bytes_per_conn
+                )
+            },
             idle_status,
         )
         .fix(idle_fix),

@@ -72,6 +72,32 @@ fn footer(rep: &Report) -> String {
         Role::Loadgen => "of the load generator",
     };
     let _ = writeln!(s, "capacity {label}: {}", rep.capacity.ordinary_fds);
+    let m = &rep.requirements.memory_prediction;
+    let _ = writeln!(
+        s,
+        "memory prediction: {} = engine at start {} ({} B + {} shards x {} B) + engine per connection {} ({n} x {} B) + kernel {} ({} sockets x {} B){}",
+        fmt_bytes(m.total_bytes),
+        fmt_bytes(m.engine_fixed_bytes),
+        crate::sizing::ENGINE_BASE_BYTES,
+        t.shards,
+        t.engine_bytes_per_shard,
+        fmt_bytes(m.engine_conn_bytes),
+        t.engine_bytes_per_conn,
+        fmt_bytes(m.kernel_bytes),
+        m.sockets,
+        t.kernel_bytes_per_socket,
+        if m.loadgen_bytes > 0 {
+            format!(
+                " + load generator {} ({} processes x {} B + {n} x {} B)",
+                fmt_bytes(m.loadgen_bytes),
+                t.processes,
+                crate::sizing::LOADGEN_BYTES_PER_PROCESS,
+                t.loadgen_bytes_per_conn
+            )
+        } else {
+            String::new()
+        }
+    );
     let sysctl_fix = |c: &super::Check| c.fix.as_deref().is_some_and(|f| f.starts_with("sysctl"));
     if rep
         .checks

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# One box, one million connections: engine and load generator on this machine,
+# loopback only. One bounded command (15 minutes at most) that stops everything
+# it started:
+#   1. host: `shardcast tune --apply --target N` (prints what changed), then
+#      `shardcast doctor` predicts the memory of the run;
+#   2. engine: SHARDS io_uring shards on direct descriptors (each ring under the
+#      20,000-descriptor limit); its RSS at start;
+#   3. loadgen: WORKERS processes (each under the limit), 60 source addresses,
+#      ramp at RAMP/s with live progress, then the suite on the same connections:
+#      (a) 10 paced broadcasts of 1 KiB and 10 back to back, (b) 500 publications/s
+#      over 10,000 channels of N/10,000 for 30 s, (c) a 60 s hold with heartbeats,
+#      (d) SIGTERM and the drain;
+#   4. the figures: results in $OUT, and (for N >= 1,000,000 or DOCS=1) the
+#      "One million connections" section of docs/benchmarks.md.
+# Usage: bench/scale/million.sh [N]      (N defaults to 1000000)
+# Environment: SHARDS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
+#              SKIP_TUNE=1, DOCS=0|1, HOLD (s), STEADY (s).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+N=${1:-${N:-1000000}}
+SHARDS=${SHARDS:-56}
+WORKERS=${WORKERS:-$(( (N + 17999) / 18000 ))}
+RAMP=${RAMP:-10000}
+PORT=${PORT:-28800}
+HOLD=${HOLD:-60}
+STEADY=${STEADY:-30}
+SPREAD=${SPREAD:-10000}
+SOURCES=127.0.0.2-127.0.0.61
+OUT=${OUT:-$ROOT/target/million}
+DOCS=${DOCS:-$([ "$N" -ge 1000000 ] && echo 1 || echo 0)}
+BOUND=${BOUND:-900}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+B=$CARGO_TARGET_DIR/release
+mkdir -p "$OUT"
+T0=$(date +%s)
+left() { echo $(( BOUND - ($(date +%s) - T0) )); }
+
+EPID=""; LPID=""
+cleanup() {
+  for p in $LPID $EPID; do
+    if kill -0 "$p" 2>/dev/null; then kill "$p" 2>/dev/null || true; fi
+  done
+  sleep 1
+  for p in $LPID $EPID; do
+    if kill -0 "$p" 2>/dev/null; then kill -9 "$p" 2>/dev/null || true; fi
+  done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== million.sh: N=$N shards=$SHARDS workers=$WORKERS ramp=$RAMP/s port=$PORT out=$OUT (bound ${BOUND}s)"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -q -p shardcast -p shardcast-loadgen
+fi
+
+# -- machine -----------------------------------------------------------------
+{
+  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs/benchmarks.md' || echo ' (modified tree)')"
+  echo "cores=$(nproc)"
+  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "memtotal_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+  echo "kernel=$(uname -r)"
+  echo "nofile=$(ulimit -Sn)/$(ulimit -Hn)"
+  echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+} > "$OUT/machine.env"
+cat "$OUT/machine.env"
+
+# -- 1. host -----------------------------------------------------------------
+if [ "${SKIP_TUNE:-0}" != 1 ]; then
+  echo "== shardcast tune --apply --target $N"
+  "$B/shardcast" tune --apply --target "$N" | tee "$OUT/tune.txt" || true
+  echo "== shardcast tune --apply --target $N --role loadgen --source-ips 60 --processes $WORKERS"
+  "$B/shardcast" tune --apply --target "$N" --role loadgen --source-ips 60 --processes "$WORKERS" \
+    | tee "$OUT/tune-loadgen.txt" || true
+fi
+cat /proc/sys/net/ipv4/tcp_mem > "$OUT/tcp_mem.txt"
+echo "== shardcast doctor --target $N --shards $SHARDS --loopback --processes $WORKERS"
+"$B/shardcast" doctor --target "$N" --shards "$SHARDS" --loopback --processes "$WORKERS" \
+  | tee "$OUT/doctor.txt" || true
+"$B/shardcast" doctor --target "$N" --shards "$SHARDS" --loopback --processes "$WORKERS" --json \
+  > "$OUT/doctor.json" || true
+
+# -- 2. engine ---------------------------------------------------------------
+ENGINE_ARGS=(--listen "127.0.0.1:$PORT" --shards "$SHARDS" --driver uring)
+if [ -n "${CONFIG:-}" ]; then ENGINE_ARGS+=(--config "$CONFIG"); fi
+echo "== $B/shardcast ${ENGINE_ARGS[*]}"
+"$B/shardcast" "${ENGINE_ARGS[@]}" > "$OUT/engine.log" 2>&1 &
+EPID=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$PORT/health" > /dev/null 2>&1 && break
+  sleep 0.1
+done
+sleep 1
+{
+  echo "engine_pid=$EPID"
+  echo "engine_rss_start_kb=$(awk '/VmRSS/ {print $2}' /proc/$EPID/status)"
+  echo "engine_fds_start=$(ls /proc/$EPID/fd | wc -l)"
+  echo "engine_threads=$(awk '/Threads/ {print $2}' /proc/$EPID/status)"
+} > "$OUT/engine.env"
+cat "$OUT/engine.env"
+
+# -- 3. load -----------------------------------------------------------------
+MAXS=$(( $(left) - 60 ))
+[ "$MAXS" -gt 840 ] && MAXS=840
+LOADGEN_ARGS=(suite -n "$N" --ramp "$RAMP" --workers "$WORKERS" --threads 1
+  --source-ips "$SOURCES" --targets "127.0.0.1:$PORT" --target-pid "$EPID"
+  --connect-timeout 60 --settle 5
+  --broadcasts 10 --broadcast-timeout 20 --payload-bytes 1024
+  --spread-channels "$SPREAD" --rate 500 --duration "$STEADY" --drain 20
+  --hold "$HOLD" --sigterm --max-seconds "$MAXS" --json "$OUT/suite.json")
+echo "== $B/shardcast-loadgen ${LOADGEN_ARGS[*]}"
+set +e
+timeout $(( MAXS + 40 )) "$B/shardcast-loadgen" "${LOADGEN_ARGS[@]}" > "$OUT/summary.txt" 2> "$OUT/loadgen.log" &
+LPID=$!
+tail -f "$OUT/loadgen.log" --pid=$LPID &
+wait $LPID
+LRC=$?
+set -e
+cat "$OUT/summary.txt"
+echo "loadgen exit status $LRC"
+
+# The drain step sent SIGTERM: the engine exits by itself; bounded wait.
+for _ in $(seq 1 300); do kill -0 "$EPID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$EPID" 2>/dev/null; then
+  echo "engine still running after the loadgen: stopping it"
+fi
+{
+  echo "loadgen_rc=$LRC"
+  echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "elapsed_s=$(( $(date +%s) - T0 ))"
+} >> "$OUT/machine.env"
+
+# -- 4. figures --------------------------------------------------------------
+CMD_ENGINE="shardcast ${ENGINE_ARGS[*]}"
+CMD_LOADGEN="shardcast-loadgen ${LOADGEN_ARGS[*]}"
+python3 bench/scale/million-report.py "$OUT" "$N" "$CMD_ENGINE" "$CMD_LOADGEN" > "$OUT/section.md" \
+  || echo "(the report failed; what it wrote is in $OUT/section.md)"
+echo "== section written to $OUT/section.md"
+if [ "$DOCS" = 1 ]; then
+  python3 bench/scale/million-report.py --splice docs/benchmarks.md "$OUT/section.md"
+  echo "== docs/benchmarks.md: section \"One million connections\" replaced"
+fi
+echo "== done in $(( $(date +%s) - T0 )) s"
