@@ -131,16 +131,13 @@ pub fn ok_history<'a>(
 ) -> Vec<u8> {
     let mut out = open_reply(id, 96);
     out.extend_from_slice(b"\"ok\":{\"publications\":[");
-    for (i, (o, data)) in items.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_list(&mut out, items, |out, (o, data)| {
         out.extend_from_slice(b"{\"offset\":");
-        write_u64(&mut out, o);
+        write_u64(out, o);
         out.extend_from_slice(b",\"data\":");
         out.extend_from_slice(data);
         out.push(b'}');
-    }
+    });
     out.extend_from_slice(b"],");
     if let Some(next) = next {
         out.extend_from_slice(b"\"next\":{\"epoch\":");
@@ -164,12 +161,9 @@ pub fn ok_presence<'a>(
 ) -> Vec<u8> {
     let mut out = open_reply(id, 64);
     out.extend_from_slice(b"\"ok\":{\"members\":[");
-    for (i, (user, conn)) in members.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        member(&mut out, user, conn);
-    }
+    write_list(&mut out, members, |out, (user, conn)| {
+        member(out, user, conn);
+    });
     out.extend_from_slice(b"]}}");
     out
 }
@@ -183,6 +177,20 @@ pub fn presence_event(channel: &str, join: bool, user: &str, conn: &str) -> Vec<
     member(&mut out, user, conn);
     out.push(b'}');
     out
+}
+
+/// Each item written by `write`, comma-separated (the brackets are the caller's).
+fn write_list<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
 }
 
 fn member(out: &mut Vec<u8>, user: &str, conn: &str) {
@@ -205,16 +213,13 @@ pub fn api_published(offset: u64, epoch: &str) -> Vec<u8> {
 /// HTTP API: `{"results":[{"channel":"a","offset":1,"epoch":"E"},…]}` for `/api/broadcast`.
 pub fn api_broadcast<'a>(results: impl IntoIterator<Item = (&'a str, u64, &'a str)>) -> Vec<u8> {
     let mut out = b"{\"results\":[".to_vec();
-    for (i, (channel, offset, epoch)) in results.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_list(&mut out, results, |out, (channel, offset, epoch)| {
         out.extend_from_slice(b"{\"channel\":");
-        write_json_str(&mut out, channel);
+        write_json_str(out, channel);
         out.push(b',');
-        api_position(&mut out, offset, epoch);
+        api_position(out, offset, epoch);
         out.push(b'}');
-    }
+    });
     out.extend_from_slice(b"]}");
     out
 }
@@ -229,16 +234,13 @@ fn api_position(out: &mut Vec<u8>, offset: u64, epoch: &str) {
 /// HTTP API: `{"channels":[{"channel":"news","subscribers":3},…]}` for `/api/channels`.
 pub fn api_channels<'a>(channels: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<u8> {
     let mut out = b"{\"channels\":[".to_vec();
-    for (i, (channel, n)) in channels.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_list(&mut out, channels, |out, (channel, n)| {
         out.extend_from_slice(b"{\"channel\":");
-        write_json_str(&mut out, channel);
+        write_json_str(out, channel);
         out.extend_from_slice(b",\"subscribers\":");
-        write_u64(&mut out, n);
+        write_u64(out, n);
         out.push(b'}');
-    }
+    });
     out.extend_from_slice(b"]}");
     out
 }
