@@ -198,6 +198,11 @@ pub struct IoConfig {
     pub recv_pool_bytes: u64,
     /// Size of each receive buffer.
     pub recv_buf_bytes: u32,
+    /// io_uring: register the receive pool for incremental consumption where
+    /// the kernel has it (6.12+): a read takes only the bytes it needs from a
+    /// buffer, so many small reads share one, instead of each taking a whole
+    /// buffer. False, or an older kernel: one buffer per read.
+    pub recv_incremental: bool,
     /// io_uring submission queue entries.
     pub ring_entries: u32,
     /// io_uring completion queue entries (rounded up to a power of two by the
@@ -283,6 +288,7 @@ impl Default for IoConfig {
             recv_bufs: 0,
             recv_pool_bytes: 64 * 1024 * 1024,
             recv_buf_bytes: 16 * 1024,
+            recv_incremental: true,
             ring_entries: 4096,
             cq_entries: 0,
             send_buffer_bytes: 64 * 1024,
@@ -410,6 +416,7 @@ impl Config {
             conns_max: self.limits.conns_per_shard_max,
             recv_bufs: self.recv_bufs_per_shard(),
             recv_buf_bytes: self.io.recv_buf_bytes,
+            recv_incremental: self.io.recv_incremental,
             ring_entries: self.io.ring_entries,
             cq_entries: self.io.cq_entries,
         }

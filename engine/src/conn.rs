@@ -7,7 +7,8 @@ use bytes::{Buf, Bytes};
 use shardcast_proto::Decoder;
 
 use crate::driver::{ConnKey, Sock, SEND_IOVECS_MAX};
-use crate::outq::{OutQueue, SubList};
+use crate::outq::OutQueue;
+use crate::registry::{ChannelId, Slot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -67,6 +68,8 @@ pub mod flag {
     /// An entry for this connection sits in the shard's frame-deadline wheel
     /// (at most one: the visit re-arms it while a message is still incomplete).
     pub const FRAME_TIMER: u16 = 1 << 8;
+    /// The connection's token has an expiry (the heartbeat sweep checks it).
+    pub const EXPIRES: u16 = 1 << 9;
 }
 
 #[derive(Debug)]
@@ -88,16 +91,26 @@ pub struct Conn {
     /// bucket ran dry), and when it was last refilled (shard milliseconds).
     pub rl_tokens: i16,
     pub rl_stamp_ms: u32,
-    /// Heartbeat wheel tick of the last bytes received, and of the last data message.
+    /// Heartbeat tick of the last bytes received, or of the ping sent since
+    /// (`PING_OUTSTANDING`); and of the last data message (for an SSE stream,
+    /// of the last comment sent). See heartbeat.rs.
     pub last_rx_tick: u32,
     pub last_msg_tick: u32,
-    pub decoder: Decoder,
     pub out: OutQueue,
-    /// (channel, slot in the channel's subscriber list).
-    pub subs: SubList,
+    /// The one subscription (channel, slot in the channel's subscriber list),
+    /// or [`SUB_NONE`], or [`SUB_MANY`] when two or more live in `extra`: most
+    /// connections hold one, and it costs them no allocation. See [`Conn::subs`].
+    sub: (ChannelId, Slot),
     /// Rarely needed state, boxed so an anonymous idle WebSocket pays one null pointer.
     pub extra: Option<Box<Extra>>,
 }
+
+/// `Conn::sub` when the connection has no subscription.
+const SUB_NONE: ChannelId = ChannelId::MAX;
+/// `Conn::sub` when its subscriptions are in `Extra::subs` (two or more).
+const SUB_MANY: ChannelId = ChannelId::MAX - 1;
+/// Channel ids stay below this, so the two markers above are never real ids.
+pub const CHANNEL_ID_END: ChannelId = SUB_MANY;
 
 /// State only some connections need: the HTTP phase, or an authenticated identity.
 #[derive(Debug, Default)]
@@ -106,6 +119,22 @@ pub struct Extra {
     pub claims: Option<crate::auth::Claims>,
     /// Counted in the per-user connection limit (released when it closes).
     pub user_counted: bool,
+    /// A message cut off by the end of a read, held until the rest arrives
+    /// (most messages arrive whole, so most connections never need this).
+    pub decoder: Decoder,
+    /// Every subscription, when there are two or more.
+    pub subs: Vec<(ChannelId, Slot)>,
+}
+
+impl Extra {
+    /// Nothing worth a box: the connection can drop it.
+    fn is_empty(&self) -> bool {
+        self.http.is_none()
+            && self.claims.is_none()
+            && !self.user_counted
+            && self.decoder.is_idle()
+            && self.subs.is_empty()
+    }
 }
 
 impl Conn {
@@ -122,13 +151,11 @@ impl Conn {
             rl_stamp_ms: 0,
             last_rx_tick: 0,
             last_msg_tick: 0,
-            decoder: Decoder::default(),
             out: OutQueue::default(),
-            subs: SubList::default(),
+            sub: (SUB_NONE, 0),
             extra: Some(Box::new(Extra {
                 http: Some(HttpState::default()),
-                claims: None,
-                user_counted: false,
+                ..Extra::default()
             })),
         }
     }
@@ -234,12 +261,108 @@ impl Conn {
 
     /// End the HTTP phase; the box goes too unless it holds claims.
     pub fn take_http(&mut self) -> Option<HttpState> {
-        let e = self.extra.as_mut()?;
-        let h = e.http.take();
-        if e.claims.is_none() {
+        let h = self.extra.as_mut()?.http.take();
+        self.tidy_extra();
+        h
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Drop the box once nothing in it is needed.
+    fn tidy_extra(&mut self) {
+        if self.extra.as_ref().is_some_and(|e| e.is_empty()) {
             self.extra = None;
         }
-        h
+    }
+
+    /// The frame decoder, lent out while a read is handled (the handlers may
+    /// use the whole shard); give it back with [`Conn::put_decoder`].
+    pub fn take_decoder(&mut self) -> Decoder {
+        self.extra
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.decoder))
+            .unwrap_or_default()
+    }
+
+    /// Keep what the decoder holds; an idle one needs no room.
+    pub fn put_decoder(&mut self, d: Decoder) {
+        if d.is_idle() {
+            if let Some(e) = self.extra.as_mut() {
+                e.decoder = d;
+            }
+            self.tidy_extra();
+        } else {
+            self.extra_mut().decoder = d;
+        }
+    }
+
+    /// Since when a message is incomplete (the decoder's stamp), if one is.
+    pub fn incomplete_since(&self) -> Option<u32> {
+        self.extra.as_ref()?.decoder.incomplete_since()
+    }
+
+    /// The connection's subscriptions: (channel, slot in its subscriber list).
+    pub fn subs(&self) -> &[(ChannelId, Slot)] {
+        match self.sub.0 {
+            SUB_NONE => &[],
+            SUB_MANY => &self.extra.as_ref().expect("two or more in extra").subs,
+            _ => std::slice::from_ref(&self.sub),
+        }
+    }
+
+    pub fn subs_mut(&mut self) -> &mut [(ChannelId, Slot)] {
+        match self.sub.0 {
+            SUB_NONE => &mut [],
+            SUB_MANY => &mut self.extra.as_mut().expect("two or more in extra").subs,
+            _ => std::slice::from_mut(&mut self.sub),
+        }
+    }
+
+    pub fn sub_push(&mut self, e: (ChannelId, Slot)) {
+        debug_assert!(e.0 < CHANNEL_ID_END, "a channel id collides with a marker");
+        match self.sub.0 {
+            SUB_NONE => self.sub = e,
+            SUB_MANY => self.extra_mut().subs.push(e),
+            _ => {
+                let first = std::mem::replace(&mut self.sub, (SUB_MANY, 0));
+                self.extra_mut().subs = vec![first, e];
+            }
+        }
+    }
+
+    /// Remove the `i`th subscription (the last takes its place).
+    pub fn sub_swap_remove(&mut self, i: usize) -> (ChannelId, Slot) {
+        match self.sub.0 {
+            SUB_NONE => panic!("no subscription {i}"),
+            SUB_MANY => {
+                let subs = &mut self.extra.as_mut().expect("two or more in extra").subs;
+                let e = subs.swap_remove(i);
+                if subs.len() == 1 {
+                    // Back to one: inline again, and the box may go.
+                    self.sub = subs[0];
+                    *subs = Vec::new();
+                    self.tidy_extra();
+                }
+                e
+            }
+            _ => {
+                assert_eq!(i, 0, "one subscription");
+                std::mem::replace(&mut self.sub, (SUB_NONE, 0))
+            }
+        }
+    }
+
+    /// Every subscription, leaving none.
+    pub fn subs_take(&mut self) -> Vec<(ChannelId, Slot)> {
+        let all = match std::mem::replace(&mut self.sub, (SUB_NONE, 0)) {
+            (SUB_NONE, _) => Vec::new(),
+            (SUB_MANY, _) => std::mem::take(&mut self.extra_mut().subs),
+            one => vec![one],
+        };
+        self.tidy_extra();
+        all
     }
 
     pub fn claims(&self) -> Option<&crate::auth::Claims> {
@@ -247,7 +370,8 @@ impl Conn {
     }
 
     pub fn set_claims(&mut self, c: crate::auth::Claims) {
-        self.extra.get_or_insert_with(Box::default).claims = Some(c);
+        self.set(flag::EXPIRES, c.exp.is_some());
+        self.extra_mut().claims = Some(c);
     }
 }
 
@@ -337,6 +461,11 @@ impl Slab {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// One past the highest key ever used: every connection's key is below it.
+    pub fn key_end(&self) -> ConnKey {
+        self.entries.len() as ConnKey
     }
 
     pub fn keys(&self) -> impl Iterator<Item = ConnKey> + '_ {
@@ -431,16 +560,58 @@ mod tests {
         // space, of which the slab entry is the most (docs/ARCHITECTURE.md).
         use std::mem::size_of;
         assert!(
-            size_of::<Option<Conn>>() <= 72,
+            size_of::<Option<Conn>>() <= 56,
             "{}",
             size_of::<Option<Conn>>()
         );
         assert_eq!(size_of::<Entry>(), size_of::<Option<Conn>>(), "gen fits in");
-        assert_eq!(size_of::<SubList>(), 16, "one subscription inline");
         assert_eq!(size_of::<OutQueue>(), 8, "an idle queue is a null pointer");
         assert_eq!(size_of::<Option<Box<Extra>>>(), 8);
-        assert_eq!(size_of::<crate::timer::Entry>(), 8, "the wheel entry");
         assert_eq!(size_of::<crate::registry::Slot>(), 4, "the registry entry");
+    }
+
+    #[test]
+    fn one_subscription_is_inline_and_more_go_to_the_box() {
+        let mut c = Conn::new(Sock(3), 1);
+        c.take_http();
+        assert!(c.extra.is_none() && c.subs().is_empty());
+        c.sub_push((4, 9));
+        assert!(c.extra.is_none(), "no allocation for one");
+        c.subs_mut()[0].1 = 10;
+        assert_eq!(c.subs(), &[(4, 10)]);
+        c.sub_push((5, 1));
+        c.sub_push((6, 2));
+        assert_eq!(c.subs(), &[(4, 10), (5, 1), (6, 2)]);
+        assert_eq!(c.sub_swap_remove(0), (4, 10));
+        assert_eq!(c.subs(), &[(6, 2), (5, 1)]);
+        assert_eq!(c.sub_swap_remove(1), (5, 1));
+        assert_eq!(c.subs(), &[(6, 2)]);
+        assert!(c.extra.is_none(), "back inline at one, and the box is gone");
+        c.sub_push((7, 3));
+        assert_eq!(c.subs_take(), vec![(6, 2), (7, 3)]);
+        assert!(c.subs().is_empty() && c.extra.is_none());
+        c.sub_push((8, 4));
+        assert_eq!(c.sub_swap_remove(0), (8, 4));
+        assert!(c.subs().is_empty());
+    }
+
+    #[test]
+    fn a_decoder_holding_nothing_needs_no_box() {
+        let cfg = shardcast_proto::reassembly::DecoderConfig {
+            role: shardcast_proto::Role::Server,
+            message_bytes_max: 1 << 20,
+        };
+        let mut c = Conn::new(Sock(3), 1);
+        c.take_http();
+        let mut d = c.take_decoder();
+        // Half of a masked text frame's header: the decoder must hold it.
+        d.feed(&cfg, &mut [0x81], |_| {}).unwrap();
+        c.put_decoder(d);
+        assert!(c.extra.is_some() && c.incomplete_since().is_some());
+        let mut d = c.take_decoder();
+        d.feed(&cfg, &mut [0x80, 0, 0, 0, 0], |_| {}).unwrap();
+        c.put_decoder(d);
+        assert!(c.extra.is_none(), "the message completed: the box went");
     }
 
     #[test]

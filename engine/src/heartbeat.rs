@@ -5,7 +5,7 @@
 //! connection's pong is never mistaken for silence; any received byte counts
 //! as life, since a client streaming data to us is evidently there.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use shardcast_proto::error::close_code;
@@ -19,7 +19,7 @@ use crate::shard::Core;
 /// An empty unmasked ping frame, shared by every connection.
 static PING_FRAME: [u8; 2] = [0x89, 0x00];
 
-/// Heartbeat settings in wheel ticks, derived once from the config.
+/// Heartbeat settings in ticks, derived once from the config.
 #[derive(Debug, Clone, Copy)]
 pub struct Beats {
     pub ping: u64,
@@ -28,39 +28,70 @@ pub struct Beats {
     pub idle: u64,
 }
 
+/// The heartbeat's clock. Every tick the shard sweeps its slab once; a
+/// connection's deadlines are computed from the ticks it keeps (`last_rx_tick`,
+/// `last_msg_tick`), so it holds no timer entry at all.
+///
+/// Why a sweep and not a timer wheel: a wheel entry cost every idle connection
+/// 8 bytes plus its slot's spare capacity (about 12 bytes in all), a third of
+/// what was left above the 100-byte target. A sweep reads the slab in order,
+/// which the prefetcher streams: at 83,000 connections a shard (1M on 12
+/// shards) that is 4.6 MB a second with the default 1 s tick, well under a
+/// millisecond, against one cache miss per visit for the wheel.
+#[derive(Debug)]
+pub struct BeatClock {
+    start: Instant,
+    tick: Duration,
+    /// The next tick to sweep.
+    next: u64,
+}
+
+impl BeatClock {
+    pub fn new(tick: Duration, start: Instant) -> BeatClock {
+        BeatClock {
+            start,
+            tick: tick.max(Duration::from_millis(1)),
+            next: 1,
+        }
+    }
+
+    /// The tick number of `now`.
+    pub fn tick_of(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.start).as_nanos() / self.tick.as_nanos()) as u64
+    }
+
+    /// Whole ticks in `d` (at least one).
+    pub fn ticks(&self, d: Duration) -> u64 {
+        (d.as_nanos() / self.tick.as_nanos()).max(1) as u64
+    }
+
+    /// When the next sweep is due.
+    pub fn deadline(&self) -> Instant {
+        self.start + self.tick * self.next as u32
+    }
+}
+
+/// What one sweep step decided for a connection.
+enum Beat {
+    Nothing,
+    Ping,
+    SseComment,
+    Close(u16, &'static str),
+}
+
 impl Core {
     fn tick_now(&self) -> u32 {
-        self.wheel.tick_of(self.now) as u32
+        self.beat_clock.tick_of(self.now) as u32
     }
 
-    /// A connection became a WebSocket: first visit at the earliest of a ping
-    /// interval, the idle timeout and its token's expiry.
+    /// A connection became a WebSocket (or an SSE stream): its heartbeat
+    /// deadlines count from now.
     pub(crate) fn heartbeat_start(&mut self, key: ConnKey) {
         let t = self.tick_now();
-        let b = self.beats;
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.last_rx_tick = t;
-        conn.last_msg_tick = t;
-        let gen = conn.gen;
-        let mut first = t as u64
-            + if b.idle > 0 {
-                b.ping.min(b.idle)
-            } else {
-                b.ping
-            };
-        if let Some(exp) = self.expiry_tick(key) {
-            first = first.min(exp);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.last_rx_tick = t;
+            conn.last_msg_tick = t;
         }
-        self.wheel.schedule(first, (key, gen));
-    }
-
-    /// The wheel tick at which the connection's token expires, if it has one.
-    fn expiry_tick(&self, key: ConnKey) -> Option<u64> {
-        let exp = self.conns.get(key)?.claims()?.exp?;
-        let left = Duration::from_secs(exp.saturating_sub(unix_now()));
-        Some(self.wheel.tick_of(self.now) + self.wheel.ticks(left))
     }
 
     /// Bytes arrived: the connection is alive.
@@ -80,71 +111,91 @@ impl Core {
         }
     }
 
+    /// Once a tick: visit every connection and act on the deadlines that passed.
     pub(crate) fn heartbeat_due(&mut self) {
-        let mut due = std::mem::take(&mut self.due);
-        self.wheel.advance(self.now, &mut due);
-        for (key, gen) in due.drain(..) {
-            self.heartbeat_visit(key, gen);
+        let t = self.beat_clock.tick_of(self.now);
+        if t < self.beat_clock.next {
+            return;
         }
-        self.due = due;
+        self.beat_clock.next = t + 1;
+        let now_unix = unix_now();
+        for key in 0..self.conns.key_end() {
+            match self.heartbeat_check(key, t, now_unix) {
+                Beat::Nothing => {}
+                Beat::Ping => {
+                    self.send_control(key, Bytes::from_static(&PING_FRAME));
+                }
+                Beat::SseComment => {
+                    // A stream's client never answers: a comment every interval keeps
+                    // proxies from timing it out, and a dead peer shows up as a failed write.
+                    self.send_control(key, Bytes::from_static(sse::HEARTBEAT));
+                }
+                Beat::Close(code, why) => self.close_ws(key, code, why),
+            }
+        }
     }
 
-    fn heartbeat_visit(&mut self, key: ConnKey, gen: u32) {
-        let t = self.wheel.tick_of(self.now);
+    /// The deadlines of one connection at tick `t` (`now_unix` for token expiry).
+    /// A stamp is the tick an event fell in, so a deadline counts from the end
+    /// of that tick (`t > stamp + period`): never early, at most a tick late.
+    fn heartbeat_check(&mut self, key: ConnKey, t: u64, now_unix: u64) -> Beat {
         let b = self.beats;
-        let Some(conn) = self.conns.get_gen(key, gen) else {
-            return;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Beat::Nothing;
         };
         if conn.phase != Phase::Ws {
-            return;
+            return Beat::Nothing;
         }
-        // Idle connections give their queue's memory back between bursts, and
-        // again once the ping below has gone out.
-        if !conn.has(flag::SENDING) {
-            conn.out.release_if_empty();
+        // Idle connections give their queue's memory back between bursts: each
+        // connection once a ping interval, spread over the interval by key.
+        if (t + key as u64).is_multiple_of(b.ping) {
+            if !conn.has(flag::SENDING) {
+                conn.out.release_if_empty();
+            }
+            if conn.out.is_empty() {
+                conn.set(flag::RELEASE_WHEN_DRAINED, true);
+            }
         }
+        if conn.has(flag::EXPIRES)
+            && conn
+                .claims()
+                .and_then(|c| c.exp)
+                .is_some_and(|exp| exp <= now_unix)
+        {
+            return Beat::Close(close_code::TOKEN_EXPIRED, "token expired");
+        }
+        if conn.has(flag::SSE) {
+            // For a stream, `last_msg_tick` is when the last comment went out.
+            if t <= conn.last_msg_tick as u64 + b.ping {
+                return Beat::Nothing;
+            }
+            conn.last_msg_tick = t as u32;
+            return Beat::SseComment;
+        }
+        if b.idle > 0 && t > conn.last_msg_tick as u64 + b.idle {
+            return Beat::Close(close_code::IDLE_TIMEOUT, "idle timeout");
+        }
+        if conn.has(flag::PING_OUTSTANDING) {
+            // `last_rx_tick` is when the ping went out: nothing came since.
+            if t > conn.last_rx_tick as u64 + b.pong {
+                return Beat::Close(close_code::IDLE_TIMEOUT, "heartbeat timeout");
+            }
+            return Beat::Nothing;
+        }
+        if t <= conn.last_rx_tick as u64 + b.ping {
+            return Beat::Nothing;
+        }
+        conn.set(flag::PING_OUTSTANDING, true);
+        conn.last_rx_tick = t as u32;
+        // The ping is a one-off write: the queue can go once it drains.
         if conn.out.is_empty() {
             conn.set(flag::RELEASE_WHEN_DRAINED, true);
         }
-        if conn
-            .claims()
-            .and_then(|c| c.exp)
-            .is_some_and(|exp| exp <= unix_now())
-        {
-            return self.close_ws(key, close_code::TOKEN_EXPIRED, "token expired");
-        }
-        if conn.has(flag::SSE) {
-            // A stream's client never answers: a comment every interval keeps proxies
-            // from timing it out, and a dead peer shows up as a failed write.
-            if !self.send_control(key, Bytes::from_static(sse::HEARTBEAT)) {
-                return;
-            }
-            let next = t + b.ping;
-            let next = self.expiry_tick(key).map_or(next, |exp| next.min(exp));
-            return self.wheel.schedule(next, (key, gen));
-        }
-        let idle_at = conn.last_msg_tick as u64 + b.idle;
-        if b.idle > 0 && t >= idle_at {
-            return self.close_ws(key, close_code::IDLE_TIMEOUT, "idle timeout");
-        }
-        let next = if conn.has(flag::PING_OUTSTANDING) {
-            return self.close_ws(key, close_code::IDLE_TIMEOUT, "heartbeat timeout");
-        } else if t >= conn.last_rx_tick as u64 + b.ping {
-            conn.set(flag::PING_OUTSTANDING, true);
-            if !self.send_control(key, Bytes::from_static(&PING_FRAME)) {
-                return;
-            }
-            t + b.pong
-        } else {
-            conn.last_rx_tick as u64 + b.ping
-        };
-        let next = if b.idle > 0 { next.min(idle_at) } else { next };
-        let next = self.expiry_tick(key).map_or(next, |exp| next.min(exp));
-        self.wheel.schedule(next, (key, gen));
+        Beat::Ping
     }
 }
 
-/// Wheel resolution: a tenth of the shortest heartbeat period, 10 ms to 1 s.
+/// Tick length: a tenth of the shortest heartbeat period, 10 ms to 1 s.
 pub fn wheel_tick(ping_ms: u64, pong_ms: u64, idle_ms: u64) -> Duration {
     let shortest = [ping_ms, pong_ms, idle_ms]
         .into_iter()

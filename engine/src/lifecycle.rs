@@ -87,7 +87,7 @@ impl Core {
         };
         ShardStats::sub(&self.stats.conns_open, 1);
         ShardStats::sub(&self.stats.queued_bytes, conn.queued_bytes as u64);
-        debug_assert!(conn.subs.is_empty());
+        debug_assert!(conn.subs().is_empty());
     }
 
     pub(crate) fn mark_dirty(&mut self, key: ConnKey) {
@@ -241,7 +241,7 @@ impl Core {
         self.unsubscribe_all(key);
         // A closing connection reads no more: its incomplete message goes now.
         if let Some(c) = self.conns.get_mut(key) {
-            let held = std::mem::take(&mut c.decoder).buffered_bytes();
+            let held = c.take_decoder().buffered_bytes();
             self.partial_bytes_changed(held, 0);
         }
         if let Some(e) = self.conns.get_mut(key).and_then(|c| c.extra.as_mut()) {

@@ -50,7 +50,7 @@ impl Core {
         if conn.phase != Phase::Ws {
             return;
         }
-        let Some(since) = conn.decoder.incomplete_since() else {
+        let Some(since) = conn.incomplete_since() else {
             return;
         };
         if self.partial_bytes > budget {
@@ -93,7 +93,7 @@ impl Core {
             if conn.phase != Phase::Ws {
                 continue;
             }
-            let Some(since) = conn.decoder.incomplete_since() else {
+            let Some(since) = conn.incomplete_since() else {
                 continue;
             };
             let at = self.frame_deadline(since);

@@ -21,7 +21,7 @@ impl crate::shard::Core {
         };
         // The decoder leaves the connection while it runs, so message handlers
         // may use the whole shard; it is put back afterwards.
-        let mut decoder = std::mem::take(&mut conn.decoder);
+        let mut decoder = conn.take_decoder();
         let before = decoder.buffered_bytes();
         let cfg = self.dec_cfg.clone();
         let stamp = self.frame_stamp();
@@ -32,7 +32,7 @@ impl crate::shard::Core {
         if let Some(conn) = self.conns.get_mut(key) {
             if conn.phase == Phase::Ws && result.is_ok() {
                 after = decoder.buffered_bytes();
-                conn.decoder = decoder;
+                conn.put_decoder(decoder);
             }
         }
         self.partial_bytes_changed(before, after);
@@ -204,7 +204,7 @@ impl crate::shard::Core {
         let gen = conn.gen;
         // Subscriptions still waiting for the owner count too: a burst of
         // subscribes in one read is all pending, and would pass a cap on joins.
-        if conn.subs.len() + conn.pending_subs as usize >= max {
+        if conn.subs().len() + conn.pending_subs as usize >= max {
             let msg = format!(
                 "channel limit reached ({max} per connection, limits.channels_per_conn_max)"
             );
@@ -221,7 +221,7 @@ impl crate::shard::Core {
         }
         let (ch, created) = self.registry.get_or_create(channel);
         let c = self.registry.get(ch).expect("just created");
-        let already = conn.subs.iter().any(|(s, _)| *s == ch)
+        let already = conn.subs().iter().any(|(s, _)| *s == ch)
             || c.waiters.iter().any(|w| w.key == key && w.gen == gen);
         if already {
             return self.send_json(
@@ -289,13 +289,13 @@ impl crate::shard::Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(pos) = conn.subs.iter().position(|(c, _)| *c == ch) else {
+        let Some(pos) = conn.subs().iter().position(|(c, _)| *c == ch) else {
             return self.send_json(
                 key,
                 &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"),
             );
         };
-        let (_, slot) = conn.subs.swap_remove(pos);
+        let (_, slot) = conn.sub_swap_remove(pos);
         self.remove_subscriber(ch, slot, key);
         self.send_json(key, &reply::ok_empty(id));
     }
@@ -305,7 +305,7 @@ impl crate::shard::Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let subs = conn.subs.take();
+        let subs = conn.subs_take();
         for (ch, slot) in subs {
             self.remove_subscriber(ch, slot, key);
         }
@@ -321,7 +321,7 @@ impl crate::shard::Core {
         let removed = self.registry.remove(ch, slot, key);
         if let Some((moved, new_slot)) = removed.moved {
             if let Some(m) = self.conns.get_mut(moved) {
-                if let Some(s) = m.subs.iter_mut().find(|(c, _)| *c == ch) {
+                if let Some(s) = m.subs_mut().iter_mut().find(|(c, _)| *c == ch) {
                     s.1 = new_slot;
                 }
             }

@@ -73,7 +73,7 @@ pub(crate) struct Core {
     pub snapshot_version: u64,
     pub snapshot_at: Instant,
     pub now: Instant,
-    pub wheel: crate::timer::Wheel,
+    pub beat_clock: crate::heartbeat::BeatClock,
     pub beats: crate::heartbeat::Beats,
     pub due: Vec<crate::timer::Entry>,
     /// Deadlines of incomplete messages (`limits.frame_timeout_ms`, see `partial.rs`),
@@ -117,19 +117,14 @@ impl Shard {
         let l = &cfg.limits;
         let tick =
             crate::heartbeat::wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms);
-        let horizon = Duration::from_millis(
-            l.ping_interval_ms
-                .max(l.pong_timeout_ms)
-                .max(l.idle_timeout_ms),
-        );
-        let wheel = crate::timer::Wheel::new(tick, horizon, now);
+        let beat_clock = crate::heartbeat::BeatClock::new(tick, now);
         let beats = crate::heartbeat::Beats {
-            ping: wheel.ticks(Duration::from_millis(l.ping_interval_ms)),
-            pong: wheel.ticks(Duration::from_millis(l.pong_timeout_ms)),
+            ping: beat_clock.ticks(Duration::from_millis(l.ping_interval_ms)),
+            pong: beat_clock.ticks(Duration::from_millis(l.pong_timeout_ms)),
             idle: if l.idle_timeout_ms == 0 {
                 0
             } else {
-                wheel.ticks(Duration::from_millis(l.idle_timeout_ms))
+                beat_clock.ticks(Duration::from_millis(l.idle_timeout_ms))
             },
         };
         // A tenth of the timeout, as for heartbeats: closes come at most two ticks late.
@@ -148,7 +143,7 @@ impl Shard {
             frame_wheel,
             frame_ticks,
             partial_bytes: 0,
-            wheel,
+            beat_clock,
             beats,
             due: Vec::new(),
             delivered_at: Vec::new(),
@@ -337,7 +332,7 @@ impl Core {
         .min();
         let next = next
             .into_iter()
-            .chain(self.wheel.next_deadline())
+            .chain((!self.conns.is_empty()).then(|| self.beat_clock.deadline()))
             .chain(self.frame_wheel.next_deadline())
             .min();
         let mut wait = SNAPSHOT_EVERY;

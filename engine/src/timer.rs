@@ -1,7 +1,7 @@
-//! A hashed timer wheel for heartbeats: O(1) to schedule, and each connection
-//! sits in at most one slot. A connection is visited once per ping interval
-//! (or pong timeout), never on every tick; traffic in between only updates a
-//! timestamp in the connection, and the visit reschedules lazily.
+//! A hashed timer wheel for the deadlines few connections have at a time (an
+//! incomplete message's, see partial.rs): O(1) to schedule, each connection in
+//! at most one slot. Heartbeats, which every connection has, use no entries:
+//! the shard sweeps its slab once a tick (heartbeat.rs).
 
 use std::time::{Duration, Instant};
 

@@ -105,6 +105,7 @@ fn uring_available() -> bool {
         conns_max: 16,
         recv_bufs: 16,
         recv_buf_bytes: 4096,
+        recv_incremental: true,
         ring_entries: 16,
         cq_entries: 0,
     };

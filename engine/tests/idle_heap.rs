@@ -7,9 +7,9 @@
 //! (`cargo test -p shardcast --test idle_heap -- --nocapture`) and asserts
 //! the heap an idle subscribed connection keeps beyond its slab record (which
 //! is reserved at start, so not counted here): its 4 bytes in the channel's
-//! subscriber list and its 8-byte timer wheel entry, with their vectors'
-//! spare capacity, and no allocation of its own left behind by the
-//! handshake, the subscribe reply or the heartbeat.
+//! subscriber list (heartbeats need no timer entry: the shard sweeps its slab),
+//! with the vectors' spare capacity, and no allocation of its own left behind
+//! by the handshake, the subscribe reply or the heartbeat.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
@@ -203,8 +203,8 @@ fn measure(driver: DriverKind, n: usize) {
     let beat = beat - warm_bytes / n as f64;
     let up_allocs = up_allocs - warm_allocs / n as f64;
     let beat_allocs = beat_allocs - warm_allocs / n as f64;
-    // Subscriber list and wheel entry, 12 bytes, and their vectors' spare room.
-    let bound = 32.0;
+    // The subscriber list's 4 bytes, and the shard's vectors' spare room.
+    let bound = 16.0;
     assert!(up <= bound, "{driver:?}: {up:.1} B/conn once subscribed");
     assert!(
         beat <= bound,

@@ -154,6 +154,11 @@ impl Decoder {
     }
 
     /// Bytes currently held for incomplete frames/messages.
+    /// Nothing is held between two reads: the decoder is one null pointer.
+    pub fn is_idle(&self) -> bool {
+        self.partial.is_none()
+    }
+
     pub fn buffered_bytes(&self) -> usize {
         self.partial.as_ref().map_or(0, |p| {
             usize::from(p.head_len)

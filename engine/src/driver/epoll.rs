@@ -183,7 +183,7 @@ impl EpollDriver {
         if n > 0 {
             out.push(Completion::Recv {
                 conn,
-                buf: BufId(id),
+                buf: BufId { id, offset: 0 },
                 len: n as u32,
             });
             return;
@@ -323,11 +323,11 @@ impl Driver for EpollDriver {
     }
 
     fn recv_buf(&mut self, buf: BufId, len: u32) -> &mut [u8] {
-        &mut self.bufs[buf.0 as usize][..len as usize]
+        &mut self.bufs[buf.id as usize][..len as usize]
     }
 
     fn release(&mut self, buf: BufId) {
-        self.free.push(buf.0);
+        self.free.push(buf.id);
     }
 
     fn send(&mut self, sock: Sock, conn: ConnKey, bufs: &[Bytes]) {

@@ -34,9 +34,14 @@ pub type ConnKey = u32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sock(pub u32);
 
-/// Handle to a receive buffer owned by the driver until [`Driver::release`].
+/// Handle to received bytes owned by the driver until [`Driver::release`]:
+/// a buffer, and where in it they start (io_uring may put several reads into
+/// one buffer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BufId(pub u16);
+pub struct BufId {
+    pub id: u16,
+    pub offset: u32,
+}
 
 /// Most `Bytes` one `send` call may carry (one vectored write).
 pub const SEND_IOVECS_MAX: usize = 64;
@@ -88,6 +93,9 @@ pub struct DriverConfig {
     pub recv_bufs: u16,
     /// Size of each receive buffer.
     pub recv_buf_bytes: u32,
+    /// io_uring: let reads take only what they need from a buffer where the
+    /// kernel supports it (`IOU_PBUF_RING_INC`, 6.12+).
+    pub recv_incremental: bool,
     /// Submission queue entries (io_uring).
     pub ring_entries: u32,
     /// Completion queue entries (io_uring); 0: four times `ring_entries`.

@@ -100,8 +100,8 @@ impl UringDriver {
         setup::check_features(&ring)?;
         let fixed_slots = setup::fixed_file_slots(cfg.conns_max)?;
         ring.submitter().register_files_sparse(fixed_slots)?;
-        let bufs = BufRing::new(cfg.recv_bufs, cfg.recv_buf_bytes)?;
-        bufs.register(&ring.submitter(), BGID)?;
+        let mut bufs = BufRing::new(cfg.recv_bufs, cfg.recv_buf_bytes)?;
+        bufs.register(&ring.submitter(), BGID, cfg.recv_incremental)?;
         // Inherited by every accepted socket (see accept.rs).
         listener.set_tcp_nodelay(true)?;
         let send_budget = setup::send_budget(ring.params().cq_entries(), u32::from(cfg.recv_bufs));
@@ -145,6 +145,11 @@ impl UringDriver {
     }
 
     /// Size of the direct-descriptor table: accepts beyond it fail with ENFILE.
+    /// Whether reads share buffers (`io.recv_incremental` on a kernel that has it).
+    pub fn recv_incremental(&self) -> bool {
+        self.bufs.incremental()
+    }
+
     pub fn fixed_file_slots(&self) -> u32 {
         self.fixed_slots
     }
@@ -433,13 +438,13 @@ impl Driver for UringDriver {
     }
 
     fn recv_buf(&mut self, buf: BufId, len: u32) -> &mut [u8] {
-        self.bufs.slice_mut(buf.0, len)
+        self.bufs.slice_mut(buf.id, buf.offset, len)
     }
 
     fn release(&mut self, buf: BufId) {
-        if !self.bufs.give_back(buf.0) {
+        if !self.bufs.give_back(buf.id) {
             tracing::error!(
-                buf = buf.0,
+                buf = buf.id,
                 "release of a buffer not lent to the shard; ignored"
             );
         }
@@ -462,6 +467,7 @@ impl Driver for UringDriver {
     }
 
     fn trim(&mut self) {
+        self.bufs.trim();
         self.sends.shrink_if_idle();
         // One completion per connection after a heartbeat round or a broadcast.
         crate::trim::shrink_vec(&mut self.backlog);

@@ -75,8 +75,10 @@ impl UringDriver {
     ) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
+        let mut offset = 0;
         if let Some(bid) = bid {
-            self.bufs.take(bid);
+            let len = res.max(0) as u32;
+            offset = self.bufs.take(bid, len, cqueue::buffer_more(flags));
         }
         let st = *self.conns.get_mut(conn);
         if st.has(CLOSING) || !st.has(RECV_WANTED) {
@@ -88,7 +90,7 @@ impl UringDriver {
                 Some(bid) => {
                     out.push(Completion::Recv {
                         conn,
-                        buf: BufId(bid),
+                        buf: BufId { id: bid, offset },
                         len: res as u32,
                     });
                     if !more {
