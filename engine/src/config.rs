@@ -353,6 +353,21 @@ impl Config {
                 "limits.ping_interval_ms and limits.pong_timeout_ms must be positive".into(),
             );
         }
+        // Connections stamp heartbeat ticks in 16 bits (conn.rs): every period
+        // must stay well inside that.
+        let tick_ms =
+            crate::heartbeat::wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms)
+                .as_millis() as u64;
+        let longest = (l.ping_interval_ms + l.pong_timeout_ms).max(l.idle_timeout_ms);
+        if longest / tick_ms > crate::heartbeat::PERIOD_TICKS_MAX {
+            return Err(format!(
+                "heartbeat periods reach {longest} ms: at most {} ticks of {tick_ms} ms \
+                 (a tenth of the shortest of limits.ping_interval_ms, pong_timeout_ms and \
+                 idle_timeout_ms, at most 1 s) fit, i.e. {} ms",
+                crate::heartbeat::PERIOD_TICKS_MAX,
+                crate::heartbeat::PERIOD_TICKS_MAX * tick_ms
+            ));
+        }
         if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 {
             return Err(
                 "limits.conns_per_shard_max and limits.inbox_msgs_max must be positive".into(),
@@ -462,5 +477,19 @@ mod tests {
     fn unknown_keys_are_refused_with_their_name() {
         let err = Config::from_toml("[limits]\nqueue_bytes_maxx = 1\n").unwrap_err();
         assert!(err.contains("queue_bytes_maxx"), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_periods_must_fit_the_16_bit_stamps() {
+        let mut c = Config::default();
+        c.limits.idle_timeout_ms = 10 * 3600 * 1000;
+        assert!(c.validate().is_ok(), "10 h with 1 s ticks");
+        c.limits.idle_timeout_ms = 24 * 3600 * 1000;
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("60000 ticks of 1000 ms"), "{e}");
+        c.limits.idle_timeout_ms = 0;
+        c.limits.pong_timeout_ms = 100;
+        c.limits.ping_interval_ms = 3600 * 1000;
+        assert!(c.validate().is_err(), "an hour of 10 ms ticks");
     }
 }

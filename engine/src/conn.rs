@@ -3,7 +3,7 @@
 //! pointer), an empty queue and its subscription list. Everything needed only
 //! during the HTTP phase lives in a box that is dropped after the upgrade.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use shardcast_proto::Decoder;
 
 use crate::driver::{ConnKey, Sock, SEND_IOVECS_MAX};
@@ -77,13 +77,8 @@ pub struct Conn {
     pub sock: Sock,
     pub gen: u32,
     pub phase: Phase,
-    /// Entries at the front of `out` that nothing may be queued ahead of: those
-    /// in the write in flight, a partly written frame, and control frames
-    /// already placed ahead of data (so control frames keep their order).
-    pub pinned: u8,
-    /// See [`flag`]. (u16 fits in what was padding: the struct did not grow.)
+    /// See [`flag`].
     pub flags: u16,
-    pub queued_bytes: u32,
     /// Subscriptions waiting in the registry for the owner's answer (`Waiter`s),
     /// counted with `subs` against `channels_per_conn_max`. In padding too.
     pub pending_subs: u16,
@@ -91,11 +86,13 @@ pub struct Conn {
     /// bucket ran dry), and when it was last refilled (shard milliseconds).
     pub rl_tokens: i16,
     pub rl_stamp_ms: u32,
-    /// Heartbeat tick of the last bytes received, or of the ping sent since
-    /// (`PING_OUTSTANDING`); and of the last data message (for an SSE stream,
-    /// of the last comment sent). See heartbeat.rs.
-    pub last_rx_tick: u32,
-    pub last_msg_tick: u32,
+    /// Heartbeat tick (mod 2^16) of the last bytes received, or of the ping
+    /// sent since (`PING_OUTSTANDING`); and of the last data message (for an
+    /// SSE stream, of the last comment sent). 16 bits are enough: the sweep
+    /// acts on every connection within `ping + pong` ticks of the first, and
+    /// the idle timeout is bounded below 2^16 ticks (config.rs). See heartbeat.rs.
+    pub last_rx_tick: u16,
+    pub last_msg_tick: u16,
     pub out: OutQueue,
     /// The one subscription (channel, slot in the channel's subscriber list),
     /// or [`SUB_NONE`], or [`SUB_MANY`] when two or more live in `extra`: most
@@ -143,9 +140,7 @@ impl Conn {
             sock,
             gen,
             phase: Phase::Http,
-            pinned: 0,
             flags: 0,
-            queued_bytes: 0,
             pending_subs: 0,
             rl_tokens: i16::MAX,
             rl_stamp_ms: 0,
@@ -162,25 +157,28 @@ impl Conn {
 
     /// Queue bytes unless that would pass `bytes_max` bytes or `frames_max` frames.
     pub fn enqueue(&mut self, b: Bytes, bytes_max: usize, frames_max: usize) -> Enqueue {
-        if self.queued_bytes as usize + b.len() > bytes_max || self.out.len() >= frames_max {
+        if self.queued_bytes() + b.len() > bytes_max || self.out.len() >= frames_max {
             return Enqueue::Backpressure;
         }
-        self.queued_bytes += b.len() as u32;
         self.out.push_back(b);
         Enqueue::Ok
+    }
+
+    /// Bytes in the outbound queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.bytes() as usize
     }
 
     /// Queue a control frame ahead of queued data but behind the write in flight,
     /// a partly written frame and earlier control frames, so a pong is never
     /// stuck behind a backlog and never splits a frame. Bounded like data.
     pub fn enqueue_control(&mut self, b: Bytes, bytes_max: usize) -> Enqueue {
-        if self.queued_bytes as usize + b.len() > bytes_max {
+        if self.queued_bytes() + b.len() > bytes_max {
             return Enqueue::Backpressure;
         }
-        self.queued_bytes += b.len() as u32;
-        let at = (self.pinned as usize).min(self.out.len());
+        let at = (self.out.pinned() as usize).min(self.out.len());
         self.out.insert(at, b);
-        self.pinned = self.pinned.saturating_add(1);
+        self.out.set_pinned(self.out.pinned().saturating_add(1));
         Enqueue::Ok
     }
 
@@ -198,15 +196,13 @@ impl Conn {
 
     /// Drop queued frames that have not started to go out (before a slow-consumer close).
     pub fn discard_unsent(&mut self) {
-        let keep = self.pinned as usize;
+        let keep = self.out.pinned() as usize;
         while self.out.len() > keep {
-            if let Some(b) = self.out.pop_back() {
-                self.queued_bytes -= b.len() as u32;
-            }
+            self.out.pop_back();
         }
         debug_assert!(
-            self.queued_bytes_check(),
-            "queued_bytes drifted from the queue"
+            self.out.bytes_check(),
+            "queued bytes drifted from the queue"
         );
     }
 
@@ -215,39 +211,33 @@ impl Conn {
     pub fn next_batch(&mut self, into: &mut Vec<Bytes>) -> usize {
         into.clear();
         into.extend(self.out.iter().take(SEND_IOVECS_MAX).cloned());
-        self.pinned = self.pinned.max(into.len() as u8);
+        self.out.set_pinned(self.out.pinned().max(into.len() as u8));
         self.set(flag::SENDING, true);
         into.len()
-    }
-
-    /// The queue's bytes, counted the slow way: `queued_bytes` must always equal it.
-    fn queued_bytes_check(&self) -> bool {
-        self.out.iter().map(|b| b.len()).sum::<usize>() == self.queued_bytes as usize
     }
 
     /// Account for `n` bytes written from the front of the queue.
     pub fn consume(&mut self, mut n: usize) {
         self.set(flag::SENDING, false);
-        self.queued_bytes -= n as u32;
         while n > 0 {
-            let Some(front) = self.out.front_mut() else {
+            let Some(front) = self.out.front_len() else {
                 break;
             };
-            if front.len() <= n {
-                n -= front.len();
+            if front <= n {
+                n -= front;
                 self.out.pop_front();
-                self.pinned = self.pinned.saturating_sub(1);
+                self.out.set_pinned(self.out.pinned().saturating_sub(1));
             } else {
-                front.advance(n);
+                self.out.advance_front(n);
                 // The rest of a partly written frame must go out next.
-                self.pinned = self.pinned.max(1);
+                self.out.set_pinned(self.out.pinned().max(1));
                 n = 0;
             }
         }
         self.out.trim_after_burst();
         debug_assert!(
-            self.queued_bytes_check(),
-            "queued_bytes drifted from the queue"
+            self.out.bytes_check(),
+            "queued bytes drifted from the queue"
         );
     }
 
@@ -495,7 +485,7 @@ mod tests {
         c.consume(6);
         assert_eq!(c.out.len(), 1);
         assert_eq!(&c.out.get(0).unwrap()[..], b"bc");
-        assert_eq!(c.queued_bytes, 2);
+        assert_eq!(c.queued_bytes(), 2);
         let mut c = Conn::new(Sock(3), 1);
         assert_eq!(c.enqueue(Bytes::from_static(b"a"), 100, 1), Enqueue::Ok);
         assert_eq!(
@@ -560,7 +550,7 @@ mod tests {
         // space, of which the slab entry is the most (docs/ARCHITECTURE.md).
         use std::mem::size_of;
         assert!(
-            size_of::<Option<Conn>>() <= 56,
+            size_of::<Option<Conn>>() <= 48,
             "{}",
             size_of::<Option<Conn>>()
         );

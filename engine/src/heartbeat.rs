@@ -80,8 +80,9 @@ enum Beat {
 }
 
 impl Core {
-    fn tick_now(&self) -> u32 {
-        self.beat_clock.tick_of(self.now) as u32
+    /// The current tick, as connections stamp it (mod 2^16).
+    fn tick_now(&self) -> u16 {
+        self.beat_clock.tick_of(self.now) as u16
     }
 
     /// A connection became a WebSocket (or an SSE stream): its heartbeat
@@ -166,33 +167,42 @@ impl Core {
         }
         if conn.has(flag::SSE) {
             // For a stream, `last_msg_tick` is when the last comment went out.
-            if t <= conn.last_msg_tick as u64 + b.ping {
+            if ago(t, conn.last_msg_tick) <= b.ping {
                 return Beat::Nothing;
             }
-            conn.last_msg_tick = t as u32;
+            conn.last_msg_tick = t as u16;
             return Beat::SseComment;
         }
-        if b.idle > 0 && t > conn.last_msg_tick as u64 + b.idle {
+        if b.idle > 0 && ago(t, conn.last_msg_tick) > b.idle {
             return Beat::Close(close_code::IDLE_TIMEOUT, "idle timeout");
         }
         if conn.has(flag::PING_OUTSTANDING) {
             // `last_rx_tick` is when the ping went out: nothing came since.
-            if t > conn.last_rx_tick as u64 + b.pong {
+            if ago(t, conn.last_rx_tick) > b.pong {
                 return Beat::Close(close_code::IDLE_TIMEOUT, "heartbeat timeout");
             }
             return Beat::Nothing;
         }
-        if t <= conn.last_rx_tick as u64 + b.ping {
+        if ago(t, conn.last_rx_tick) <= b.ping {
             return Beat::Nothing;
         }
         conn.set(flag::PING_OUTSTANDING, true);
-        conn.last_rx_tick = t as u32;
+        conn.last_rx_tick = t as u16;
         // The ping is a one-off write: the queue can go once it drains.
         if conn.out.is_empty() {
             conn.set(flag::RELEASE_WHEN_DRAINED, true);
         }
         Beat::Ping
     }
+}
+
+/// The longest period (ping + pong, or idle) in ticks the config may set:
+/// stamps are 16 bits, with room to spare for a late sweep.
+pub const PERIOD_TICKS_MAX: u64 = 60_000;
+
+/// Ticks from a 16-bit stamp to tick `t` (right while fewer than 2^16 passed).
+fn ago(t: u64, stamp: u16) -> u64 {
+    u64::from((t as u16).wrapping_sub(stamp))
 }
 
 /// Tick length: a tenth of the shortest heartbeat period, 10 ms to 1 s.

@@ -86,7 +86,7 @@ impl Core {
             if conn.phase != Phase::Http {
                 return;
             }
-            let backpressured = conn.queued_bytes as usize >= limit;
+            let backpressured = conn.queued_bytes() >= limit;
             let Some(h) = conn.http_mut() else { return };
             if h.waiting.len() >= PIPELINE_MAX || h.buf.len() == done {
                 break;
@@ -171,7 +171,7 @@ impl Core {
         if conn.phase != Phase::Http {
             return;
         }
-        let (gen, still_full) = (conn.gen, conn.queued_bytes as usize >= limit);
+        let (gen, still_full) = (conn.gen, conn.queued_bytes() >= limit);
         let Some(h) = conn.http_mut() else { return };
         if h.stalled.is_none() {
             return;
@@ -515,7 +515,7 @@ impl Core {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            let backpressured = conn.queued_bytes as usize >= limit;
+            let backpressured = conn.queued_bytes() >= limit;
             let Some(h) = conn.http_mut() else {
                 return;
             };

@@ -86,7 +86,7 @@ impl Core {
             return;
         };
         ShardStats::sub(&self.stats.conns_open, 1);
-        ShardStats::sub(&self.stats.queued_bytes, conn.queued_bytes as u64);
+        ShardStats::sub(&self.stats.queued_bytes, conn.queued_bytes() as u64);
         debug_assert!(conn.subs().is_empty());
     }
 
@@ -191,7 +191,6 @@ impl Core {
             return;
         };
         ShardStats::add(&self.stats.queued_bytes, bytes.len() as u64);
-        conn.queued_bytes += bytes.len() as u32;
         conn.out.push_back(Bytes::from(bytes));
         self.mark_dirty(key);
     }
@@ -199,11 +198,11 @@ impl Core {
     pub(crate) fn slow_consumer(&mut self, key: ConnKey) {
         ShardStats::inc(&self.stats.slow_consumer_closes);
         if let Some(conn) = self.conns.get_mut(key) {
-            let before = conn.queued_bytes;
+            let before = conn.queued_bytes();
             conn.discard_unsent();
             ShardStats::sub(
                 &self.stats.queued_bytes,
-                (before - conn.queued_bytes) as u64,
+                (before - conn.queued_bytes()) as u64,
             );
         }
         self.close_ws(
@@ -229,7 +228,6 @@ impl Core {
         } else {
             PreparedFrame::close(code, reason).into_bytes()
         };
-        conn.queued_bytes += frame.len() as u32;
         ShardStats::add(&self.stats.queued_bytes, frame.len() as u64);
         conn.out.push_back(frame);
         self.leave_ws(key);

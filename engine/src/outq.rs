@@ -7,51 +7,103 @@ use bytes::Bytes;
 
 /// A connection's outbound queue: no allocation until something is queued, and
 /// the allocation is given back once idle (see [`OutQueue::release_if_empty`]).
+/// It counts its own bytes, and the frames at its front that nothing may be
+/// queued ahead of, so an idle connection's record holds neither.
 #[derive(Debug, Default)]
-// The box is the point: an empty queue is one null pointer instead of a
-// 32-byte `VecDeque` header in every connection.
-#[allow(clippy::box_collection)]
-pub struct OutQueue(Option<Box<VecDeque<Bytes>>>);
+pub struct OutQueue(Option<Box<Queue>>);
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Bytes of `frames`, always equal to their sum.
+    bytes: u32,
+    /// Entries at the front that nothing may be queued ahead of: those in the
+    /// write in flight, a partly written frame, and control frames already
+    /// placed ahead of data (so control frames keep their order).
+    pinned: u8,
+}
 
 impl OutQueue {
     pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|q| q.is_empty())
+        self.0.as_ref().is_none_or(|q| q.frames.is_empty())
     }
 
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.len())
+        self.0.as_ref().map_or(0, |q| q.frames.len())
     }
 
-    fn q(&mut self) -> &mut VecDeque<Bytes> {
+    /// Bytes queued.
+    pub fn bytes(&self) -> u32 {
+        self.0.as_ref().map_or(0, |q| q.bytes)
+    }
+
+    pub fn pinned(&self) -> u8 {
+        self.0.as_ref().map_or(0, |q| q.pinned)
+    }
+
+    pub fn set_pinned(&mut self, n: u8) {
+        match self.0.as_mut() {
+            Some(q) => q.pinned = n,
+            None => debug_assert_eq!(n, 0, "frames pinned in an empty queue"),
+        }
+    }
+
+    fn q(&mut self) -> &mut Queue {
         self.0.get_or_insert_with(Default::default)
     }
 
     pub fn push_back(&mut self, b: Bytes) {
-        self.q().push_back(b);
+        let q = self.q();
+        q.bytes += b.len() as u32;
+        q.frames.push_back(b);
     }
 
     pub fn insert(&mut self, at: usize, b: Bytes) {
-        self.q().insert(at, b);
+        let q = self.q();
+        q.bytes += b.len() as u32;
+        q.frames.insert(at, b);
     }
 
     pub fn pop_front(&mut self) -> Option<Bytes> {
-        self.0.as_mut()?.pop_front()
+        let q = self.0.as_mut()?;
+        let b = q.frames.pop_front()?;
+        q.bytes -= b.len() as u32;
+        Some(b)
     }
 
     pub fn pop_back(&mut self) -> Option<Bytes> {
-        self.0.as_mut()?.pop_back()
+        let q = self.0.as_mut()?;
+        let b = q.frames.pop_back()?;
+        q.bytes -= b.len() as u32;
+        Some(b)
     }
 
-    pub fn front_mut(&mut self) -> Option<&mut Bytes> {
-        self.0.as_mut()?.front_mut()
+    /// The front frame's first `n` bytes were written (fewer than its length).
+    pub fn advance_front(&mut self, n: usize) {
+        if let Some(q) = self.0.as_mut() {
+            if let Some(front) = q.frames.front_mut() {
+                debug_assert!(n < front.len());
+                bytes::Buf::advance(front, n);
+                q.bytes -= n as u32;
+            }
+        }
+    }
+
+    pub fn front_len(&self) -> Option<usize> {
+        self.0.as_ref()?.frames.front().map(|b| b.len())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
-        self.0.iter().flat_map(|q| q.iter())
+        self.0.iter().flat_map(|q| q.frames.iter())
     }
 
     pub fn get(&self, i: usize) -> Option<&Bytes> {
-        self.0.as_ref()?.get(i)
+        self.0.as_ref()?.frames.get(i)
+    }
+
+    /// `bytes` equals the frames' sum (checked by debug assertions).
+    pub fn bytes_check(&self) -> bool {
+        self.iter().map(|b| b.len()).sum::<usize>() == self.bytes() as usize
     }
 
     /// Free the queue's memory when nothing is queued (idle connections).
@@ -66,15 +118,13 @@ impl OutQueue {
         if self
             .0
             .as_ref()
-            .is_some_and(|q| q.is_empty() && q.capacity() > 32)
+            .is_some_and(|q| q.frames.is_empty() && q.frames.capacity() > 32)
         {
             self.0 = None;
         }
     }
 }
 
-/// A connection's subscriptions: (channel, slot in that channel's list).
-///
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,7 +246,7 @@ impl Core {
                 .get(key)
                 .filter(|c| c.gen == r.gen && c.phase == Phase::Ws)
             {
-                let (queued, frames) = (conn.queued_bytes as usize, conn.out.len());
+                let (queued, frames) = (conn.queued_bytes(), conn.out.len());
                 let next = match (r.page.front(), r.replayed()) {
                     (Some(f), _) => f.len(),
                     (None, false) => {
