@@ -28,7 +28,7 @@ impl UringDriver {
             tracing::warn!(conn, "shutdown_write after close; ignored");
             return;
         }
-        st.pending += 1;
+        st.add_pending();
         let sqe = opcode::Shutdown::new(types::Fixed(sock.0), libc::SHUT_WR)
             .build()
             .user_data(token::encode(Kind::Shutdown, conn));
@@ -49,14 +49,15 @@ impl UringDriver {
             tracing::warn!(conn, "close called twice; ignored");
             return;
         }
-        st.slot = sock.0;
-        st.flags = (st.flags | CLOSING) & !(RECV_WANTED | REARM_QUEUED);
+        st.set_slot(sock.0);
+        st.set(CLOSING);
+        st.clear(RECV_WANTED | REARM_QUEUED);
         if st.has(SEND_QUEUED) {
             // Its send never reached the kernel: `pump` completes it with
             // ECANCELED without waiting for its turn in the queue.
             self.queued_to_cancel += 1;
         }
-        if st.pending == 0 {
+        if st.pending() == 0 {
             self.push_close(conn);
             return;
         }
@@ -65,9 +66,9 @@ impl UringDriver {
         // kernel finds it with one hash lookup; matched by descriptor, it scans
         // every request pending on the ring, so closing n connections costs n²
         // (a 23 s soft lockup closing 19,000 connections of one ring).
-        let only_recv = st.has(RECV_ARMED) && st.pending == 1;
-        st.flags |= CLOSE_DEFERRED;
-        st.pending += 1;
+        let only_recv = st.has(RECV_ARMED) && st.pending() == 1;
+        st.set(CLOSE_DEFERRED);
+        st.add_pending();
         let builder = if only_recv {
             types::CancelBuilder::user_data(token::encode(Kind::Recv, conn))
         } else {
@@ -82,9 +83,9 @@ impl UringDriver {
     /// Close the slot now (nothing else is in flight on it).
     pub(super) fn push_close(&mut self, conn: ConnKey) {
         let st = self.conns.get_mut(conn);
-        st.flags &= !CLOSE_DEFERRED;
-        st.pending += 1;
-        let close = opcode::Close::new(types::Fixed(st.slot))
+        st.clear(CLOSE_DEFERRED);
+        st.add_pending();
+        let close = opcode::Close::new(types::Fixed(st.slot()))
             .build()
             .user_data(token::encode(Kind::Close, conn));
         self.push(&close);

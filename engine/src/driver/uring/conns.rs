@@ -1,4 +1,4 @@
-//! Per-connection bookkeeping: 8 bytes per key, no allocation per connection.
+//! Per-connection bookkeeping: 4 bytes per key, no allocation per connection.
 //!
 //! The driver must know when no further CQE can arrive for a connection, so it
 //! counts the operations in flight for it: the multishot recv while armed, the
@@ -20,18 +20,61 @@ pub(super) const CLOSE_DEFERRED: u8 = 1 << 4;
 /// A send waits in the driver's queue for room in the CQ (not yet submitted).
 pub(super) const SEND_QUEUED: u8 = 1 << 5;
 
+/// A connection's driver state in 4 bytes: the direct-descriptor slot (the
+/// kernel caps a ring's table at 2^20 entries), the operations in flight whose
+/// final CQE has not been reaped (a multishot recv, a send, a shutdown, a
+/// cancel and a close: at most 5, room for 15) and the flags above.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct ConnState {
-    /// Direct-descriptor slot of the socket.
-    pub(super) slot: u32,
-    /// Operations in flight whose final CQE has not been reaped.
-    pub(super) pending: u16,
-    pub(super) flags: u8,
-}
+pub(super) struct ConnState(u32);
+
+const SLOT_BITS: u32 = 20;
+const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
+const PENDING_SHIFT: u32 = SLOT_BITS;
+const PENDING_MAX: u32 = 15;
+const FLAGS_SHIFT: u32 = 24;
 
 impl ConnState {
+    pub(super) fn slot(&self) -> u32 {
+        self.0 & SLOT_MASK
+    }
+
+    pub(super) fn set_slot(&mut self, slot: u32) {
+        assert!(slot <= SLOT_MASK, "direct descriptor slot {slot} past 2^20");
+        self.0 = (self.0 & !SLOT_MASK) | slot;
+    }
+
+    pub(super) fn pending(&self) -> u32 {
+        (self.0 >> PENDING_SHIFT) & PENDING_MAX
+    }
+
+    pub(super) fn add_pending(&mut self) {
+        assert!(
+            self.pending() < PENDING_MAX,
+            "operations in flight overflow"
+        );
+        self.0 += 1 << PENDING_SHIFT;
+    }
+
+    pub(super) fn sub_pending(&mut self) {
+        if self.pending() > 0 {
+            self.0 -= 1 << PENDING_SHIFT;
+        }
+    }
+
+    pub(super) fn flags(&self) -> u8 {
+        (self.0 >> FLAGS_SHIFT) as u8
+    }
+
     pub(super) fn has(&self, flag: u8) -> bool {
-        self.flags & flag != 0
+        self.flags() & flag != 0
+    }
+
+    pub(super) fn set(&mut self, flag: u8) {
+        self.0 |= u32::from(flag) << FLAGS_SHIFT;
+    }
+
+    pub(super) fn clear(&mut self, flag: u8) {
+        self.0 &= !(u32::from(flag) << FLAGS_SHIFT);
     }
 }
 
@@ -59,5 +102,27 @@ impl ConnTable {
             self.states.resize(i + 1, ConnState::default());
         }
         &mut self.states[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_fields_do_not_overlap() {
+        assert_eq!(std::mem::size_of::<ConnState>(), 4);
+        let mut st = ConnState::default();
+        st.set_slot((1 << 20) - 1);
+        for _ in 0..5 {
+            st.add_pending();
+        }
+        st.set(CLOSING | SEND_QUEUED);
+        assert_eq!((st.slot(), st.pending()), ((1 << 20) - 1, 5));
+        assert!(st.has(CLOSING) && st.has(SEND_QUEUED) && !st.has(RECV_ARMED));
+        st.clear(CLOSING);
+        st.sub_pending();
+        st.set_slot(7);
+        assert_eq!((st.slot(), st.pending(), st.flags()), (7, 4, SEND_QUEUED));
     }
 }

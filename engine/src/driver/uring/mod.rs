@@ -298,16 +298,16 @@ impl UringDriver {
     /// The final CQE of one of `conn`'s operations was reaped.
     fn op_done(&mut self, conn: ConnKey, out: &mut Vec<Completion>) {
         let st = self.conns.get_mut(conn);
-        debug_assert!(st.pending > 0, "op count underflow for {conn}");
-        st.pending = st.pending.saturating_sub(1);
-        if st.pending == 0 && st.has(CLOSE_DEFERRED) {
+        debug_assert!(st.pending() > 0, "op count underflow for {conn}");
+        st.sub_pending();
+        if st.pending() == 0 && st.has(CLOSE_DEFERRED) {
             // Everything else on the slot is done: now it may be closed. The
             // reap loop does not submit, so the close goes in with the next enter.
-            st.flags &= !CLOSE_DEFERRED;
+            st.clear(CLOSE_DEFERRED);
             self.deferred_close.push(conn);
             return;
         }
-        if st.pending == 0 && st.has(CLOSING) {
+        if st.pending() == 0 && st.has(CLOSING) {
             *st = conns::ConnState::default();
             out.push(Completion::Closed { conn });
         }
@@ -427,13 +427,13 @@ impl Driver for UringDriver {
             // multishot recv would report every byte twice.
             tracing::warn!(
                 conn,
-                flags = st.flags,
+                flags = st.flags(),
                 "start_recv on a closing or receiving connection; ignored"
             );
             return;
         }
-        st.slot = sock.0;
-        st.flags |= RECV_WANTED;
+        st.set_slot(sock.0);
+        st.set(RECV_WANTED);
         self.arm_recv(conn);
     }
 

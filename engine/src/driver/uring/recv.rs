@@ -24,9 +24,9 @@ impl UringDriver {
     pub(super) fn arm_recv(&mut self, conn: ConnKey) {
         let st = self.conns.get_mut(conn);
         debug_assert!(!st.has(RECV_ARMED), "recv armed twice for {conn}");
-        st.flags |= RECV_ARMED;
-        st.pending += 1;
-        let sqe = opcode::RecvMulti::new(types::Fixed(st.slot), BGID)
+        st.set(RECV_ARMED);
+        st.add_pending();
+        let sqe = opcode::RecvMulti::new(types::Fixed(st.slot()), BGID)
             .build()
             .user_data(token::encode(Kind::Recv, conn));
         self.push(&sqe);
@@ -36,7 +36,7 @@ impl UringDriver {
     fn queue_rearm(&mut self, conn: ConnKey) {
         let st = self.conns.get_mut(conn);
         if !st.has(REARM_QUEUED) {
-            st.flags |= REARM_QUEUED;
+            st.set(REARM_QUEUED);
             self.rearm_recv.push(conn);
         }
     }
@@ -56,7 +56,7 @@ impl UringDriver {
                 // Closed (or closed and reused) since it was queued.
                 continue;
             }
-            st.flags &= !REARM_QUEUED;
+            st.clear(REARM_QUEUED);
             if st.has(RECV_WANTED) && !st.has(CLOSING) && !st.has(RECV_ARMED) {
                 self.arm_recv(conn);
             }
@@ -127,13 +127,13 @@ impl UringDriver {
             }
         }
         if !more {
-            self.conns.get_mut(conn).flags &= !RECV_ARMED;
+            self.conns.get_mut(conn).clear(RECV_ARMED);
             self.op_done(conn, out);
         }
     }
 
     fn recv_closed(&mut self, conn: ConnKey, err: Option<i32>, out: &mut Vec<Completion>) {
-        self.conns.get_mut(conn).flags &= !RECV_WANTED;
+        self.conns.get_mut(conn).clear(RECV_WANTED);
         out.push(Completion::RecvClosed { conn, err });
     }
 }

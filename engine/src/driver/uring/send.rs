@@ -206,7 +206,7 @@ impl UringDriver {
             });
             return;
         }
-        st.pending += 1;
+        st.add_pending();
         let (id, msg) = self.sends.insert(conn, sock.0, bufs);
         if self.sends_in_kernel < self.send_budget && self.send_queue.is_empty() {
             self.push_send(id, sock.0, msg);
@@ -215,7 +215,7 @@ impl UringDriver {
             // order, `pump` submits it as reaped sends make room. The shard
             // sees a send in flight meanwhile, so its queue keeps growing and
             // the next write to this connection carries more frames.
-            self.conns.get_mut(conn).flags |= SEND_QUEUED;
+            self.conns.get_mut(conn).set(SEND_QUEUED);
             self.send_queue.push_back(id);
         }
     }
@@ -267,7 +267,7 @@ impl UringDriver {
                 self.cancel_queued_send(id, conn, &mut done);
                 continue;
             }
-            self.conns.get_mut(conn).flags &= !SEND_QUEUED;
+            self.conns.get_mut(conn).clear(SEND_QUEUED);
             self.push_send(id, slot, msg);
         }
         // Pushing may have flushed and reaped into the backlog meanwhile:
@@ -278,7 +278,7 @@ impl UringDriver {
 
     fn cancel_queued_send(&mut self, id: u32, conn: ConnKey, out: &mut Vec<Completion>) {
         self.sends.remove(id);
-        self.conns.get_mut(conn).flags &= !SEND_QUEUED;
+        self.conns.get_mut(conn).clear(SEND_QUEUED);
         out.push(Completion::Sent {
             conn,
             result: Err(libc::ECANCELED),
