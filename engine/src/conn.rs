@@ -8,7 +8,7 @@ use shardcast_proto::Decoder;
 
 use crate::driver::{ConnKey, Sock, SEND_IOVECS_MAX};
 use crate::outq::OutQueue;
-use crate::registry::{ChannelId, Slot};
+use crate::sublist::SubRef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -94,20 +94,12 @@ pub struct Conn {
     pub last_rx_tick: u16,
     pub last_msg_tick: u16,
     pub out: OutQueue,
-    /// The one subscription (channel, slot in the channel's subscriber list),
-    /// or [`SUB_NONE`], or [`SUB_MANY`] when two or more live in `extra`: most
-    /// connections hold one, and it costs them no allocation. See [`Conn::subs`].
-    sub: (ChannelId, Slot),
+    /// The subscriptions: the one most connections hold, or where the shard's
+    /// `MoreSubs` keeps two or more (sublist.rs).
+    pub subs: SubRef,
     /// Rarely needed state, boxed so an anonymous idle WebSocket pays one null pointer.
     pub extra: Option<Box<Extra>>,
 }
-
-/// `Conn::sub` when the connection has no subscription.
-const SUB_NONE: ChannelId = ChannelId::MAX;
-/// `Conn::sub` when its subscriptions are in `Extra::subs` (two or more).
-const SUB_MANY: ChannelId = ChannelId::MAX - 1;
-/// Channel ids stay below this, so the two markers above are never real ids.
-pub const CHANNEL_ID_END: ChannelId = SUB_MANY;
 
 /// State only some connections need: the HTTP phase, or an authenticated identity.
 #[derive(Debug, Default)]
@@ -119,18 +111,12 @@ pub struct Extra {
     /// A message cut off by the end of a read, held until the rest arrives
     /// (most messages arrive whole, so most connections never need this).
     pub decoder: Decoder,
-    /// Every subscription, when there are two or more.
-    pub subs: Vec<(ChannelId, Slot)>,
 }
 
 impl Extra {
     /// Nothing worth a box: the connection can drop it.
     fn is_empty(&self) -> bool {
-        self.http.is_none()
-            && self.claims.is_none()
-            && !self.user_counted
-            && self.decoder.is_idle()
-            && self.subs.is_empty()
+        self.http.is_none() && self.claims.is_none() && !self.user_counted && self.decoder.is_idle()
     }
 }
 
@@ -147,7 +133,7 @@ impl Conn {
             last_rx_tick: 0,
             last_msg_tick: 0,
             out: OutQueue::default(),
-            sub: (SUB_NONE, 0),
+            subs: SubRef::default(),
             extra: Some(Box::new(Extra {
                 http: Some(HttpState::default()),
                 ..Extra::default()
@@ -291,68 +277,6 @@ impl Conn {
     /// Since when a message is incomplete (the decoder's stamp), if one is.
     pub fn incomplete_since(&self) -> Option<u32> {
         self.extra.as_ref()?.decoder.incomplete_since()
-    }
-
-    /// The connection's subscriptions: (channel, slot in its subscriber list).
-    pub fn subs(&self) -> &[(ChannelId, Slot)] {
-        match self.sub.0 {
-            SUB_NONE => &[],
-            SUB_MANY => &self.extra.as_ref().expect("two or more in extra").subs,
-            _ => std::slice::from_ref(&self.sub),
-        }
-    }
-
-    pub fn subs_mut(&mut self) -> &mut [(ChannelId, Slot)] {
-        match self.sub.0 {
-            SUB_NONE => &mut [],
-            SUB_MANY => &mut self.extra.as_mut().expect("two or more in extra").subs,
-            _ => std::slice::from_mut(&mut self.sub),
-        }
-    }
-
-    pub fn sub_push(&mut self, e: (ChannelId, Slot)) {
-        debug_assert!(e.0 < CHANNEL_ID_END, "a channel id collides with a marker");
-        match self.sub.0 {
-            SUB_NONE => self.sub = e,
-            SUB_MANY => self.extra_mut().subs.push(e),
-            _ => {
-                let first = std::mem::replace(&mut self.sub, (SUB_MANY, 0));
-                self.extra_mut().subs = vec![first, e];
-            }
-        }
-    }
-
-    /// Remove the `i`th subscription (the last takes its place).
-    pub fn sub_swap_remove(&mut self, i: usize) -> (ChannelId, Slot) {
-        match self.sub.0 {
-            SUB_NONE => panic!("no subscription {i}"),
-            SUB_MANY => {
-                let subs = &mut self.extra.as_mut().expect("two or more in extra").subs;
-                let e = subs.swap_remove(i);
-                if subs.len() == 1 {
-                    // Back to one: inline again, and the box may go.
-                    self.sub = subs[0];
-                    *subs = Vec::new();
-                    self.tidy_extra();
-                }
-                e
-            }
-            _ => {
-                assert_eq!(i, 0, "one subscription");
-                std::mem::replace(&mut self.sub, (SUB_NONE, 0))
-            }
-        }
-    }
-
-    /// Every subscription, leaving none.
-    pub fn subs_take(&mut self) -> Vec<(ChannelId, Slot)> {
-        let all = match std::mem::replace(&mut self.sub, (SUB_NONE, 0)) {
-            (SUB_NONE, _) => Vec::new(),
-            (SUB_MANY, _) => std::mem::take(&mut self.extra_mut().subs),
-            one => vec![one],
-        };
-        self.tidy_extra();
-        all
     }
 
     pub fn claims(&self) -> Option<&crate::auth::Claims> {
@@ -558,31 +482,6 @@ mod tests {
         assert_eq!(size_of::<OutQueue>(), 8, "an idle queue is a null pointer");
         assert_eq!(size_of::<Option<Box<Extra>>>(), 8);
         assert_eq!(size_of::<crate::registry::Slot>(), 4, "the registry entry");
-    }
-
-    #[test]
-    fn one_subscription_is_inline_and_more_go_to_the_box() {
-        let mut c = Conn::new(Sock(3), 1);
-        c.take_http();
-        assert!(c.extra.is_none() && c.subs().is_empty());
-        c.sub_push((4, 9));
-        assert!(c.extra.is_none(), "no allocation for one");
-        c.subs_mut()[0].1 = 10;
-        assert_eq!(c.subs(), &[(4, 10)]);
-        c.sub_push((5, 1));
-        c.sub_push((6, 2));
-        assert_eq!(c.subs(), &[(4, 10), (5, 1), (6, 2)]);
-        assert_eq!(c.sub_swap_remove(0), (4, 10));
-        assert_eq!(c.subs(), &[(6, 2), (5, 1)]);
-        assert_eq!(c.sub_swap_remove(1), (5, 1));
-        assert_eq!(c.subs(), &[(6, 2)]);
-        assert!(c.extra.is_none(), "back inline at one, and the box is gone");
-        c.sub_push((7, 3));
-        assert_eq!(c.subs_take(), vec![(6, 2), (7, 3)]);
-        assert!(c.subs().is_empty() && c.extra.is_none());
-        c.sub_push((8, 4));
-        assert_eq!(c.sub_swap_remove(0), (8, 4));
-        assert!(c.subs().is_empty());
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod session;
 pub mod shard;
 mod sse;
 pub mod stats;
+pub mod sublist;
 pub mod timer;
 mod trim;
 pub mod users;

@@ -87,7 +87,7 @@ impl Core {
         };
         ShardStats::sub(&self.stats.conns_open, 1);
         ShardStats::sub(&self.stats.queued_bytes, conn.queued_bytes() as u64);
-        debug_assert!(conn.subs().is_empty());
+        debug_assert!(self.more_subs.get(&conn.subs).is_empty());
     }
 
     pub(crate) fn mark_dirty(&mut self, key: ConnKey) {

@@ -59,7 +59,7 @@ impl Core {
         }
         let slot = self.registry.add(ch, w.key);
         if let Some(conn) = self.conns.get_mut(w.key) {
-            conn.sub_push((ch, slot));
+            self.more_subs.push(&mut conn.subs, (ch, slot));
         }
         let name = self.registry.get(ch).expect("exists").name.clone();
         self.send_json(

@@ -95,6 +95,9 @@ impl Registry {
                 (self.channels.len() - 1) as ChannelId
             }
         };
+        // Two ids at the top mark a connection's subscription list (sublist.rs);
+        // `channels_per_shard_max` keeps the registry far below them.
+        assert!(id < crate::sublist::CHANNEL_ID_END, "channel ids exhausted");
         self.by_name.insert(name, id);
         self.version += 1;
         (id, true)

@@ -204,7 +204,7 @@ impl crate::shard::Core {
         let gen = conn.gen;
         // Subscriptions still waiting for the owner count too: a burst of
         // subscribes in one read is all pending, and would pass a cap on joins.
-        if conn.subs().len() + conn.pending_subs as usize >= max {
+        if self.more_subs.get(&conn.subs).len() + conn.pending_subs as usize >= max {
             let msg = format!(
                 "channel limit reached ({max} per connection, limits.channels_per_conn_max)"
             );
@@ -221,7 +221,7 @@ impl crate::shard::Core {
         }
         let (ch, created) = self.registry.get_or_create(channel);
         let c = self.registry.get(ch).expect("just created");
-        let already = conn.subs().iter().any(|(s, _)| *s == ch)
+        let already = self.more_subs.get(&conn.subs).iter().any(|(s, _)| *s == ch)
             || c.waiters.iter().any(|w| w.key == key && w.gen == gen);
         if already {
             return self.send_json(
@@ -289,13 +289,18 @@ impl crate::shard::Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(pos) = conn.subs().iter().position(|(c, _)| *c == ch) else {
+        let Some(pos) = self
+            .more_subs
+            .get(&conn.subs)
+            .iter()
+            .position(|(c, _)| *c == ch)
+        else {
             return self.send_json(
                 key,
                 &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"),
             );
         };
-        let (_, slot) = conn.sub_swap_remove(pos);
+        let (_, slot) = self.more_subs.swap_remove(&mut conn.subs, pos);
         self.remove_subscriber(ch, slot, key);
         self.send_json(key, &reply::ok_empty(id));
     }
@@ -305,7 +310,7 @@ impl crate::shard::Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let subs = conn.subs_take();
+        let subs = self.more_subs.take(&mut conn.subs);
         for (ch, slot) in subs {
             self.remove_subscriber(ch, slot, key);
         }
@@ -321,7 +326,12 @@ impl crate::shard::Core {
         let removed = self.registry.remove(ch, slot, key);
         if let Some((moved, new_slot)) = removed.moved {
             if let Some(m) = self.conns.get_mut(moved) {
-                if let Some(s) = m.subs_mut().iter_mut().find(|(c, _)| *c == ch) {
+                if let Some(s) = self
+                    .more_subs
+                    .get_mut(&mut m.subs)
+                    .iter_mut()
+                    .find(|(c, _)| *c == ch)
+                {
                     s.1 = new_slot;
                 }
             }

@@ -92,6 +92,8 @@ pub(crate) struct Core {
     pub msgpack_cache: crate::convert::FrameCache,
     /// Recoveries being replayed to this shard's subscribers, and those waiting.
     pub replays: crate::replay::Replays,
+    /// Subscription lists of the connections holding two or more.
+    pub more_subs: crate::sublist::MoreSubs,
 }
 
 impl Shard {
@@ -153,6 +155,7 @@ impl Shard {
             sse_cache: Default::default(),
             msgpack_cache: Default::default(),
             replays: Default::default(),
+            more_subs: Default::default(),
             id,
             shards,
             owner: Owner::new(
