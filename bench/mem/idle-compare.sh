@@ -7,23 +7,26 @@
 #
 # Usage: bench/mem/idle-compare.sh N SHARDS WORKERS DRIVERS BIN...
 #   e.g. bench/mem/idle-compare.sh 15000 2 1 "uring epoll" /tmp/before target/release/shardcast
+# PIN=0 lets both use both cores: past about 100,000 connections one core of
+# load generator cannot answer the heartbeat pings in time.
 # Loopback only; every run bounded (loadgen --max-seconds, server killed by pid).
 set -euo pipefail
 N=$1; SHARDS=$2; WORKERS=$3; DRIVERS=$4; shift 4
 L=${LOADGEN:-target/release/shardcast-loadgen}
 PORT=${PORT:-28611}; SETTLE=5; HOLD=36; RAMP=${RAMP:-3000}
+if [ "${PIN:-1}" = 1 ]; then CORE_S="taskset -c 0"; CORE_L="taskset -c 1"; else CORE_S=""; CORE_L=""; fi
 OUT=${OUT:-/tmp/idle-compare}; mkdir -p "$OUT"
 rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
 for BIN in "$@"; do
   for D in $DRIVERS; do
     i=$((${i:-0} + 1)); tag=b$i-$(basename "$BIN")-$D-$N
-    taskset -c 0 "$BIN" --listen 127.0.0.1:$PORT --shards "$SHARDS" --driver "$D" --no-pin \
+    $CORE_S "$BIN" --listen 127.0.0.1:$PORT --shards "$SHARDS" --driver "$D" --no-pin \
       > "$OUT/$tag.server.log" 2>&1 & SPID=$!
     trap 'kill $SPID 2>/dev/null || true' EXIT
     sleep 1.5; r0=$(rss $SPID)
     start=$(date +%s.%N)
-    taskset -c 1 "$L" idle -q -n "$N" --ramp "$RAMP" --workers "$WORKERS" --threads 1 \
-      --source-ips 127.0.0.2-127.0.0.11 --targets 127.0.0.1:$PORT --settle $SETTLE \
+    $CORE_L "$L" idle -q -n "$N" --ramp "$RAMP" --workers "$WORKERS" --threads 1 \
+      --source-ips "${SOURCES:-127.0.0.2-127.0.0.11}" --targets 127.0.0.1:$PORT --settle $SETTLE \
       --duration $HOLD --max-seconds 200 --target-pid $SPID --json "$OUT/$tag.json" \
       > "$OUT/$tag.loadgen.log" 2>&1 & LPID=$!
     # The heartbeat sample: 2 s before the loadgen lets go (ramp + settle + HOLD - 2).
