@@ -838,3 +838,18 @@ fn reads_share_a_buffer_when_incremental() {
         h.close(sock, key as ConnKey);
     }
 }
+
+/// A key is never used after its `Closed` (a shard bug if it were): a send on
+/// it trips a debug assertion rather than reaching whatever socket now holds
+/// the slot. A new connection under the same key (`start_recv`) is fine.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "after its Closed")]
+fn a_send_after_closed_is_refused() {
+    let mut h = Harness::new(config(16, 16, 4096));
+    let _c = h.connect();
+    let sock = h.accept(1)[0];
+    h.d.start_recv(sock, 3);
+    h.close(sock, 3);
+    h.d.send(sock, 3, &[Bytes::from_static(b"late")]);
+}

@@ -16,7 +16,9 @@
 
 use io_uring::{opcode, types};
 
-use super::conns::{CLOSE_DEFERRED, CLOSING, REARM_QUEUED, RECV_ARMED, RECV_WANTED, SEND_QUEUED};
+use super::conns::{
+    CLOSED, CLOSE_DEFERRED, CLOSING, REARM_QUEUED, RECV_ARMED, RECV_WANTED, SEND_QUEUED,
+};
 use super::token::{self, Kind};
 use super::UringDriver;
 use crate::driver::{Completion, ConnKey, Sock};
@@ -24,7 +26,8 @@ use crate::driver::{Completion, ConnKey, Sock};
 impl UringDriver {
     pub(super) fn submit_shutdown(&mut self, sock: Sock, conn: ConnKey) {
         let st = self.conns.get_mut(conn);
-        if st.has(CLOSING) {
+        debug_assert!(!st.has(CLOSED), "shutdown_write on {conn} after its Closed");
+        if st.has(CLOSING | CLOSED) {
             tracing::warn!(conn, "shutdown_write after close; ignored");
             return;
         }
@@ -49,6 +52,7 @@ impl UringDriver {
             tracing::warn!(conn, "close called twice; ignored");
             return;
         }
+        st.clear(CLOSED);
         st.set_slot(sock.0);
         st.set(CLOSING);
         st.clear(RECV_WANTED | REARM_QUEUED);

@@ -19,6 +19,10 @@ pub(super) const CLOSING: u8 = 1 << 3;
 pub(super) const CLOSE_DEFERRED: u8 = 1 << 4;
 /// A send waits in the driver's queue for room in the CQ (not yet submitted).
 pub(super) const SEND_QUEUED: u8 = 1 << 5;
+/// `Closed` was reported: the key may come back only through `start_recv` (a
+/// new connection) or `close` (one refused at accept). A send or shutdown on
+/// it is a shard bug (the invariant "a key is never used after its Closed").
+pub(super) const CLOSED: u8 = 1 << 6;
 
 /// A connection's driver state in 4 bytes: the direct-descriptor slot (the
 /// kernel caps a ring's table at 2^20 entries), the operations in flight whose

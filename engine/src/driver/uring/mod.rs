@@ -42,7 +42,7 @@ use io_uring::{squeue, types, IoUring};
 use super::{BufId, Completion, ConnKey, Driver, DriverConfig, DriverKind, Sock};
 use accept::AcceptState;
 use bufring::BufRing;
-use conns::{ConnTable, CLOSE_DEFERRED, CLOSING, RECV_ARMED, RECV_WANTED};
+use conns::{ConnTable, CLOSED, CLOSE_DEFERRED, CLOSING, RECV_ARMED, RECV_WANTED};
 use send::SendSlab;
 use token::Kind;
 use wake::WakeState;
@@ -309,6 +309,7 @@ impl UringDriver {
         }
         if st.pending() == 0 && st.has(CLOSING) {
             *st = conns::ConnState::default();
+            st.set(CLOSED);
             out.push(Completion::Closed { conn });
         }
     }
@@ -432,6 +433,7 @@ impl Driver for UringDriver {
             );
             return;
         }
+        st.clear(CLOSED);
         st.set_slot(sock.0);
         st.set(RECV_WANTED);
         self.arm_recv(conn);

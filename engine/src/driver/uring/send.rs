@@ -23,7 +23,7 @@
 use bytes::Bytes;
 use io_uring::{opcode, types};
 
-use super::conns::{CLOSING, SEND_QUEUED};
+use super::conns::{CLOSED, CLOSING, SEND_QUEUED};
 use super::token::{self, Kind};
 use super::UringDriver;
 use crate::driver::{Completion, ConnKey, Sock, SEND_IOVECS_MAX};
@@ -189,7 +189,8 @@ impl UringDriver {
             );
         }
         let st = self.conns.get_mut(conn);
-        if st.has(CLOSING) {
+        debug_assert!(!st.has(CLOSED), "send on {conn} after its Closed");
+        if st.has(CLOSING | CLOSED) {
             // A send after close (a shard bug): the slot may soon hold another
             // socket, so never submit; the contract still owes one `Sent`.
             tracing::warn!(conn, "send after close; failed with ECANCELED");
