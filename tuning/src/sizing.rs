@@ -11,13 +11,16 @@ use serde::Serialize;
 /// connections (`bench/scale/million.sh`), 4,892 B per socket. 4,900 B.
 pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4900;
 
-/// The engine's own memory per idle subscribed connection, as measured (the
-/// design target is under 100 B): 541 B at 150,000 connections on 56 shards
-/// with two subscriptions each (`bench/scale/million.sh`); 139 B per idle
-/// connection on 2 shards (docs/benchmarks.md), so this errs on the large side
-/// for hosts with one shard per core. Pass another figure with
+/// The engine's own memory per subscribed connection, as measured: 294 B at
+/// 500,000 connections on 56 shards with two subscriptions each over 10,000
+/// channels, after broadcasts and 500 publications/s into history
+/// (`bench/scale/million.sh 500000`, 2026-11-30; 350 B before the idle-memory
+/// work of that day, 541 B at 150,000 earlier still). An idle connection with
+/// one subscription costs under 100 B (85–105 B, docs/benchmarks.md), so this
+/// errs on the large side for such loads: per-channel state (registries on
+/// every shard, history) is most of it. Pass another figure with
 /// `--engine-bytes-per-conn`.
-pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 540;
+pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 300;
 
 /// Engine memory at start whatever the shards: the binary, the allocator,
 /// logging, the HTTP side (measured: RSS at start with 1 and 56 shards,
@@ -403,8 +406,8 @@ mod tests {
         // 1M × (4096 + 4096) B / 4096 B per page.
         assert_eq!(r.tcp_mem_pages, [1_000_000, 1_333_333, 2_000_000]);
         assert_eq!(r.nf_conntrack_max, 2_000_000);
-        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5440);
-        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5440 + 1100));
+        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5200);
+        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5200 + 1100));
         assert_eq!(r.ip_local_port_range, None);
         assert_eq!(r.tcp_tw_reuse, None);
         assert_eq!(r.io_uring_disabled, Some(0));
@@ -431,8 +434,8 @@ mod tests {
         let r = size(&Target::new(100_000_000, Role::Server));
         assert_eq!(r.somaxconn, Some(BACKLOG_MAX));
         assert_eq!(r.tcp_max_syn_backlog, Some(BACKLOG_MAX));
-        // 100M × 540 B = 54 GB of engine heap → 2 × 823,975 + 4,096 mappings.
-        assert_eq!(r.max_map_count, 2 * 823_975 + 4096);
+        // 100M × 300 B = 30 GB of engine heap → 2 × 457,764 + 4,096 mappings.
+        assert_eq!(r.max_map_count, 2 * 457_764 + 4096);
     }
 
     #[test]
