@@ -13,61 +13,19 @@ use crate::stats::ShardStats;
 
 impl Core {
     pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
+        let msg = if self.shared.bus.is_some() {
+            match self.route_to_bus(msg) {
+                Some(msg) => msg,
+                None => return,
+            }
+        } else {
+            msg
+        };
         match msg {
-            ShardMsg::Interest { channel, from, on } if self.shared.bus.is_some() => {
-                self.cluster_interest(channel, from, on)
-            }
-            ShardMsg::Publish {
-                channel,
-                data,
-                reply,
-            } if self.shared.bus.is_some() => self.cluster_publish(channel, data, reply),
-            ShardMsg::Recover {
-                channel,
-                since,
-                conn,
-            } if self.shared.bus.is_some() => {
-                self.cluster_read(channel, ReadFor::Recover { since, conn })
-            }
-            ShardMsg::History {
-                channel,
-                since,
-                limit,
-                conn,
-                id,
-            } if self.shared.bus.is_some() => self.cluster_read(
-                channel,
-                ReadFor::History {
-                    since,
-                    limit,
-                    conn,
-                    id,
-                },
-            ),
-            ShardMsg::ReplayPage {
-                channel,
-                since,
-                upto,
-                conn,
-            } if self.shared.bus.is_some() => {
-                self.cluster_read(channel, ReadFor::Replay { since, upto, conn })
-            }
             ShardMsg::Bus { channel, event } => self.on_bus(channel, *event),
             ShardMsg::BusLost => self.bus_lost(),
             ShardMsg::PublishFailed { reply, message } => self.publish_failed(reply, &message),
-            ShardMsg::Interest { channel, from, on } => {
-                let (epoch, offset) = self.owner.interest(&channel, from, on);
-                if on {
-                    self.send_to(
-                        from,
-                        ShardMsg::InterestAck {
-                            channel,
-                            epoch,
-                            offset,
-                        },
-                    );
-                }
-            }
+            ShardMsg::Interest { channel, from, on } => self.owner_interest(channel, from, on),
             ShardMsg::InterestAck {
                 channel,
                 epoch,
@@ -77,23 +35,7 @@ impl Core {
                 channel,
                 data,
                 reply,
-            } => {
-                let fanned = self.owner.publish(&channel, &data, self.now);
-                let result = Published {
-                    offset: fanned.offset,
-                    epoch: fanned.epoch.clone(),
-                };
-                self.fan_out(&channel, fanned);
-                match reply {
-                    ReplyTo::Nobody => {}
-                    ReplyTo::External(tx) => {
-                        let _ = tx.try_send(result);
-                    }
-                    ReplyTo::Ws { conn, .. } | ReplyTo::Http { conn, .. } => {
-                        self.send_to(conn.shard, ShardMsg::Published { reply, result })
-                    }
-                }
-            }
+            } => self.owner_publish(channel, data, reply),
             ShardMsg::Deliver {
                 channel,
                 offset,
@@ -105,15 +47,7 @@ impl Core {
                     self.delivered_at.push(published_at);
                 }
             }
-            ShardMsg::Published { reply, result } => match reply {
-                ReplyTo::Ws { conn, id } => {
-                    if self.conns.get_gen(conn.key, conn.gen).is_some() {
-                        self.send_json(conn.key, &reply::ok_publish(id, result.offset));
-                    }
-                }
-                ReplyTo::Http { conn, req, index } => self.http_result(conn, req, index, result),
-                ReplyTo::Nobody | ReplyTo::External(_) => {}
-            },
+            ShardMsg::Published { reply, result } => self.on_published(reply, result),
             ShardMsg::Recover {
                 channel,
                 since,
@@ -155,16 +89,7 @@ impl Core {
                 channel,
                 member,
                 join,
-            } => {
-                if let Some((frame, mut bits)) = self.owner.presence(&channel, member, join) {
-                    while bits != 0 {
-                        let to = bits.trailing_zeros() as usize;
-                        bits &= bits - 1;
-                        let (channel, frame) = (channel.clone(), frame.clone());
-                        self.send_to(to, ShardMsg::Event { channel, frame });
-                    }
-                }
-            }
+            } => self.owner_presence_change(channel, member, join),
             ShardMsg::Event { channel, frame } => {
                 if let Some(ch) = self.registry.lookup(&channel) {
                     self.fan_local(ch, frame.into_bytes());
@@ -172,6 +97,111 @@ impl Core {
             }
             ShardMsg::Shutdown => self.stop(),
             ShardMsg::Drain { window } => self.begin_drain(window),
+        }
+    }
+
+    /// Cluster mode: the messages whose order Redis decides go to the bus
+    /// (None); the rest come back to be handled as on a single node.
+    fn route_to_bus(&mut self, msg: ShardMsg) -> Option<ShardMsg> {
+        match msg {
+            ShardMsg::Interest { channel, from, on } => self.cluster_interest(channel, from, on),
+            ShardMsg::Publish {
+                channel,
+                data,
+                reply,
+            } => self.cluster_publish(channel, data, reply),
+            ShardMsg::Recover {
+                channel,
+                since,
+                conn,
+            } => self.cluster_read(channel, ReadFor::Recover { since, conn }),
+            ShardMsg::History {
+                channel,
+                since,
+                limit,
+                conn,
+                id,
+            } => self.cluster_read(
+                channel,
+                ReadFor::History {
+                    since,
+                    limit,
+                    conn,
+                    id,
+                },
+            ),
+            ShardMsg::ReplayPage {
+                channel,
+                since,
+                upto,
+                conn,
+            } => self.cluster_read(channel, ReadFor::Replay { since, upto, conn }),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// A shard's interest in a channel changed; a new one learns where to join.
+    fn owner_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
+        let (epoch, offset) = self.owner.interest(&channel, from, on);
+        if on {
+            self.send_to(
+                from,
+                ShardMsg::InterestAck {
+                    channel,
+                    epoch,
+                    offset,
+                },
+            );
+        }
+    }
+
+    /// The owner orders a publication, fans it out, and answers the publisher.
+    fn owner_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
+        let fanned = self.owner.publish(&channel, &data, self.now);
+        let result = Published {
+            offset: fanned.offset,
+            epoch: fanned.epoch.clone(),
+        };
+        self.fan_out(&channel, fanned);
+        match reply {
+            ReplyTo::Nobody => {}
+            ReplyTo::External(tx) => {
+                let _ = tx.try_send(result);
+            }
+            ReplyTo::Ws { conn, .. } | ReplyTo::Http { conn, .. } => {
+                self.send_to(conn.shard, ShardMsg::Published { reply, result })
+            }
+        }
+    }
+
+    /// The owner's answer to a publish from one of this shard's connections.
+    fn on_published(&mut self, reply: ReplyTo, result: Published) {
+        match reply {
+            ReplyTo::Ws { conn, id } => {
+                if self.conns.get_gen(conn.key, conn.gen).is_some() {
+                    self.send_json(conn.key, &reply::ok_publish(id, result.offset));
+                }
+            }
+            ReplyTo::Http { conn, req, index } => self.http_result(conn, req, index, result),
+            ReplyTo::Nobody | ReplyTo::External(_) => {}
+        }
+    }
+
+    /// A member joined or left: the owner tells every shard that listens.
+    fn owner_presence_change(
+        &mut self,
+        channel: Arc<str>,
+        member: crate::fanout::Member,
+        join: bool,
+    ) {
+        if let Some((frame, mut bits)) = self.owner.presence(&channel, member, join) {
+            while bits != 0 {
+                let to = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let (channel, frame) = (channel.clone(), frame.clone());
+                self.send_to(to, ShardMsg::Event { channel, frame });
+            }
         }
     }
 
