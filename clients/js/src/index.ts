@@ -1,0 +1,5 @@
+export { Client, ShardcastError, DisconnectedError, type ClientOptions } from './client.js';
+export { Subscription, type SubscribeOptions, type SubscriptionState } from './subscription.js';
+export { backoffDelay, type BackoffOptions } from './backoff.js';
+export type { WebSocketCtor, WebSocketLike } from './transport.js';
+export type * from './types.js';
