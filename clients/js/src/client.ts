@@ -350,19 +350,25 @@ export class Client extends Emitter<ClientEvents> {
   // ---- commands and messages ----
 
   private request(cmd: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => this.command(cmd, resolve, reject));
+  }
+
+  /**
+   * Send a command; `ok` runs synchronously with the reply, before any message
+   * behind it (a subscribe's replay follows its reply in the same read).
+   */
+  private command(cmd: Record<string, unknown>, ok: (v: Record<string, unknown>) => void, fail: (e: Error) => void): void {
     const t = this.t;
-    if (!t || t.name !== 'websocket') return Promise.reject(new DisconnectedError('not connected over a WebSocket'));
+    if (!t || t.name !== 'websocket') return fail(new DisconnectedError('not connected over a WebSocket'));
     const id = this.nextId++;
     const timeout = this.opts.commandTimeoutMs ?? 10000;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new DisconnectedError('no reply within ' + timeout + ' ms'));
-        if (this.t === t) t.close(1006, 'stalled: no reply within ' + timeout + ' ms');
-      }, timeout);
-      this.pending.set(id, { resolve, reject, timer });
-      t.send({ id, ...cmd });
-    });
+    const timer = setTimeout(() => {
+      this.pending.delete(id);
+      fail(new DisconnectedError('no reply within ' + timeout + ' ms'));
+      if (this.t === t) t.close(1006, 'stalled: no reply within ' + timeout + ' ms');
+    }, timeout);
+    this.pending.set(id, { resolve: ok, reject: fail, timer });
+    t.send({ id, ...cmd });
   }
 
   private onMessage(m: Record<string, unknown>): void {
@@ -392,7 +398,8 @@ export class Client extends Emitter<ClientEvents> {
     sub.state = 'subscribing';
     const since = sub.since();
     if (t.subscribe) return t.subscribe(sub.channel, since);
-    this.request({ op: 'subscribe', channel: sub.channel, since }).then(
+    this.command(
+      { op: 'subscribe', channel: sub.channel, since },
       (ok) => {
         if (this.t === t && this.subs.get(sub.channel) === sub) sub._subscribed(ok as { epoch: string; offset: number });
       },
