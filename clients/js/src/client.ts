@@ -33,7 +33,7 @@ export interface ClientOptions {
   pingIntervalMs?: number;
   /** An SSE stream silent this long is dropped (default 60,000 ms; the server's heartbeat comes every 25 s). */
   sseStallMs?: number;
-  /** Refresh the token this long before its `exp` (default 30,000 ms, at most a third of its lifetime). */
+  /** Refresh the token this long before its `exp` (default 30,000 ms, at most a third of its lifetime); 0: never (the server then closes with 4503 at `exp`, and the client reconnects with a new token). */
   refreshBeforeMs?: number;
   /** URL of the SSE endpoint (default: the WebSocket URL with `/ws` replaced by `/sse`). */
   sseUrl?: string;
@@ -327,9 +327,10 @@ export class Client extends Emitter<ClientEvents> {
   private scheduleRefresh(): void {
     clearTimeout(this.refreshTimer);
     const exp = jwtExpMs(this.token);
-    if (!this.opts.getToken || exp === undefined || this.transport !== 'websocket') return;
+    const ahead = this.opts.refreshBeforeMs ?? 30000;
+    if (!this.opts.getToken || exp === undefined || this.transport !== 'websocket' || ahead <= 0) return;
     const left = exp - Date.now();
-    const before = Math.min(this.opts.refreshBeforeMs ?? 30000, left / 3);
+    const before = Math.min(ahead, left / 3);
     this.refreshTimer = setTimeout(() => void this.refresh(), Math.max(0, left - before));
   }
 
