@@ -104,6 +104,11 @@ export class Client extends Emitter<ClientEvents> {
   private nextId = 1;
   private attempt = 0;
   private authRetried = false;
+  /** The last WebSocket attempt failed before opening, and no WebSocket ever opened: see whether the server is up. */
+  private checkFallback = false;
+  private probing = false;
+  /** WebSocket failures in a row while the server answered HTTP. */
+  private blocked = 0;
   private token: string | undefined;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private pingTimer: ReturnType<typeof setInterval> | undefined;
@@ -121,7 +126,7 @@ export class Client extends Emitter<ClientEvents> {
 
   /** Start connecting (and reconnecting until `close()` or a terminal close code). */
   connect(): void {
-    if (this.state !== 'disconnected' || this.reconnectTimer) return;
+    if (this.state !== 'disconnected' || this.reconnectTimer || this.probing) return;
     void this.open();
   }
 
@@ -184,6 +189,18 @@ export class Client extends Emitter<ClientEvents> {
 
   private async open(): Promise<void> {
     this.reconnectTimer = undefined;
+    if (this.checkFallback) {
+      // The server answers plain HTTP but no WebSocket opened, twice in a row (once
+      // could be a server that came up between the two): something between (a
+      // proxy that strips the upgrade) blocks it; take the next transport.
+      this.checkFallback = false;
+      this.probing = true;
+      const up = await probe(this.fetchFn(), this.sseUrl(), this.opts.connectTimeoutMs ?? 10000);
+      this.probing = false;
+      if (this.state !== 'disconnected') return;
+      this.blocked = up ? this.blocked + 1 : 0;
+      if (this.blocked >= 2) (this.tIndex++, (this.blocked = 0));
+    }
     const name = this.transports[this.tIndex % this.transports.length];
     this.setState('connecting');
     this.emit('connecting', { transport: name, attempt: this.attempt });
@@ -292,7 +309,12 @@ export class Client extends Emitter<ClientEvents> {
       delayMs = m ? Number(m[1]) : backoffDelay(this.backoffOpts, 0, this.random());
       this.attempt = 0;
     } else {
-      if (!opened && !this.everOpened.has(this.transports[this.tIndex % this.transports.length])) this.tIndex++;
+      const name = this.transports[this.tIndex % this.transports.length];
+      const more = this.transports.length > 1;
+      if (!opened && more && !this.everOpened.has(name)) {
+        if (name === 'websocket') this.checkFallback = true;
+        else this.tIndex++; // a fallback that never worked either: back to the first
+      }
       delayMs = backoffDelay(this.backoffOpts, this.attempt++, this.random());
     }
     this.setState('disconnected');
@@ -360,7 +382,8 @@ export class Client extends Emitter<ClientEvents> {
    */
   private command(cmd: Record<string, unknown>, ok: (v: Record<string, unknown>) => void, fail: (e: Error) => void): void {
     const t = this.t;
-    if (!t || t.name !== 'websocket') return fail(new DisconnectedError('not connected over a WebSocket'));
+    if (!t) return fail(new DisconnectedError('not connected'));
+    if (t.name !== 'websocket') return fail(new Error(String(cmd.op) + ' needs the WebSocket transport'));
     const id = this.nextId++;
     const timeout = this.opts.commandTimeoutMs ?? 10000;
     const timer = setTimeout(() => {
@@ -432,7 +455,7 @@ export class Client extends Emitter<ClientEvents> {
 
   private async httpPublish(channel: string, data: unknown): Promise<{ offset: number; epoch?: string }> {
     const hp = this.opts.httpPublish;
-    if (!hp) throw new ShardcastError(103, 'publish over HTTP is not enabled (httpPublish) while on SSE');
+    if (!hp) throw new Error('publish needs the WebSocket transport, or the httpPublish option on SSE');
     const cfg = typeof hp === 'object' ? hp : {};
     const url = cfg.url || new URL('/api/publish', this.sseUrl()).toString();
     const res = await this.fetchFn()(url, {

@@ -161,3 +161,17 @@ test('server down at start: backoff grows, then connects', { timeout: 15000 }, a
   delays.forEach((d, i) => assert.ok(d < Math.min(160, 20 * 2 ** i), `attempt ${i}: ${d}`));
   await s.kill();
 });
+
+test('server down at start, default transports: it stays on the WebSocket once the server is up', { timeout: 15000 }, async () => {
+  const { freePort } = await import('./harness.mjs');
+  const port = await freePort();
+  const c = client(`ws://127.0.0.1:${port}/ws`, { backoff: { minMs: 20, maxMs: 100 } });
+  const seen = recordStates(c);
+  c.connect();
+  await until(() => seen.filter((e) => e.name === 'disconnected').length >= 4, 10000, 'four failed attempts');
+  const s = await startServer({ port });
+  await c.ready();
+  assert.equal(c.transport, 'websocket');
+  assert.ok(seen.filter((e) => e.name === 'connecting').every((e) => e.ev.transport === 'websocket'));
+  await s.kill();
+});
