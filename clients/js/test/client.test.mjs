@@ -254,3 +254,22 @@ test('EOF after a stall (the 4008 frame could not be sent): reconnect and recove
   assert.equal(dis[0].ev.code, 1006, 'EOF without a close frame');
   await s.kill();
 });
+
+test('CJS build, and the ws peer loaded on demand when Node has no global WebSocket', { timeout: 15000 }, async () => {
+  const { createRequire } = await import('node:module');
+  const cjs = createRequire(import.meta.url)('../dist/index.cjs');
+  if (process.versions.node.split('.')[0] === '20') assert.equal(typeof globalThis.WebSocket, 'undefined');
+  const s = await startServer();
+  for (const C of [cjs.Client, Client]) {
+    const c = new C(s.url); // no WebSocket option
+    clients.push(c);
+    const got = [];
+    c.subscribe('peer', { onPublication: (p) => got.push(p.data) });
+    c.connect();
+    await c.ready();
+    await c.publish('peer', C === Client ? 'esm' : 'cjs');
+    await until(() => got.length === 1, 5000, 'delivered');
+    c.close();
+  }
+  await s.kill();
+});
