@@ -254,7 +254,7 @@ export class Client extends Emitter<ClientEvents> {
           else t.close(1006, 'server unreachable');
         });
       }
-      for (const sub of this.subs.values()) this.sendSubscribe(sub);
+      this.resubscribe();
     }
   }
 
@@ -265,12 +265,17 @@ export class Client extends Emitter<ClientEvents> {
       () => {
         if (this.t !== t) return;
         this.connected();
-        for (const sub of this.subs.values()) this.sendSubscribe(sub);
+        this.resubscribe();
         const every = this.opts.pingIntervalMs ?? 20000;
         if (every > 0) this.pingTimer = setInterval(() => this.request({ op: 'ping' }).catch(() => {}), every);
       },
       () => {},
     );
+  }
+
+  /** Send every subscription waiting for a connection (a refused one stays refused). */
+  private resubscribe(): void {
+    for (const sub of this.subs.values()) if (sub.state === 'pending') this.sendSubscribe(sub);
   }
 
   private sseOpened(): void {

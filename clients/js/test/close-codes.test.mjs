@@ -175,3 +175,27 @@ test('server down at start, default transports: it stays on the WebSocket once t
   assert.ok(seen.filter((e) => e.name === 'connecting').every((e) => e.ev.transport === 'websocket'));
   await s.kill();
 });
+
+test('a refused subscription (103) stays refused across reconnects; the others recover', { timeout: 15000 }, async () => {
+  const s = await startServer({ auth: true });
+  const { startProxy } = await import('./proxy.mjs');
+  const proxy = await startProxy(s.port);
+  const c = client(`ws://127.0.0.1:${proxy.port}/ws`, { token: jwt({ sub: 'p1', subscribe: ['open*'] }) });
+  const errors = [];
+  const got = [];
+  c.subscribe('secret').on('error', (e) => errors.push(e.code));
+  const ok = c.subscribe('open1', { onPublication: (p) => got.push(p.data) });
+  const subscribed = [];
+  ok.on('subscribed', (e) => subscribed.push(e));
+  c.connect();
+  await until(() => errors.length === 1 && subscribed.length === 1, 5000, 'one refused, one subscribed');
+  assert.equal(errors[0], 103);
+  assert.equal(c.getSubscription('secret').state, 'failed');
+  proxy.cutAll();
+  await s.publish('open1', 'after the cut');
+  await until(() => got.length === 1, 5000, 'recovered');
+  assert.equal(subscribed[1].recovered, true);
+  assert.deepEqual(errors, [103], 'not asked again');
+  await proxy.close();
+  await s.kill();
+});
