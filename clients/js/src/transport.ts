@@ -32,6 +32,8 @@ export interface WebSocketLike {
 }
 export type WebSocketCtor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
+const ignore = (): void => {};
+
 export function openWebSocket(
   Ctor: WebSocketCtor,
   url: string,
@@ -46,7 +48,10 @@ export function openWebSocket(
     if (done) return;
     done = true;
     clearTimeout(timer);
-    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    // Keep an error handler: closing a socket still connecting makes the `ws`
+    // package emit an error afterwards, which would be uncaught without one.
+    ws.onerror = ignore;
     h.onClose(code, reason);
   };
   const timer = setTimeout(() => {
@@ -73,9 +78,7 @@ export function openWebSocket(
     if (msg && typeof msg === 'object') h.onMessage(msg as Record<string, unknown>);
   };
   ws.onclose = (ev) => finish(ev.code || 1006, ev.reason || '');
-  ws.onerror = () => {
-    /* onclose follows */
-  };
+  ws.onerror = ignore; // onclose follows
   return {
     name: 'websocket',
     send(cmd) {

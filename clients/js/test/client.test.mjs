@@ -273,3 +273,18 @@ test('CJS build, and the ws peer loaded on demand when Node has no global WebSoc
   }
   await s.kill();
 });
+
+test('connect timeout on a socket still connecting: no uncaught error, the next attempt connects', { timeout: 15000 }, async () => {
+  const s = await startServer();
+  // The first connection's handshake answer never arrives (stalled from byte 0).
+  const proxy = await startProxy(s.port, { plan: (i) => (i === 0 ? { stallAtStart: true } : {}) });
+  const c = client(`ws://127.0.0.1:${proxy.port}/ws`, { connectTimeoutMs: 300, transports: ['websocket'] });
+  const seen = recordStates(c);
+  c.connect();
+  await c.ready();
+  await sleep(100); // an error emitted after the close would surface here as an uncaught exception
+  const dis = seen.find((e) => e.name === 'disconnected');
+  assert.equal(dis.ev.reason, 'connect timeout');
+  await proxy.close();
+  await s.kill();
+});

@@ -23,6 +23,7 @@ function faultPlan(r, state) {
   return () => {
     if (state.calm) return {};
     const x = r();
+    if (x < 0.05) return { stallAtStart: true }; // not even the handshake: the connect timeout finds it
     if (x < 0.25) return { cutAfterBytes: Math.floor(r() * 3000) };
     if (x < 0.45) return { cutAfterMs: Math.floor(r() * 800) };
     if (x < 0.65) return { stallAfterBytes: Math.floor(r() * 3000), stallMs: Math.floor(r() * 600) };

@@ -17,7 +17,8 @@ export function rng(seed) {
 /**
  * Options:
  * - blockUpgrade: answer a request carrying `Upgrade: websocket` with 403 (a proxy that blocks WebSockets);
- * - plan(connIndex) -> { cutAfterBytes?, cutAfterMs?, stallAfterBytes?, stallMs? } faults for one connection.
+ * - plan(connIndex) -> { cutAfterBytes?, cutAfterMs?, stallAfterBytes?, stallMs?, stallAtStart? } faults for
+ *   one connection (a stall without stallMs lasts until the connection ends).
  */
 export async function startProxy(targetPort, { blockUpgrade = false, plan } = {}) {
   const conns = new Set();
@@ -31,7 +32,7 @@ export async function startProxy(targetPort, { blockUpgrade = false, plan } = {}
     conns.add(c);
     let first = true;
     let toClient = 0;
-    let held = null; // chunks held while stalled: [socket, chunk][]
+    let held = fault.stallAtStart ? [] : null; // chunks held while stalled: [socket, chunk][]
     let timer;
     function cut() {
       if (!conns.delete(c)) return;
