@@ -33,6 +33,7 @@ export async function startProxy(targetPort, { blockUpgrade = false, plan } = {}
     let first = true;
     let toClient = 0;
     let held = fault.stallAtStart ? [] : null; // chunks held while stalled: [socket, chunk][]
+    if (held) stats.stalls++;
     let timer;
     function cut() {
       if (!conns.delete(c)) return;
