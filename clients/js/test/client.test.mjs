@@ -1,34 +1,11 @@
 // The client against a real shardcast: every state transition and close code,
 // and recovery after a killed connection, a drain, a restart and a slow consumer.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WebSocket } from 'ws';
 import { Client, backoffDelay } from '../dist/index.js';
-import { startServer, jwt, sleep, until, recordingWebSocket, recordStates } from './harness.mjs';
+import { startServer, sleep, until, recordingWebSocket, recordStates } from './harness.mjs';
+import { client, track, watch, names } from './clients.mjs';
 import { startProxy } from './proxy.mjs';
-
-const fast = { minMs: 50, maxMs: 400 };
-const clients = [];
-function client(url, opts = {}) {
-  const c = new Client(url, { WebSocket, backoff: fast, ...opts });
-  clients.push(c);
-  return c;
-}
-after(() => clients.forEach((c) => c.close()));
-
-/** Subscribe and collect what the application sees: publications and losses, in order. */
-function watch(c, channel, opts = {}) {
-  const got = [];
-  const lost = [];
-  const subscribed = [];
-  const sub = c.subscribe(channel, {
-    ...opts,
-    onPublication: (p) => got.push(p),
-    onLost: (e) => lost.push(e),
-  });
-  sub.on('subscribed', (e) => subscribed.push(e));
-  return { sub, got, lost, subscribed };
-}
 
 function assertInOrder(got, from, to) {
   assert.deepEqual(
@@ -37,7 +14,29 @@ function assertInOrder(got, from, to) {
   );
 }
 
-const names = (seen) => seen.map((s) => s.name);
+/**
+ * Stop reading (the socket paused) while 300 publications of `padBytes` are
+ * made, wait `pauseMs`, read again; returns what the client saw.
+ */
+async function stallWhilePublishing(s, channel, padBytes, pauseMs) {
+  const rec = recordingWebSocket();
+  const c = client(s.url, { WebSocket: rec.WebSocket, commandTimeoutMs: 20000 });
+  const seen = recordStates(c);
+  c.connect();
+  const w = watch(c, channel);
+  await until(() => w.subscribed.length === 1, 5000, 'subscribed');
+  rec.last()._socket.pause();
+  const pad = 'x'.repeat(padBytes);
+  let first;
+  for (let i = 0; i < 300; i++) {
+    const r = await s.publish(channel, { i, pad });
+    first ??= r.offset;
+  }
+  await sleep(pauseMs);
+  rec.last()._socket.resume();
+  await until(() => w.got.length === 300, 20000, 'all 300');
+  return { w, first, disconnects: seen.filter((e) => e.name === 'disconnected') };
+}
 
 test('backoff: full jitter within configured bounds', () => {
   const o = { minMs: 100, maxMs: 1000, factor: 2 };
@@ -203,26 +202,10 @@ test('drain in cluster mode: the next process recovers every publication (same e
 
 test('slow consumer: 4008, then reconnect and recover everything', { timeout: 30000 }, async () => {
   const s = await startServer({ limits: { queue_bytes_max: 65536 } });
-  const rec = recordingWebSocket();
-  const c = client(s.url, { WebSocket: rec.WebSocket, commandTimeoutMs: 20000 });
-  const seen = recordStates(c);
-  c.connect();
-  const w = watch(c, 'slow');
-  await until(() => w.subscribed.length === 1, 5000, 'subscribed');
-  rec.last()._socket.pause();
-  const pad = 'x'.repeat(2000);
-  let first;
-  for (let i = 0; i < 300; i++) {
-    const r = await s.publish('slow', { i, pad });
-    first ??= r.offset;
-  }
-  await sleep(300);
-  rec.last()._socket.resume();
-  await until(() => w.got.length === 300, 20000, 'all 300');
+  const { w, first, disconnects: dis } = await stallWhilePublishing(s, 'slow', 2000, 300);
   assertInOrder(w.got, first, first + 299);
   assert.deepEqual(w.got.map((p) => p.data.i), Array.from({ length: 300 }, (_, i) => i));
   assert.deepEqual(w.lost, []);
-  const dis = seen.filter((e) => e.name === 'disconnected');
   assert.equal(dis.length, 1);
   assert.equal(dis[0].ev.code, 4008);
   await s.kill();
@@ -230,26 +213,10 @@ test('slow consumer: 4008, then reconnect and recover everything', { timeout: 30
 
 test('EOF after a stall (the 4008 frame could not be sent): reconnect and recover', { timeout: 30000 }, async () => {
   const s = await startServer({ limits: { queue_bytes_max: 65536, close_linger_ms: 200 } });
-  const rec = recordingWebSocket();
-  const c = client(s.url, { WebSocket: rec.WebSocket, commandTimeoutMs: 20000 });
-  const seen = recordStates(c);
-  c.connect();
-  const w = watch(c, 'eof');
-  await until(() => w.subscribed.length === 1, 5000, 'subscribed');
-  rec.last()._socket.pause();
-  const pad = 'y'.repeat(4000);
-  let first;
-  for (let i = 0; i < 300; i++) {
-    const r = await s.publish('eof', { i, pad });
-    first ??= r.offset;
-  }
   // The close frame waits behind a full socket; after close_linger_ms the server drops the socket.
-  await sleep(1500);
-  rec.last()._socket.resume();
-  await until(() => w.got.length === 300, 20000, 'all 300');
+  const { w, first, disconnects: dis } = await stallWhilePublishing(s, 'eof', 4000, 1500);
   assertInOrder(w.got, first, first + 299);
   assert.deepEqual(w.lost, []);
-  const dis = seen.filter((e) => e.name === 'disconnected');
   assert.equal(dis.length, 1);
   assert.equal(dis[0].ev.code, 1006, 'EOF without a close frame');
   await s.kill();
@@ -261,8 +228,7 @@ test('CJS build, and the ws peer loaded on demand when Node has no global WebSoc
   if (process.versions.node.split('.')[0] === '20') assert.equal(typeof globalThis.WebSocket, 'undefined');
   const s = await startServer();
   for (const C of [cjs.Client, Client]) {
-    const c = new C(s.url); // no WebSocket option
-    clients.push(c);
+    const c = track(new C(s.url)); // no WebSocket option
     const got = [];
     c.subscribe('peer', { onPublication: (p) => got.push(p.data) });
     c.connect();

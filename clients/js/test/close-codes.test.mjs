@@ -2,18 +2,8 @@
 // fresh token from getToken, then stop; 4504 stops; `refresh` before `exp`.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { WebSocket } from 'ws';
-import { Client } from '../dist/index.js';
 import { startServer, jwt, sleep, until, recordStates } from './harness.mjs';
-
-const clients = [];
-function client(url, opts = {}) {
-  const c = new Client(url, { WebSocket, backoff: { minMs: 50, maxMs: 400 }, ...opts });
-  clients.push(c);
-  return c;
-}
-after(() => clients.forEach((c) => c.close()));
-const names = (seen) => seen.map((s) => s.name);
+import { client, names } from './clients.mjs';
 
 let auth;
 test('start an engine with JWT auth', async () => {

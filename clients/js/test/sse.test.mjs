@@ -1,29 +1,10 @@
 // SSE fallback: a proxy that refuses WebSocket upgrades; the same subscriptions
 // and recovery through /sse and Last-Event-ID; publishes over HTTP.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WebSocket } from 'ws';
-import { Client } from '../dist/index.js';
-import { startServer, jwt, sleep, until, recordStates } from './harness.mjs';
+import { startServer, jwt, until, recordStates } from './harness.mjs';
+import { client, watch, names } from './clients.mjs';
 import { startProxy } from './proxy.mjs';
-
-const clients = [];
-function client(url, opts = {}) {
-  const c = new Client(url, { WebSocket, backoff: { minMs: 50, maxMs: 400 }, ...opts });
-  clients.push(c);
-  return c;
-}
-after(() => clients.forEach((c) => c.close()));
-const names = (seen) => seen.map((s) => s.name);
-
-function watch(c, channel) {
-  const got = [];
-  const lost = [];
-  const subscribed = [];
-  const sub = c.subscribe(channel, { onPublication: (p) => got.push(p), onLost: (e) => lost.push(e) });
-  sub.on('subscribed', (e) => subscribed.push(e));
-  return { sub, got, lost, subscribed };
-}
 const offsets = (got) => got.map((p) => p.offset);
 const range = (a, n) => Array.from({ length: n }, (_, i) => a + i);
 
