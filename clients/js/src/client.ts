@@ -222,7 +222,7 @@ export class Client extends Emitter<ClientEvents> {
         opened = true;
         this.everOpened.add(name);
         if (name === 'websocket') this.handshake();
-        else this.sseOpened();
+        else this.connected(); // an SSE stream started (or, with no channel, /health answered)
       },
       onMessage: (m: Record<string, unknown>) => this.onMessage(m),
       onClose: (code: number, reason: string) => {
@@ -276,10 +276,6 @@ export class Client extends Emitter<ClientEvents> {
   /** Send every subscription waiting for a connection (a refused one stays refused). */
   private resubscribe(): void {
     for (const sub of this.subs.values()) if (sub.state === 'pending') this.sendSubscribe(sub);
-  }
-
-  private sseOpened(): void {
-    this.connected();
   }
 
   private connected(): void {
