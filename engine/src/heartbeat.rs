@@ -15,6 +15,7 @@ use crate::auth::unix_now;
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
 use crate::shard::Core;
+use crate::stats::ShardStats;
 
 /// An empty unmasked ping frame, shared by every connection.
 static PING_FRAME: [u8; 2] = [0x89, 0x00];
@@ -131,7 +132,12 @@ impl Core {
                     // proxies from timing it out, and a dead peer shows up as a failed write.
                     self.send_control(key, Bytes::from_static(sse::HEARTBEAT));
                 }
-                Beat::Close(code, why) => self.close_ws(key, code, why),
+                Beat::Close(code, why) => {
+                    if code == close_code::IDLE_TIMEOUT {
+                        ShardStats::inc(&self.stats.heartbeat_closes);
+                    }
+                    self.close_ws(key, code, why)
+                }
             }
         }
     }

@@ -51,6 +51,11 @@ const COUNTERS: &[(&str, &str, Pick)] = &[
         |s| &s.slow_consumer_closes,
     ),
     (
+        "shardcast_heartbeat_closes",
+        "Connections closed with 4009 (heartbeat or idle timeout).",
+        |s| &s.heartbeat_closes,
+    ),
+    (
         "shardcast_protocol_closes",
         "Connections closed for a protocol violation.",
         |s| &s.protocol_closes,

@@ -47,6 +47,7 @@ counters! {
     bytes_out: "Bytes written to sockets.",
     publications: "Publications assigned an offset by this shard as owner.",
     slow_consumer_closes: "Connections closed with 4008.",
+    heartbeat_closes: "Connections closed with 4009: no pong (nor any byte) in time, or no message within idle_timeout_ms.",
     protocol_closes: "Connections closed for a protocol violation (1002/1007/1009).",
     queued_bytes: "Bytes waiting in outbound queues (gauge).",
     replays_active: "Recoveries being replayed to their subscribers, or asked of an owner (gauge).",

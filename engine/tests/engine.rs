@@ -366,6 +366,11 @@ fn heartbeat_closes_silent_clients_only(d: DriverKind) {
     subscribe(&mut live, 1, "alive");
     let (code, after) = silent.join().unwrap();
     assert_eq!(code, Some(4009));
+    assert_eq!(
+        h.stats().heartbeat_closes,
+        1,
+        "counted, the live client not"
+    );
     assert!(
         after >= Duration::from_millis(250),
         "not before ping + pong timeout: {after:?}"
