@@ -123,6 +123,13 @@ impl Harness {
         }
     }
 
+    /// Close every socket, each under the key of its position (as the tests start them).
+    fn close_all(&mut self, socks: Vec<Sock>) {
+        for (key, sock) in socks.into_iter().enumerate() {
+            self.close(sock, key as ConnKey);
+        }
+    }
+
     /// Close and return every completion up to and including `Closed`.
     fn close(&mut self, sock: Sock, conn: ConnKey) -> Vec<Completion> {
         self.d.close(sock, conn);
@@ -158,9 +165,7 @@ fn accepts_several_connections() {
         "each connection gets its own slot: {socks:?}"
     );
     // Closing without ever receiving must work too.
-    for (key, sock) in socks.into_iter().enumerate() {
-        h.close(sock, key as ConnKey);
-    }
+    h.close_all(socks);
     assert_eq!(h.d.open_sockets(), 0);
     // The peers see the close.
     for mut c in clients {
@@ -427,9 +432,7 @@ fn buffer_exhaustion_recovers_without_losing_bytes() {
             "client {i}: bytes lost or reordered"
         );
     }
-    for (key, sock) in socks.into_iter().enumerate() {
-        h.close(sock, key as ConnKey);
-    }
+    h.close_all(socks);
 }
 
 #[test]
@@ -562,9 +565,7 @@ fn full_sq_and_overflowing_cq_lose_nothing() {
         c.read_exact(&mut back).unwrap();
         assert!(back == msg[..]);
     }
-    for (key, sock) in socks.into_iter().enumerate() {
-        h.close(sock, key as ConnKey);
-    }
+    h.close_all(socks);
     assert_eq!(h.d.open_sockets(), 0);
 }
 
@@ -834,9 +835,7 @@ fn reads_share_a_buffer_when_incremental() {
             "client {i}: bytes lost or reordered"
         );
     }
-    for (key, sock) in socks.into_iter().enumerate() {
-        h.close(sock, key as ConnKey);
-    }
+    h.close_all(socks);
 }
 
 /// A key is never used after its `Closed` (a shard bug if it were): a send on
