@@ -409,8 +409,9 @@ impl Core {
     }
 
     fn refuse_unauthorized(&mut self, key: ConnKey, keep_alive: bool) {
-        let body = br#"{"error":{"code":101,"message":"unauthorized","temporary":false}}"#;
-        self.respond(key, 401, "application/json", body, keep_alive);
+        let body =
+            shardcast_proto::reply::error(None, command::error_code::UNAUTHORIZED, "unauthorized");
+        self.respond(key, 401, "application/json", &body, keep_alive);
     }
 
     /// A client waiting for `100 Continue` whose request the API refuses
