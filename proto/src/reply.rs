@@ -245,6 +245,18 @@ pub fn api_channels<'a>(channels: impl IntoIterator<Item = (&'a str, u64)>) -> V
     out
 }
 
+/// `{"code":4008,"reason":"slow consumer"}`: a close told as JSON, the data of
+/// an event stream's `close` event (a WebSocket gets a close frame instead).
+pub fn close_json(code: u16, reason: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + reason.len());
+    out.extend_from_slice(b"{\"code\":");
+    write_u64(&mut out, u64::from(code));
+    out.extend_from_slice(b",\"reason\":");
+    write_json_str(&mut out, reason);
+    out.push(b'}');
+    out
+}
+
 /// `{` plus `"id":N,` when there is an id; `extra` is the caller's size estimate for the rest.
 fn open_reply(id: Option<u64>, extra: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(28 + extra);
@@ -373,6 +385,18 @@ mod tests {
         assert_eq!(
             s(presence_event("c", true, "u", "0.1.2")),
             r#"{"channel":"c","join":{"user":"u","conn":"0.1.2"}}"#
+        );
+    }
+
+    #[test]
+    fn a_close_told_as_json() {
+        assert_eq!(
+            s(close_json(4008, "slow consumer")),
+            r#"{"code":4008,"reason":"slow consumer"}"#
+        );
+        assert_eq!(
+            s(close_json(1001, "a\"b")),
+            r#"{"code":1001,"reason":"a\"b"}"#
         );
     }
 
