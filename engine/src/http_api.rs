@@ -14,7 +14,8 @@ use shardcast_proto::http::{self, HttpError, Request};
 
 use crate::conn::Phase;
 use crate::driver::ConnKey;
-use crate::mesh::{owner_of, ConnRef, Published, ReplyTo, ShardMsg};
+use crate::mesh::{owner_of, Published, ReplyTo, ShardMsg};
+use crate::payload::ConnRef;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
