@@ -189,10 +189,6 @@ impl Conn {
         while self.out.len() > keep {
             self.out.pop_back();
         }
-        debug_assert!(
-            self.out.bytes_check(),
-            "queued bytes drifted from the queue"
-        );
     }
 
     /// The buffers for the next vectored write.
@@ -224,10 +220,6 @@ impl Conn {
             }
         }
         self.out.trim_after_burst();
-        debug_assert!(
-            self.out.bytes_check(),
-            "queued bytes drifted from the queue"
-        );
     }
 
     pub fn http_mut(&mut self) -> Option<&mut HttpState> {

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use shardcast_proto::{reply, PreparedFrame};
 
-use crate::cluster::{BusEvent, BusReq, ReadFor};
-use crate::fanout::{Fanned, Watch, Window};
+use crate::cluster::BusReq;
+use crate::fanout::{Fanned, Watch};
 use crate::mesh::{Published, ReplyTo, ShardMsg};
+use crate::payload::{BusEvent, Member, ReadFor, Window};
 use crate::registry::Position;
 use crate::shard::Core;
 use crate::stats::ShardStats;
@@ -189,12 +190,7 @@ impl Core {
     }
 
     /// A member joined or left: the owner tells every shard that listens.
-    fn owner_presence_change(
-        &mut self,
-        channel: Arc<str>,
-        member: crate::fanout::Member,
-        join: bool,
-    ) {
+    fn owner_presence_change(&mut self, channel: Arc<str>, member: Member, join: bool) {
         if let Some((frame, mut bits)) = self.owner.presence(&channel, member, join) {
             while bits != 0 {
                 let to = bits.trailing_zeros() as usize;

@@ -10,7 +10,7 @@ use shardcast_proto::command::Since;
 use shardcast_proto::{reply, PreparedFrame};
 
 use crate::auth::Namespace;
-use crate::mesh::ShardId;
+use crate::payload::{Member, Page, Recovery, ShardId, Snapshot, Window};
 
 /// A publication kept for recovery and the `history` command.
 #[derive(Debug, Clone)]
@@ -20,13 +20,6 @@ pub struct Kept {
     /// The push exactly as first sent, replayed as is (no re-encoding).
     pub frame: PreparedFrame,
     at: Instant,
-}
-
-/// A presence member of a channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub user: Arc<str>,
-    pub conn: Arc<str>,
 }
 
 /// State of a channel this shard owns.
@@ -73,52 +66,6 @@ pub struct Fanned {
     pub epoch: Arc<str>,
     pub frame: PreparedFrame,
     pub interest: u64,
-}
-
-/// The answer to a subscriber's `since`: whether what it missed can be told,
-/// the position it joins at, and the first page of the missed pushes (the
-/// rest is fetched page by page as the subscriber reads, see `replay.rs`).
-#[derive(Debug)]
-pub struct Recovery {
-    pub epoch: Arc<str>,
-    pub offset: u64,
-    pub recovered: bool,
-    pub frames: Vec<PreparedFrame>,
-}
-
-/// A page of history.
-#[derive(Debug)]
-pub struct Page {
-    pub epoch: Arc<str>,
-    pub offset: u64,
-    pub items: Vec<(u64, Bytes)>,
-    /// More of the requested window remains after the last item: its offset is
-    /// where the next `history` call starts (`since`).
-    pub next: Option<u64>,
-}
-
-/// Which publications a read wants: those after `after` (or, without it, the
-/// newest `count`), at most `count` of them, cut to about `page_bytes` (at
-/// least one is always included, so every page makes progress).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub after: Option<u64>,
-    pub count: usize,
-    pub page_bytes: usize,
-}
-
-impl Window {
-    /// The index range wanted of `len` publications with consecutive offsets
-    /// from `oldest` on.
-    fn range(&self, oldest: u64, len: usize) -> std::ops::Range<usize> {
-        let start = match self.after {
-            Some(a) => usize::try_from((a + 1).saturating_sub(oldest))
-                .unwrap_or(usize::MAX)
-                .min(len),
-            None => len.saturating_sub(self.count),
-        };
-        start..len.min(start.saturating_add(self.count))
-    }
 }
 
 /// The leading items of `items` that fit in `page_bytes` (at least one), and
@@ -527,11 +474,7 @@ fn reachable(since: &Since, epoch: &str, offset: u64, oldest: Option<u64>) -> bo
 
 /// Cluster mode: the pushes of a Redis read (a window after `since`, see
 /// [`Window`]), if history reaches back to `since` (the rule of [`Owner::replay`]).
-pub fn replay_from(
-    channel: &str,
-    snap: &crate::cluster::Snapshot,
-    since: &Since,
-) -> Option<Vec<PreparedFrame>> {
+pub fn replay_from(channel: &str, snap: &Snapshot, since: &Since) -> Option<Vec<PreparedFrame>> {
     if !reachable(since, &snap.epoch, snap.offset, Some(snap.oldest)) {
         return None;
     }
@@ -545,7 +488,7 @@ pub fn replay_from(
 }
 
 /// Cluster mode: the first answer to a `since`, from a Redis read.
-pub fn recover_from(channel: &str, snap: &crate::cluster::Snapshot, since: &Since) -> Recovery {
+pub fn recover_from(channel: &str, snap: &Snapshot, since: &Since) -> Recovery {
     let frames = replay_from(channel, snap, since);
     Recovery {
         epoch: snap.epoch.clone(),
@@ -556,7 +499,7 @@ pub fn recover_from(channel: &str, snap: &crate::cluster::Snapshot, since: &Sinc
 }
 
 /// Cluster mode: a history page from a Redis read (the rule of [`Owner::history`]).
-pub fn history_from(snap: &crate::cluster::Snapshot, since: Option<&Since>) -> Option<Page> {
+pub fn history_from(snap: &Snapshot, since: Option<&Since>) -> Option<Page> {
     if let Some(s) = since {
         if !reachable(s, &snap.epoch, snap.offset, Some(snap.oldest)) {
             return None;

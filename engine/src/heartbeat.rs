@@ -120,6 +120,7 @@ impl Core {
             return;
         }
         self.beat_clock.next = t + 1;
+        self.check_queued_gauge();
         let now_unix = unix_now();
         for key in 0..self.conns.key_end() {
             match self.heartbeat_check(key, t, now_unix) {

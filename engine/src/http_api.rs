@@ -14,7 +14,8 @@ use shardcast_proto::http::{self, HttpError, Request};
 
 use crate::conn::Phase;
 use crate::driver::ConnKey;
-use crate::mesh::{owner_of, ConnRef, Published, ReplyTo, ShardMsg};
+use crate::mesh::{owner_of, Published, ReplyTo, ShardMsg};
+use crate::payload::ConnRef;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -101,13 +102,16 @@ impl Core {
                     r
                 }
                 Ok(None) => {
-                    // Said only when no earlier answer is still to come, which
+                    // Answered only when no earlier answer is still to come, which
                     // the interim response must not overtake.
-                    let say_continue = !h.continued
-                        && h.waiting.is_empty()
-                        && http::expects_continue(&h.buf[done..], &self.http_limits);
-                    if say_continue {
+                    let head = (!h.continued && h.waiting.is_empty())
+                        .then(|| http::awaiting_continue(&h.buf[done..], &self.http_limits))
+                        .flatten();
+                    if let Some(head) = head {
                         h.continued = true;
+                        if self.refused_before_body(key, &head) {
+                            return;
+                        }
                         self.send_raw(key, http::CONTINUE.to_vec());
                     }
                     break;
@@ -385,7 +389,8 @@ impl Core {
         }
     }
 
-    fn api_authorized(&mut self, key: ConnKey, req: &Request) -> bool {
+    /// Whether the request carries the API key (or none is configured).
+    fn api_key_given(&self, req: &Request) -> bool {
         let Some(want) = self.cfg.api_key.as_deref() else {
             return true;
         };
@@ -393,12 +398,35 @@ impl Core {
             .header("authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        if given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), want.as_bytes())) {
+        given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), want.as_bytes()))
+    }
+
+    fn api_authorized(&mut self, key: ConnKey, req: &Request) -> bool {
+        if self.api_key_given(req) {
             return true;
         }
-        let body = br#"{"error":{"code":101,"message":"unauthorized","temporary":false}}"#;
-        self.respond(key, 401, "application/json", body, req.keep_alive());
+        self.refuse_unauthorized(key, req.keep_alive());
         false
+    }
+
+    fn refuse_unauthorized(&mut self, key: ConnKey, keep_alive: bool) {
+        let body =
+            shardcast_proto::reply::error(None, command::error_code::UNAUTHORIZED, "unauthorized");
+        self.respond(key, 401, "application/json", &body, keep_alive);
+    }
+
+    /// A client waiting for `100 Continue` whose request the API refuses
+    /// whatever its body says (no API key) gets the final status instead, so it
+    /// never sends the body (RFC 9110 §10.1.1). The connection then closes: a
+    /// client that sends the body anyway must not have it read as a request.
+    fn refused_before_body(&mut self, key: ConnKey, head: &Request) -> bool {
+        let publishes = head.method == "POST"
+            && matches!(head.path.as_str(), "/api/publish" | "/api/broadcast");
+        if !publishes || self.api_key_given(head) {
+            return false;
+        }
+        self.refuse_unauthorized(key, false);
+        true
     }
 
     fn api_publish(&mut self, key: ConnKey, mut req: Request, keep_alive: bool) {

@@ -3,7 +3,9 @@
 //! Reading order: [`engine`] starts one [`shard`] per core; a shard owns a
 //! [`driver`] (io_uring or epoll), a [`conn`] slab and a socket-agnostic
 //! [`registry`]; [`fanout`] turns a publication into one shared frame that
-//! [`mesh`] carries to every shard with subscribers.
+//! [`mesh`] carries to every shard with subscribers. What they (and
+//! [`cluster`]) hand each other is defined in [`payload`], which imports
+//! nothing else from the engine.
 
 pub mod alloc_trim;
 pub mod auth;
@@ -23,6 +25,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod outq;
 mod partial;
+pub mod payload;
 pub mod ratelimit;
 mod recovery;
 pub mod registry;

@@ -163,6 +163,27 @@ impl Core {
         true
     }
 
+    /// The shard's queued-bytes gauge equals what its connections' queues
+    /// hold: every byte is added where it is queued and subtracted where it is
+    /// written or dropped. Debug builds check it once a heartbeat tick (a walk
+    /// over the slab, like the heartbeat's own), so a frame counted on one
+    /// side only fails the tests instead of drifting the metric.
+    pub(crate) fn check_queued_gauge(&self) {
+        if cfg!(debug_assertions) {
+            let held: u64 = self
+                .conns
+                .keys()
+                .filter_map(|k| self.conns.get(k))
+                .map(|c| c.queued_bytes() as u64)
+                .sum();
+            let gauge = self
+                .stats
+                .queued_bytes
+                .load(std::sync::atomic::Ordering::Relaxed);
+            debug_assert_eq!(gauge, held, "queued-bytes gauge drifted from the queues");
+        }
+    }
+
     /// Control frames may pass the data budget by a little, so a heartbeat ping
     /// still fits when data filled the queue; a pong flood cannot grow past it.
     pub(crate) fn control_bytes_max(&self) -> usize {

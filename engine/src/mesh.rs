@@ -12,18 +12,8 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use shardcast_proto::PreparedFrame;
 
-use crate::driver::{ConnKey, Waker};
-
-/// Index of a shard.
-pub type ShardId = usize;
-
-/// A connection on a given shard, with the generation that guards slot reuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnRef {
-    pub shard: ShardId,
-    pub key: ConnKey,
-    pub gen: u32,
-}
+use crate::driver::Waker;
+use crate::payload::{BusEvent, ConnRef, Member, Page, Recovery, ShardId};
 
 /// Result of a publication, as seen by the publisher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +86,7 @@ pub enum ShardMsg {
     Recovered {
         channel: Arc<str>,
         conn: ConnRef,
-        recovery: crate::fanout::Recovery,
+        recovery: Recovery,
     },
     /// To the owner: the next page of a replay (pushes after `since` up to `upto`).
     ReplayPage {
@@ -124,7 +114,7 @@ pub enum ShardMsg {
     HistoryPage {
         conn: ConnRef,
         id: Option<u64>,
-        page: Option<crate::fanout::Page>,
+        page: Option<Page>,
     },
     /// To the owner: a `presence` command.
     PresenceQuery {
@@ -135,12 +125,12 @@ pub enum ShardMsg {
     PresenceList {
         conn: ConnRef,
         id: Option<u64>,
-        members: Vec<crate::fanout::Member>,
+        members: Vec<Member>,
     },
     /// To the owner: a member joined or left.
     PresenceChange {
         channel: Arc<str>,
-        member: crate::fanout::Member,
+        member: Member,
         join: bool,
     },
     /// To shards with subscribers: a presence event, framed once.
@@ -151,7 +141,7 @@ pub enum ShardMsg {
     /// Cluster mode, to the owner: what Redis said about a channel, in its order.
     Bus {
         channel: Arc<str>,
-        event: Box<crate::cluster::BusEvent>,
+        event: Box<BusEvent>,
     },
     /// Cluster mode: the link to Redis is lost (every shard closes its subscribers).
     BusLost,

@@ -56,18 +56,21 @@ impl OutQueue {
         let q = self.q();
         q.bytes += b.len() as u32;
         q.frames.push_back(b);
+        self.check();
     }
 
     pub fn insert(&mut self, at: usize, b: Bytes) {
         let q = self.q();
         q.bytes += b.len() as u32;
         q.frames.insert(at, b);
+        self.check();
     }
 
     pub fn pop_front(&mut self) -> Option<Bytes> {
         let q = self.0.as_mut()?;
         let b = q.frames.pop_front()?;
         q.bytes -= b.len() as u32;
+        self.check();
         Some(b)
     }
 
@@ -75,6 +78,7 @@ impl OutQueue {
         let q = self.0.as_mut()?;
         let b = q.frames.pop_back()?;
         q.bytes -= b.len() as u32;
+        self.check();
         Some(b)
     }
 
@@ -87,6 +91,7 @@ impl OutQueue {
                 q.bytes -= n as u32;
             }
         }
+        self.check();
     }
 
     pub fn front_len(&self) -> Option<usize> {
@@ -101,9 +106,15 @@ impl OutQueue {
         self.0.as_ref()?.frames.get(i)
     }
 
-    /// `bytes` equals the frames' sum (checked by debug assertions).
-    pub fn bytes_check(&self) -> bool {
-        self.iter().map(|b| b.len()).sum::<usize>() == self.bytes() as usize
+    /// The invariant the byte count rests on (and the shard's queued-bytes
+    /// gauge with it): it equals the sum of the frames. Debug builds check it
+    /// after every change; the sum walks the queue, which release builds skip.
+    fn check(&self) {
+        debug_assert_eq!(
+            self.iter().map(|b| b.len()).sum::<usize>(),
+            self.bytes() as usize,
+            "queued bytes drifted from the queue"
+        );
     }
 
     /// Free the queue's memory when nothing is queued (idle connections).
@@ -145,5 +156,23 @@ mod tests {
         q.pop_back();
         q.release_if_empty();
         assert!(q.0.is_none());
+    }
+
+    #[test]
+    fn byte_count_follows_every_change() {
+        let mut q = OutQueue::default();
+        q.push_back(Bytes::from_static(b"abcd"));
+        q.insert(0, Bytes::from_static(b"pp"));
+        q.push_back(Bytes::from_static(b"xyz"));
+        assert_eq!(q.bytes(), 9);
+        q.pop_front();
+        assert_eq!(q.bytes(), 7);
+        q.advance_front(3);
+        assert_eq!(q.bytes(), 4);
+        assert_eq!(q.front_len(), Some(1));
+        q.pop_back();
+        assert_eq!(q.bytes(), 1);
+        q.pop_front();
+        assert_eq!((q.bytes(), q.len()), (0, 0));
     }
 }

@@ -16,8 +16,8 @@ use shardcast_proto::reply;
 
 use crate::conn::{Enqueue, Phase};
 use crate::driver::ConnKey;
-use crate::fanout::{Member, Page, Recovery};
-use crate::mesh::{owner_of, ConnRef, ShardMsg};
+use crate::mesh::{owner_of, ShardMsg};
+use crate::payload::{ConnRef, Member, Page, Recovery};
 use crate::registry::{ChannelId, Position, Waiter};
 use crate::replay::{Queued, Replay};
 use crate::shard::Core;

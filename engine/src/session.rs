@@ -9,7 +9,8 @@ use shardcast_proto::{msgpack, reply, Message, PreparedFrame};
 use crate::auth;
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
-use crate::mesh::{owner_of, ConnRef, ReplyTo, ShardMsg};
+use crate::mesh::{owner_of, ReplyTo, ShardMsg};
+use crate::payload::ConnRef;
 use crate::registry::{Position, Waiter};
 use crate::stats::ShardStats;
 

@@ -20,7 +20,8 @@ use crate::conn::{flag, Phase, Slab};
 use crate::driver::{Completion, ConnKey, Driver};
 use crate::engine::Shared;
 use crate::fanout::Owner;
-use crate::mesh::{Inbox, Peer, ShardId, ShardMsg};
+use crate::mesh::{Inbox, Peer, ShardMsg};
+use crate::payload::ShardId;
 use crate::registry::Registry;
 use crate::stats::ShardStats;
 
@@ -234,7 +235,7 @@ impl Shard {
                 trimmed_at = self.core.now;
                 self.driver.trim();
                 self.core.trim_lists();
-                crate::trim::shrink_vec(&mut completions);
+                crate::alloc_trim::shrink_vec(&mut completions);
                 crate::alloc_trim::trim();
             }
             if self.core.stopping && self.core.conns.is_empty() {

@@ -12,26 +12,9 @@
 //! stayed resident for 10 s after it, 26 bytes per connection on the idle
 //! benchmark's first sample. The trim drops the stale ones first.
 
-use std::collections::VecDeque;
-
+use crate::alloc_trim::{shrink_deque, shrink_vec};
 use crate::conn::Phase;
 use crate::shard::Core;
-
-/// Entries a list keeps whatever its use (no reallocation in the common case).
-const KEEP: usize = 256;
-
-/// Shrink `v` if it holds less than a quarter of its capacity.
-pub(crate) fn shrink_vec<T>(v: &mut Vec<T>) {
-    if v.capacity() > KEEP && v.len() < v.capacity() / 4 {
-        v.shrink_to((v.len() * 2).max(KEEP));
-    }
-}
-
-pub(crate) fn shrink_deque<T>(v: &mut VecDeque<T>) {
-    if v.capacity() > KEEP && v.len() < v.capacity() / 4 {
-        v.shrink_to((v.len() * 2).max(KEEP));
-    }
-}
 
 impl Core {
     /// Shrink the shard's work lists that a burst left mostly empty.
@@ -63,29 +46,5 @@ impl Core {
                     && c.http().is_some_and(|h| h.deadline == Some(deadline))
             })
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mostly_empty_lists_shrink_and_small_ones_stay() {
-        let mut v: Vec<u64> = (0..10_000).collect();
-        v.truncate(10);
-        shrink_vec(&mut v);
-        assert!(v.capacity() <= 2 * KEEP, "{}", v.capacity());
-        assert_eq!(v.len(), 10);
-        let mut d: VecDeque<u64> = (0..10_000).collect();
-        d.drain(..9_000);
-        shrink_deque(&mut d);
-        assert!(d.capacity() >= 1_000, "a list still in use keeps its room");
-        d.clear();
-        shrink_deque(&mut d);
-        assert!(d.capacity() <= 2 * KEEP, "{}", d.capacity());
-        let mut small: Vec<u64> = Vec::with_capacity(KEEP);
-        shrink_vec(&mut small);
-        assert_eq!(small.capacity(), KEEP);
     }
 }

@@ -231,9 +231,18 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
         return Ok(None);
     }
 
+    let request = owned_request(method, target, req.headers, buf[head_len..total].to_vec());
+    Ok(Some((request, total)))
+}
+
+fn owned_request(
+    method: &str,
+    target: &str,
+    headers: &[httparse::Header<'_>],
+    body: Vec<u8>,
+) -> Request {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let headers = req
-        .headers
+    let headers = headers
         .iter()
         .map(|h| {
             (
@@ -242,14 +251,13 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
             )
         })
         .collect();
-    let request = Request {
+    Request {
         method: method.to_owned(),
         path: path.to_owned(),
         query: query.to_owned(),
         headers,
-        body: buf[head_len..total].to_vec(),
-    };
-    Ok(Some((request, total)))
+        body,
+    }
 }
 
 /// Whether `buf` starts with a complete HTTP/1.1 head that announces a body
@@ -257,20 +265,28 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usi
 /// interim `100 Continue` before sending the body (RFC 9110 §10.1.1), so the
 /// server should say it at once rather than let the client time out.
 pub fn expects_continue(buf: &[u8], limits: &Limits) -> bool {
+    awaiting_continue(buf, limits).is_some()
+}
+
+/// The head of the request that [`expects_continue`] sees, body left empty: a
+/// server that will refuse the request whatever the body says can answer its
+/// final status now instead of `100 Continue` (RFC 9110 §10.1.1).
+pub fn awaiting_continue(buf: &[u8], limits: &Limits) -> Option<Request> {
     let mut headers = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head = &buf[..buf.len().min(limits.header_bytes_max)];
     let Ok(httparse::Status::Complete(head_len)) = req.parse(head) else {
-        return false;
+        return None;
     };
-    if req.version != Some(1) {
-        return false;
-    }
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return None;
+    };
     let expects = req.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
     });
     let body_len = body_length(req.headers, 1).unwrap_or(0);
-    expects && body_len > 0 && ((buf.len() - head_len) as u64) < body_len
+    let waiting = expects && body_len > 0 && ((buf.len() - head_len) as u64) < body_len;
+    waiting.then(|| owned_request(method, target, req.headers, Vec::new()))
 }
 
 /// The interim response that tells a client to send its body.

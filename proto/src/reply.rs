@@ -245,6 +245,18 @@ pub fn api_channels<'a>(channels: impl IntoIterator<Item = (&'a str, u64)>) -> V
     out
 }
 
+/// `{"code":4008,"reason":"slow consumer"}`: a close told as JSON, the data of
+/// an event stream's `close` event (a WebSocket gets a close frame instead).
+pub fn close_json(code: u16, reason: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + reason.len());
+    out.extend_from_slice(b"{\"code\":");
+    write_u64(&mut out, u64::from(code));
+    out.extend_from_slice(b",\"reason\":");
+    write_json_str(&mut out, reason);
+    out.push(b'}');
+    out
+}
+
 /// `{` plus `"id":N,` when there is an id; `extra` is the caller's size estimate for the rest.
 fn open_reply(id: Option<u64>, extra: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(28 + extra);
@@ -322,4 +334,90 @@ fn format_u64(mut n: u64, buf: &mut [u8; U64_DIGITS_MAX]) -> &[u8] {
 fn write_u64(out: &mut Vec<u8>, n: u64) {
     let mut buf = [0u8; U64_DIGITS_MAX];
     out.extend_from_slice(format_u64(n, &mut buf));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: Vec<u8>) -> String {
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn the_http_api_refusal_is_the_command_error_shape_without_id() {
+        // `/api/*` without the API key answers 401 with this exact body.
+        assert_eq!(
+            s(error(None, error_code::UNAUTHORIZED, "unauthorized")),
+            r#"{"error":{"code":101,"message":"unauthorized","temporary":false}}"#
+        );
+        assert_eq!(
+            s(error(None, error_code::TOO_MANY_REQUESTS, "slow down")),
+            r#"{"error":{"code":111,"message":"slow down","temporary":true}}"#
+        );
+    }
+
+    #[test]
+    fn empty_lists_are_empty_arrays() {
+        let none: [(u64, &[u8]); 0] = [];
+        assert_eq!(
+            s(ok_history(Some(1), none, None, "E", 0)),
+            r#"{"id":1,"ok":{"publications":[],"epoch":"E","offset":0}}"#
+        );
+        let no_members: [(&str, &str); 0] = [];
+        assert_eq!(s(ok_presence(None, no_members)), r#"{"ok":{"members":[]}}"#);
+        let no_channels: [(&str, u64); 0] = [];
+        assert_eq!(s(api_channels(no_channels)), r#"{"channels":[]}"#);
+        let no_results: [(&str, u64, &str); 0] = [];
+        assert_eq!(s(api_broadcast(no_results)), r#"{"results":[]}"#);
+    }
+
+    #[test]
+    fn lists_are_comma_separated_in_order() {
+        assert_eq!(
+            s(ok_presence(Some(2), [("u1", "c1"), ("u2", "c2")])),
+            r#"{"id":2,"ok":{"members":[{"user":"u1","conn":"c1"},{"user":"u2","conn":"c2"}]}}"#
+        );
+        assert_eq!(
+            s(api_channels([("a", 1), ("b\"", 20)])),
+            r#"{"channels":[{"channel":"a","subscribers":1},{"channel":"b\"","subscribers":20}]}"#
+        );
+        assert_eq!(
+            s(presence_event("c", true, "u", "0.1.2")),
+            r#"{"channel":"c","join":{"user":"u","conn":"0.1.2"}}"#
+        );
+    }
+
+    #[test]
+    fn a_close_told_as_json() {
+        assert_eq!(
+            s(close_json(4008, "slow consumer")),
+            r#"{"code":4008,"reason":"slow consumer"}"#
+        );
+        assert_eq!(
+            s(close_json(1001, "a\"b")),
+            r#"{"code":1001,"reason":"a\"b"}"#
+        );
+    }
+
+    #[test]
+    fn numbers_are_plain_decimal_at_both_ends() {
+        let mut buf = [0u8; U64_DIGITS_MAX];
+        assert_eq!(format_u64(0, &mut buf), b"0");
+        assert_eq!(format_u64(10, &mut buf), b"10");
+        assert_eq!(format_u64(u64::MAX, &mut buf), b"18446744073709551615");
+        assert_eq!(
+            s(api_published(u64::MAX, "E")),
+            r#"{"offset":18446744073709551615,"epoch":"E"}"#
+        );
+    }
+
+    #[test]
+    fn escaping_is_needed_only_for_quotes_backslashes_and_controls() {
+        assert!(!needs_escape("chat:7/é"));
+        assert!(needs_escape("a\"b") && needs_escape("a\\b") && needs_escape("a\u{1}"));
+        let mut out = Vec::new();
+        write_json_str(&mut out, "\u{1}\u{1f}\u{8}\u{c}é");
+        assert_eq!(s(out), r#""\u0001\u001f\b\fé""#);
+    }
 }

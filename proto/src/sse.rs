@@ -141,10 +141,7 @@ pub fn close_event(code: u16, reason: &str, retry_ms: Option<u64>) -> Vec<u8> {
     if let Some(ms) = retry_ms {
         out.extend_from_slice(format!("retry: {ms}\n\n").as_bytes());
     }
-    let mut json = format!("{{\"code\":{code},\"reason\":").into_bytes();
-    crate::reply::write_json_str(&mut json, reason);
-    json.push(b'}');
-    write_event(&mut out, &json);
+    write_event(&mut out, &crate::reply::close_json(code, reason));
     out
 }
 

@@ -609,3 +609,21 @@ fn expect_100_continue_is_recognised_until_the_body_arrives() {
         "HTTP/1.0 clients are never sent 1xx"
     );
 }
+
+#[test]
+fn the_head_awaiting_continue_carries_what_a_refusal_needs() {
+    use shardcast_proto::http::{awaiting_continue, Limits};
+    let l = Limits::default();
+    let head = b"POST /api/publish?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhe";
+    let req = awaiting_continue(head, &l).expect("the body is not all here");
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("POST", "/api/publish")
+    );
+    assert_eq!(req.query, "x=1");
+    assert_eq!(req.header("authorization"), Some("Bearer k"));
+    assert!(req.body.is_empty());
+    let mut full = head.to_vec();
+    full.extend_from_slice(b"llo");
+    assert!(awaiting_continue(&full, &l).is_none());
+}

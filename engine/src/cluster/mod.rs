@@ -31,9 +31,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use shardcast_proto::command::Since;
 
-use crate::mesh::{owner_of, ConnRef, Peer, Published, ReplyTo, ShardMsg};
+use crate::mesh::{owner_of, Peer, Published, ReplyTo, ShardMsg};
+use crate::payload::{BusEvent, ReadFor, Snapshot, Window};
 use resp::Resp;
 
 /// Requests waiting in the bus's queue at most; past it, publications fail at once.
@@ -65,64 +65,10 @@ pub enum BusReq {
     Read {
         channel: Arc<str>,
         history_ttl_ms: u64,
-        window: crate::fanout::Window,
+        window: Window,
         /// Boxed: requests travel in a queue, and most are small.
         then: Box<ReadFor>,
     },
-}
-
-/// Why history was read; the answer goes back through the owner shard.
-#[derive(Debug, Clone)]
-pub enum ReadFor {
-    Recover {
-        since: Since,
-        conn: ConnRef,
-    },
-    /// The next page of a replay, up to offset `upto`.
-    Replay {
-        since: Since,
-        upto: u64,
-        conn: ConnRef,
-    },
-    History {
-        since: Option<Since>,
-        limit: usize,
-        conn: ConnRef,
-        id: Option<u64>,
-    },
-}
-
-/// A channel's position and history as read from Redis (oldest first).
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub epoch: Arc<str>,
-    pub offset: u64,
-    /// The oldest offset history holds (offset + 1 when it holds none).
-    pub oldest: u64,
-    /// The window was cut by its byte budget after the last item.
-    pub more: bool,
-    pub items: Vec<(u64, Bytes)>,
-}
-
-/// What the owner shard hears from the bus.
-#[derive(Debug)]
-pub enum BusEvent {
-    /// A publication, in Redis's order.
-    Message {
-        epoch: Arc<str>,
-        offset: u64,
-        data: Bytes,
-    },
-    /// The position after a subscribe: later messages follow it.
-    Watched {
-        epoch: Arc<str>,
-        offset: u64,
-        seq: u64,
-    },
-    /// A history read.
-    Read { snapshot: Snapshot, then: ReadFor },
-    /// A read failed (the bus went down).
-    ReadFailed { then: ReadFor },
 }
 
 /// The node's handle on the bus, shared by its shards.

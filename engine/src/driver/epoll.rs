@@ -374,7 +374,7 @@ impl Driver for EpollDriver {
     /// A heartbeat round or a broadcast puts a `Sent` per connection in
     /// `ready` (24 bytes each); keep that peak no longer than a second.
     fn trim(&mut self) {
-        crate::trim::shrink_vec(&mut self.ready);
+        crate::alloc_trim::shrink_vec(&mut self.ready);
         if self.parked.is_empty() && self.parked.capacity() > 256 {
             self.parked = HashMap::new();
         }

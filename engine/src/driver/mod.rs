@@ -27,8 +27,7 @@ use bytes::Bytes;
 pub mod epoll;
 pub mod uring;
 
-/// Shard-chosen connection key (slab index).
-pub type ConnKey = u32;
+pub use crate::payload::ConnKey;
 
 /// A socket as the driver knows it: a raw fd (epoll) or a direct-descriptor slot (io_uring).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -472,10 +472,10 @@ impl Driver for UringDriver {
         self.bufs.trim();
         self.sends.shrink_if_idle();
         // One completion per connection after a heartbeat round or a broadcast.
-        crate::trim::shrink_vec(&mut self.backlog);
-        crate::trim::shrink_vec(&mut self.cqes);
-        crate::trim::shrink_vec(&mut self.rearm_recv);
-        crate::trim::shrink_vec(&mut self.deferred_close);
+        crate::alloc_trim::shrink_vec(&mut self.backlog);
+        crate::alloc_trim::shrink_vec(&mut self.cqes);
+        crate::alloc_trim::shrink_vec(&mut self.rearm_recv);
+        crate::alloc_trim::shrink_vec(&mut self.deferred_close);
     }
 }
 
