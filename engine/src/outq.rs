@@ -49,7 +49,15 @@ impl OutQueue {
     }
 
     fn q(&mut self) -> &mut Queue {
-        self.0.get_or_insert_with(Default::default)
+        // Room for one frame at first: most queues hold a one-off write (a
+        // ping, a reply) and go once it drains; a vector's default first
+        // growth is four frames (128 bytes), three of them never used.
+        self.0.get_or_insert_with(|| {
+            Box::new(Queue {
+                frames: VecDeque::with_capacity(1),
+                ..Queue::default()
+            })
+        })
     }
 
     pub fn push_back(&mut self, b: Bytes) {
@@ -139,6 +147,22 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_off_write_allocates_room_for_one_frame() {
+        let mut q = OutQueue::default();
+        q.push_back(Bytes::from_static(&[0x89, 0x00]));
+        assert_eq!(q.0.as_ref().unwrap().frames.capacity(), 1);
+        for i in 0..5u8 {
+            q.push_back(Bytes::copy_from_slice(&[i]));
+        }
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.bytes(), 7);
+        assert_eq!(&q.pop_front().unwrap()[..], &[0x89, 0x00]);
+        for i in 0..5u8 {
+            assert_eq!(&q.pop_front().unwrap()[..], &[i]);
+        }
+    }
 
     #[test]
     fn empty_queue_holds_no_allocation() {
