@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::recv_pool::RecvPool;
 use super::{
     BufId, Completion, ConnKey, Driver, DriverConfig, DriverKind, Sock, Waker, SEND_IOVECS_MAX,
 };
@@ -44,9 +45,8 @@ pub struct EpollDriver {
     listener_fd: RawFd,
     wake_fd: RawFd,
     events: Vec<libc::epoll_event>,
-    /// Pool of receive buffers; `free` holds the ids not lent out.
-    bufs: Vec<Box<[u8]>>,
-    free: Vec<u16>,
+    /// Receive buffers, lent lowest id first (see `recv_pool.rs`).
+    pool: RecvPool,
     /// Completions produced synchronously (sends, closes) waiting for the next `poll`.
     ready: Vec<Completion>,
     parked: HashMap<ConnKey, ParkedSend>,
@@ -79,16 +79,13 @@ impl EpollDriver {
         // SAFETY: plain syscall without pointers.
         let epfd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         let listener_fd = listener.into_raw_fd();
-        let bufs = (0..cfg.recv_bufs)
-            .map(|_| vec![0u8; cfg.recv_buf_bytes as usize].into_boxed_slice())
-            .collect();
+        let pool = RecvPool::new(cfg.recv_bufs, cfg.recv_buf_bytes)?;
         let d = EpollDriver {
             epfd,
             listener_fd,
             wake_fd,
             events: Vec::with_capacity(EVENTS_MAX),
-            bufs,
-            free: (0..cfg.recv_bufs).rev().collect(),
+            pool,
             ready: Vec::new(),
             parked: HashMap::new(),
             open: 0,
@@ -173,11 +170,12 @@ impl EpollDriver {
     }
 
     fn read_some(&mut self, fd: RawFd, conn: ConnKey, out: &mut Vec<Completion>) {
-        let Some(id) = self.free.pop() else {
+        let Some(id) = self.pool.take() else {
             // Pool empty: level-triggered epoll reports this socket again next turn.
             return;
         };
-        let buf = &mut self.bufs[id as usize];
+        let len = self.pool.buf_bytes();
+        let buf = self.pool.slice_mut(id, len);
         // SAFETY: reads at most buf.len() bytes into a live, exclusively borrowed buffer.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n > 0 {
@@ -188,7 +186,7 @@ impl EpollDriver {
             });
             return;
         }
-        self.free.push(id);
+        self.pool.give_back(id);
         let err = if n == 0 { None } else { Some(errno()) };
         if matches!(err, Some(libc::EAGAIN | libc::EINTR)) {
             return;
@@ -323,11 +321,16 @@ impl Driver for EpollDriver {
     }
 
     fn recv_buf(&mut self, buf: BufId, len: u32) -> &mut [u8] {
-        &mut self.bufs[buf.id as usize][..len as usize]
+        self.pool.slice_mut(buf.id, len as usize)
     }
 
     fn release(&mut self, buf: BufId) {
-        self.free.push(buf.id);
+        if !self.pool.give_back(buf.id) {
+            tracing::error!(
+                buf = buf.id,
+                "release of a buffer not lent to the shard; ignored"
+            );
+        }
     }
 
     fn send(&mut self, sock: Sock, conn: ConnKey, bufs: &[Bytes]) {
@@ -374,6 +377,7 @@ impl Driver for EpollDriver {
     /// A heartbeat round or a broadcast puts a `Sent` per connection in
     /// `ready` (24 bytes each); keep that peak no longer than a second.
     fn trim(&mut self) {
+        self.pool.trim();
         crate::alloc_trim::shrink_vec(&mut self.ready);
         if self.parked.is_empty() && self.parked.capacity() > 256 {
             self.parked = HashMap::new();

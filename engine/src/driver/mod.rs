@@ -25,6 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub mod epoll;
+pub(crate) mod mapping;
+pub(crate) mod recv_pool;
 pub mod uring;
 
 pub use crate::payload::ConnKey;

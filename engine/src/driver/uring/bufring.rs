@@ -23,6 +23,8 @@
 
 use std::io;
 use std::ptr;
+
+use crate::driver::mapping::Mapping;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 /// One descriptor, laid out as the kernel's `struct io_uring_buf` (uapi, 16 bytes).
@@ -57,51 +59,6 @@ const IOU_PBUF_RING_INC: u16 = 2;
 
 /// The kernel caps a provided-buffer ring at 2^15 entries.
 pub(super) const BUF_RING_MAX: u16 = 1 << 15;
-
-/// An anonymous private mapping, unmapped on drop.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize) -> io::Result<Mapping> {
-        // SAFETY: anonymous private mapping with no address hint; the kernel picks a
-        // page-aligned range that nothing else in the process uses.
-        let ptr = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                // Not populated: a page becomes resident when the kernel
-                // first writes a read into it, so a shard that receives
-                // little (most of them, with many shards) costs little.
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if self.len == 0 {
-            // Leaked on purpose (see `BufRing::leak`).
-            return;
-        }
-        // SAFETY: `ptr`/`len` are exactly what mmap returned, unmapped once. The owner
-        // guarantees no kernel operation still targets it (see `UringDriver::drop`).
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
 
 pub(super) struct BufRing {
     ring: Mapping,
