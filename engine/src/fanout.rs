@@ -284,6 +284,11 @@ impl Owner {
         (st.epoch.clone(), st.offset)
     }
 
+    /// The shards with subscribers to `channel` (bit i: shard i); 0 when unknown.
+    pub fn interest_of(&self, channel: &str) -> u64 {
+        self.channels.get(channel).map_or(0, |c| c.interest)
+    }
+
     /// Assign the next offset, serialize the push once, and keep it for recovery.
     pub fn publish(&mut self, channel: &Arc<str>, data: &Bytes, now: Instant) -> Fanned {
         let size = self.namespace(channel).history_size;
