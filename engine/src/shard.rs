@@ -427,6 +427,10 @@ impl Core {
             self.publish_snapshot();
             self.owner.trim_idle();
             self.close_stalled_replays();
+            // O(channels), so in debug builds and a few times a second only.
+            if cfg!(debug_assertions) {
+                self.registry.assert_held_while_wanted();
+            }
         }
     }
 
