@@ -167,6 +167,12 @@ pub struct Limits {
     /// Messages waiting in one shard's inbox from other shards and API callers.
     /// External publishes beyond it are refused (HTTP 503, `PublishError::Overloaded`).
     pub inbox_msgs_max: usize,
+    /// Messages one shard holds for another whose inbox is full (its router
+    /// overflow, per destination). Past it, work that can be refused is:
+    /// publications (error 111, HTTP 503), `history` and `presence` queries;
+    /// answers, interest changes and acknowledgements never are (see
+    /// docs/ARCHITECTURE.md, "The router's overflow is bounded").
+    pub router_overflow_msgs_max: usize,
     /// Channels a shard keeps offsets (and history) for after their last
     /// subscriber left; past this count the least recently used idle ones are
     /// forgotten, checked every 250 ms (a new epoch tells clients so).
@@ -270,6 +276,13 @@ impl Default for Limits {
             drain_window_ms: 10_000,
             reconnect_spread_ms: 5_000,
             inbox_msgs_max: 65_536,
+            // One loop turn of the destination: a full inbox is taken 8,192
+            // messages a turn (INBOX_PER_TURN), so this much waiting refills it
+            // as soon as a turn's worth is taken, with no refusal while the
+            // destination keeps up. More only delays the refusal of a shard
+            // that does not: it is already 65,536 messages behind. At 96
+            // bytes a message (payloads shared), 0.75 MiB per destination.
+            router_overflow_msgs_max: 8_192,
             idle_channels_max: 100_000,
             channels_per_shard_max: 200_000,
             frame_timeout_ms: 10_000,
@@ -368,10 +381,10 @@ impl Config {
                 crate::heartbeat::PERIOD_TICKS_MAX * tick_ms
             ));
         }
-        if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 {
-            return Err(
-                "limits.conns_per_shard_max and limits.inbox_msgs_max must be positive".into(),
-            );
+        if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 || l.router_overflow_msgs_max == 0 {
+            return Err("limits.conns_per_shard_max, limits.inbox_msgs_max and \
+                 limits.router_overflow_msgs_max must be positive"
+                .into());
         }
         let r = &self.recovery;
         if r.page_bytes_max == 0 || r.replays_per_shard_max == 0 || r.stall_timeout_ms == 0 {

@@ -9,6 +9,7 @@ use crate::fanout::{Fanned, Watch};
 use crate::mesh::{Published, ReplyTo, ShardMsg};
 use crate::payload::{BusEvent, Member, ReadFor, Window};
 use crate::registry::Position;
+use crate::router::Refused;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -25,7 +26,11 @@ impl Core {
         match msg {
             ShardMsg::Bus { channel, event } => self.on_bus(channel, *event),
             ShardMsg::BusLost => self.bus_lost(),
-            ShardMsg::PublishFailed { reply, message } => self.publish_failed(reply, &message),
+            ShardMsg::PublishFailed {
+                reply,
+                code,
+                message,
+            } => self.publish_failed(reply, code, &message),
             ShardMsg::Interest { channel, from, on } => self.owner_interest(channel, from, on),
             ShardMsg::InterestAck {
                 channel,
@@ -158,7 +163,12 @@ impl Core {
     }
 
     /// The owner orders a publication, fans it out, and answers the publisher.
+    /// A publication that a shard it fans out to has no room for is refused
+    /// before it gets an offset: once it has one, every subscriber must get it.
     fn owner_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
+        if !self.router.all_have_room(self.owner.interest_of(&channel)) {
+            return self.refuse_publish(reply, Refused::Fanout);
+        }
         let fanned = self.owner.publish(&channel, &data, self.now);
         let result = Published {
             offset: fanned.offset,
@@ -189,14 +199,22 @@ impl Core {
         }
     }
 
-    /// A member joined or left: the owner tells every shard that listens.
+    /// A member joined or left: the owner tells every shard that listens. The
+    /// member list changes whatever happens; the event is not sent to a shard
+    /// with no room (counted, logged), as it has no offset and no answer.
     fn owner_presence_change(&mut self, channel: Arc<str>, member: Member, join: bool) {
         if let Some((frame, mut bits)) = self.owner.presence(&channel, member, join) {
             while bits != 0 {
                 let to = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let (channel, frame) = (channel.clone(), frame.clone());
-                self.send_to(to, ShardMsg::Event { channel, frame });
+                if self
+                    .router
+                    .try_send(to, ShardMsg::Event { channel, frame })
+                    .is_err()
+                {
+                    self.refused(Refused::Event);
+                }
             }
         }
     }
@@ -335,6 +353,12 @@ impl Core {
     }
 
     fn cluster_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
+        // Redis's offset cannot be refused once assigned: the room for this
+        // node's shards is checked before asking (publications from other
+        // nodes cannot be, see docs/ARCHITECTURE.md).
+        if !self.router.all_have_room(self.owner.interest_of(&channel)) {
+            return self.refuse_publish(reply, Refused::Fanout);
+        }
         let ns = self.namespace_of(&channel);
         let req = BusReq::Publish {
             channel,
@@ -345,7 +369,8 @@ impl Core {
             reply,
         };
         if let Err(BusReq::Publish { reply, .. }) = self.bus_send(req) {
-            self.publish_failed(reply, "cluster bus unavailable");
+            let internal = shardcast_proto::command::error_code::INTERNAL;
+            self.publish_failed(reply, internal, "cluster bus unavailable");
         }
     }
 
@@ -458,6 +483,7 @@ impl Core {
                     conn.shard,
                     ShardMsg::PublishFailed {
                         reply: ReplyTo::Ws { conn, id },
+                        code: shardcast_proto::command::error_code::INTERNAL,
                         message: "cluster bus unavailable".into(),
                     },
                 ),
@@ -465,26 +491,29 @@ impl Core {
         }
     }
 
-    /// A publication (or a read) the bus could not carry out.
-    fn publish_failed(&mut self, reply: ReplyTo, message: &str) {
+    /// A publication (or a read) that did not happen: the bus could not carry
+    /// it out, or the router refused it. An embedding-API caller learns it from
+    /// its reply channel closing (`PublishError::Overloaded`).
+    pub(crate) fn publish_failed(&mut self, reply: ReplyTo, code: u16, message: &str) {
         match reply {
             ReplyTo::Ws { conn, id } if conn.shard == self.id => {
                 if self.conns.get_gen(conn.key, conn.gen).is_some() {
-                    let e = shardcast_proto::reply::error(
-                        id,
-                        shardcast_proto::command::error_code::INTERNAL,
-                        message,
-                    );
+                    let e = shardcast_proto::reply::error(id, code, message);
                     self.send_json(conn.key, &e);
                 }
             }
             ReplyTo::Http { conn, req, .. } if conn.shard == self.id => {
-                self.http_failed(conn, req, message)
+                self.http_failed(conn, req, code, message)
             }
             reply => {
                 if let Some(shard) = reply.conn_shard() {
                     let message = message.to_string();
-                    self.send_to(shard, ShardMsg::PublishFailed { reply, message });
+                    let msg = ShardMsg::PublishFailed {
+                        reply,
+                        code,
+                        message,
+                    };
+                    self.send_to(shard, msg);
                 }
             }
         }

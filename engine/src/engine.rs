@@ -52,9 +52,12 @@ pub enum PublishError {
     BadChannel,
     /// `data` is not a single valid JSON value.
     BadData,
-    /// The owner shard's inbox is full: retry later (backpressure, not loss).
+    /// The owner shard's inbox is full, or (from [`Handle::publish`]) the owner
+    /// refused it because a shard it fans out to has a full inbox and router
+    /// overflow: not published, retry later (backpressure, not loss).
     Overloaded,
-    /// The engine has stopped.
+    /// The engine has stopped (kept for callers matching on it; a shard that
+    /// drops the reply channel is refusing the publication: `Overloaded`).
     Stopped,
     /// No answer within the wait (the publication may still happen).
     Timeout,
@@ -249,9 +252,11 @@ impl Handle {
     ) -> Result<Published, PublishError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.submit(channel, data.into(), ReplyTo::External(tx))?;
+        // The owner drops the reply channel unanswered only when it refuses the
+        // publication (a shard stops only through this handle, which is here).
         rx.recv_timeout(wait).map_err(|e| match e {
             crossbeam_channel::RecvTimeoutError::Timeout => PublishError::Timeout,
-            crossbeam_channel::RecvTimeoutError::Disconnected => PublishError::Stopped,
+            crossbeam_channel::RecvTimeoutError::Disconnected => PublishError::Overloaded,
         })
     }
 

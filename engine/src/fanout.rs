@@ -132,6 +132,7 @@ impl Owner {
     /// Cluster mode: shard `from` starts or stops wanting the channel.
     pub fn cluster_interest(&mut self, channel: &Arc<str>, from: ShardId, on: bool) -> Watch {
         let st = self.entry(channel);
+        debug_assert_alternates(channel, st.interest, from, on);
         if on {
             st.interest |= 1 << from;
             if st.known {
@@ -276,6 +277,7 @@ impl Owner {
     /// Shard `from` wants (or no longer wants) publications; returns the current position.
     pub fn interest(&mut self, channel: &Arc<str>, from: ShardId, on: bool) -> (Arc<str>, u64) {
         let st = self.entry(channel);
+        debug_assert_alternates(channel, st.interest, from, on);
         if on {
             st.interest |= 1 << from;
         } else {
@@ -284,11 +286,24 @@ impl Owner {
         (st.epoch.clone(), st.offset)
     }
 
+    /// The shards with subscribers to `channel` (bit i: shard i); 0 when unknown.
+    pub fn interest_of(&self, channel: &str) -> u64 {
+        self.channels.get(channel).map_or(0, |c| c.interest)
+    }
+
     /// Assign the next offset, serialize the push once, and keep it for recovery.
     pub fn publish(&mut self, channel: &Arc<str>, data: &Bytes, now: Instant) -> Fanned {
         let size = self.namespace(channel).history_size;
         let st = self.fresh(channel, now);
         st.offset += 1;
+        // Offsets rise by one: the newest kept publication is the previous one
+        // (expiry and the size cap take from the front only).
+        debug_assert!(
+            st.history.back().is_none_or(|k| k.offset + 1 == st.offset),
+            "channel {channel}: offset {} after kept {:?}",
+            st.offset,
+            st.history.back().map(|k| k.offset)
+        );
         let frame = reply::push(channel, st.offset, &st.epoch, data);
         if size > 0 {
             if st.history.len() >= size {
@@ -464,6 +479,21 @@ impl Owner {
     }
 }
 
+/// Interest bits match the registries, the half the owner can see: a shard
+/// announces interest when its registry creates the channel and withdraws it
+/// when the registry drops it (`subscribe`, `release_channel`), one of each in
+/// turn, over a FIFO queue; so an announcement always flips the shard's bit.
+/// The same bit twice means the registry and this set disagree. (The other
+/// half, that a registry holds a channel only while it has subscribers or
+/// waiters, is checked on each shard: `Registry::assert_held_while_wanted`.)
+fn debug_assert_alternates(channel: &str, interest: u64, from: ShardId, on: bool) {
+    debug_assert_eq!(
+        interest & (1 << from) != 0,
+        !on,
+        "channel {channel}: shard {from} announced interest {on} twice"
+    );
+}
+
 /// Can a client at `since` be told everything after it? Same epoch, not ahead
 /// of the channel, and history (oldest kept offset `oldest`) reaches back to it.
 fn reachable(since: &Since, epoch: &str, offset: u64, oldest: Option<u64>) -> bool {
@@ -544,6 +574,29 @@ mod tests {
         let (_, offset) = o.interest(&ch, 1, false);
         assert_eq!(offset, 2);
         assert_eq!(o.publish(&ch, &Bytes::from_static(b"3"), now).interest, 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "shard 1 announced interest true twice")]
+    fn interest_announced_twice_is_caught() {
+        let mut o = owner(0);
+        let ch: Arc<str> = Arc::from("news");
+        o.interest(&ch, 1, true);
+        o.interest(&ch, 1, true);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "offset 2 after kept Some(5)")]
+    fn a_gap_in_offsets_is_caught_at_the_owner() {
+        let mut o = owner(10);
+        let now = Instant::now();
+        let ch: Arc<str> = Arc::from("news");
+        o.publish(&ch, &Bytes::from_static(b"1"), now);
+        let st = o.channels.get_mut(&ch).unwrap();
+        st.history.back_mut().unwrap().offset = 5;
+        o.publish(&ch, &Bytes::from_static(b"2"), now);
     }
 
     #[test]

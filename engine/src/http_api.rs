@@ -443,6 +443,19 @@ impl Core {
                 return self.respond(key, 400, "application/json", &body, keep_alive);
             }
         };
+        if !self.owners_have_room(&channels) {
+            self.refused(crate::router::Refused::Publish);
+            let code = command::error_code::TOO_MANY_REQUESTS;
+            let body = shardcast_proto::reply::error(None, code, crate::shard::OVERLOADED);
+            let answer = http::response(
+                503,
+                "application/json",
+                &[("Retry-After", "1")],
+                &body,
+                keep_alive,
+            );
+            return self.emit(key, answer, keep_alive);
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -483,6 +496,19 @@ impl Core {
         }
     }
 
+    /// Whether every owner of `channels` can take its share of the request, so
+    /// that a broadcast is refused whole rather than published in part.
+    fn owners_have_room(&self, channels: &[String]) -> bool {
+        let mut wanted = vec![0usize; self.shards];
+        for channel in channels {
+            wanted[owner_of(channel, self.shards)] += 1;
+        }
+        wanted
+            .iter()
+            .enumerate()
+            .all(|(to, &n)| n <= self.router.room(to))
+    }
+
     /// The unanswered pipelined request `req` of a connection still in its HTTP phase.
     fn waiting_request(&mut self, conn: ConnRef, req: u32) -> Option<&mut Waiting> {
         let c = self.conns.get_gen(conn.key, conn.gen)?;
@@ -517,13 +543,14 @@ impl Core {
         self.process_http(conn.key);
     }
 
-    /// Cluster mode: the bus could not publish a channel of a waiting API request;
-    /// the whole request answers 503 (temporary), as none of it can be confirmed.
-    pub(crate) fn http_failed(&mut self, conn: ConnRef, req: u32, message: &str) {
+    /// A channel of a waiting API request was not published (the cluster bus
+    /// could not, or its owner refused it: a shard it fans out to is full); the
+    /// whole request answers 503 (temporary), as none of it can be confirmed.
+    pub(crate) fn http_failed(&mut self, conn: ConnRef, req: u32, code: u16, message: &str) {
         let Some(w) = self.waiting_request(conn, req) else {
             return;
         };
-        let body = shardcast_proto::reply::error(None, command::error_code::INTERNAL, message);
+        let body = shardcast_proto::reply::error(None, code, message);
         w.ready = Some(http::response(
             503,
             "application/json",

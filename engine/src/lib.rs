@@ -30,6 +30,7 @@ pub mod ratelimit;
 mod recovery;
 pub mod registry;
 mod replay;
+mod router;
 mod session;
 pub mod shard;
 mod sse;

@@ -145,8 +145,13 @@ pub enum ShardMsg {
     },
     /// Cluster mode: the link to Redis is lost (every shard closes its subscribers).
     BusLost,
-    /// Cluster mode, to the publisher's shard: the publication did not happen.
-    PublishFailed { reply: ReplyTo, message: String },
+    /// To the publisher's shard: the publication did not happen (error `code`:
+    /// 100 when the cluster bus could not carry it, 111 when the router refused it).
+    PublishFailed {
+        reply: ReplyTo,
+        code: u16,
+        message: String,
+    },
     /// Close everything now (1001) and stop.
     Shutdown,
     /// Close WebSockets with 4001 paced over the window, then stop.

@@ -133,6 +133,13 @@ const REJECTIONS: &[(&str, Pick)] = &[
     ("rate_limited", |s| &s.rate_limited),
 ];
 
+const ROUTER_REFUSALS: &[(&str, Pick)] = &[
+    ("publish", |s| &s.router_refused_publish),
+    ("fanout", |s| &s.router_refused_fanout),
+    ("request", |s| &s.router_refused_request),
+    ("event", |s| &s.router_refused_event),
+];
+
 fn load(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
@@ -154,14 +161,12 @@ impl Collector for EngineCollector {
             }
         }
         let help = "Upgrades and requests refused, by reason.";
-        let mut m =
-            enc.encode_descriptor("shardcast_rejections", help, None, MetricType::Counter)?;
-        for (i, s) in shards.iter().enumerate() {
-            for (reason, pick) in REJECTIONS {
-                let labels = [("shard", i.to_string()), ("reason", reason.to_string())];
-                ConstCounter::new(load(pick(s))).encode(m.encode_family(&labels)?)?;
-            }
-        }
+        let rejections = ("shardcast_rejections", help, "reason");
+        encode_by_label(&mut enc, rejections, REJECTIONS, shards)?;
+        let help = "Messages the router refused because a destination shard's inbox and \
+                    overflow (limits.router_overflow_msgs_max) were full, by kind.";
+        let refusals = ("shardcast_router_refused", help, "kind");
+        encode_by_label(&mut enc, refusals, ROUTER_REFUSALS, shards)?;
         let help =
             "From the owner assigning a publication's offset to this shard submitting the write.";
         let mut m = enc.encode_descriptor(
@@ -215,6 +220,24 @@ impl Collector for EngineCollector {
         }
         Ok(())
     }
+}
+
+/// One counter family with a label besides `shard`: `(name, help, label)`,
+/// and the label's values with the counter each reads.
+fn encode_by_label(
+    enc: &mut DescriptorEncoder,
+    (name, help, label): (&str, &str, &str),
+    values: &[(&str, Pick)],
+    shards: &[Arc<ShardStats>],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (i, s) in shards.iter().enumerate() {
+        for (value, pick) in values {
+            let labels = [("shard", i.to_string()), (label, value.to_string())];
+            ConstCounter::new(load(pick(s))).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// The whole exposition, ready to serve.

@@ -431,16 +431,16 @@ impl Core {
         let limit = limit.map_or(HISTORY_LIMIT_MAX, |l| (l as usize).min(HISTORY_LIMIT_MAX));
         let channel: Arc<str> = Arc::from(channel);
         let owner = owner_of(&channel, self.shards);
-        self.send_to(
-            owner,
-            ShardMsg::History {
-                channel,
-                since,
-                limit,
-                conn,
-                id,
-            },
-        );
+        let msg = ShardMsg::History {
+            channel,
+            since,
+            limit,
+            conn,
+            id,
+        };
+        if self.router.try_send(owner, msg).is_err() {
+            self.refuse_request(key, id);
+        }
     }
 
     pub(crate) fn serve_history(
@@ -520,7 +520,17 @@ impl Core {
         }
         let channel: Arc<str> = Arc::from(channel);
         let owner = owner_of(&channel, self.shards);
-        self.send_to(owner, ShardMsg::PresenceQuery { channel, conn, id });
+        let msg = ShardMsg::PresenceQuery { channel, conn, id };
+        if self.router.try_send(owner, msg).is_err() {
+            self.refuse_request(key, id);
+        }
+    }
+
+    /// A query the owner's shard has no room for: error 111, try again later.
+    fn refuse_request(&mut self, key: ConnKey, id: Option<u64>) {
+        self.refused(crate::router::Refused::Request);
+        let e = reply::error(id, error_code::TOO_MANY_REQUESTS, crate::shard::OVERLOADED);
+        self.send_json(key, &e);
     }
 
     /// `{"id":6,"ok":{"members":[{"user":"u1","conn":"c9"}]}}`

@@ -133,6 +133,31 @@ impl Registry {
         Some(ch)
     }
 
+    /// Interest bits match the registry, this shard's half: the registry holds
+    /// a channel (and so this shard's interest bit is set at its owner, see
+    /// `debug_assert_alternates` in fanout.rs) only while someone here wants
+    /// it. An active channel with nobody left would receive every publication
+    /// for nothing, its release lost; a pending one with subscribers joined
+    /// them before the owner said where they start. The owner's bits live on
+    /// another thread, so the two sets are not compared directly: each side
+    /// checks what it can, and the FIFO queue between them does the rest.
+    pub fn assert_held_while_wanted(&self) {
+        for c in self.iter() {
+            match c.position {
+                Position::Active { .. } => assert!(
+                    !c.subscribers.is_empty() || !c.waiters.is_empty(),
+                    "channel {} is active with no subscriber or waiter",
+                    c.name
+                ),
+                Position::Pending => assert!(
+                    c.subscribers.is_empty(),
+                    "channel {} has subscribers before its acknowledgement",
+                    c.name
+                ),
+            }
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Channel> {
         self.channels.iter().flatten()
     }
@@ -185,5 +210,43 @@ mod tests {
         });
         let s = r.add(id, 2);
         assert!(!r.remove(id, s, 2).now_empty);
+    }
+
+    fn activate(r: &mut Registry, id: ChannelId) {
+        r.get_mut(id).unwrap().position = Position::Active {
+            epoch: "e".into(),
+            offset: 0,
+        };
+    }
+
+    #[test]
+    fn channels_wanted_here_pass_the_interest_check() {
+        let mut r = Registry::default();
+        let (a, _) = r.get_or_create("a");
+        activate(&mut r, a);
+        r.add(a, 1);
+        r.get_or_create("pending-and-empty"); // released when its ack comes
+        r.assert_held_while_wanted();
+    }
+
+    #[test]
+    #[should_panic(expected = "active with no subscriber or waiter")]
+    fn an_active_channel_left_empty_fails_the_interest_check() {
+        let mut r = Registry::default();
+        let (a, _) = r.get_or_create("a");
+        activate(&mut r, a);
+        let s = r.add(a, 1);
+        assert!(r.remove(a, s, 1).now_empty);
+        // Not dropped: its owner would keep sending it here.
+        r.assert_held_while_wanted();
+    }
+
+    #[test]
+    #[should_panic(expected = "subscribers before its acknowledgement")]
+    fn a_pending_channel_with_subscribers_fails_the_interest_check() {
+        let mut r = Registry::default();
+        let (a, _) = r.get_or_create("a");
+        r.add(a, 1);
+        r.assert_held_while_wanted();
     }
 }

@@ -12,6 +12,7 @@ use crate::driver::ConnKey;
 use crate::mesh::{owner_of, ReplyTo, ShardMsg};
 use crate::payload::ConnRef;
 use crate::registry::{Position, Waiter};
+use crate::router::Refused;
 use crate::stats::ShardStats;
 
 impl crate::shard::Core {
@@ -124,12 +125,16 @@ impl crate::shard::Core {
                 };
                 let channel: Arc<str> = Arc::from(channel);
                 let owner = owner_of(&channel, self.shards);
+                let reply = ReplyTo::Ws { conn, id };
+                if self.router.room(owner) == 0 {
+                    return self.refuse_publish(reply, Refused::Publish);
+                }
                 self.send_to(
                     owner,
                     ShardMsg::Publish {
                         channel,
                         data,
-                        reply: ReplyTo::Ws { conn, id },
+                        reply,
                     },
                 );
             }

@@ -20,15 +20,19 @@ use crate::conn::{flag, Phase, Slab};
 use crate::driver::{Completion, ConnKey, Driver};
 use crate::engine::Shared;
 use crate::fanout::Owner;
-use crate::mesh::{Inbox, Peer, ShardMsg};
+use crate::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
 use crate::payload::ShardId;
 use crate::registry::Registry;
+use crate::router::Router;
 use crate::stats::ShardStats;
 
 /// Inbox messages handled per loop turn, so sockets are served between bursts.
 const INBOX_PER_TURN: usize = 8192;
 /// How often a shard refreshes its channel snapshot for `/api/channels`.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
+/// The message of error 111 when the router refuses work.
+pub(crate) const OVERLOADED: &str =
+    "shard overloaded: not accepted (limits.router_overflow_msgs_max), retry later";
 /// How often the driver may give back memory kept from a burst.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -48,13 +52,11 @@ pub(crate) struct Core {
     pub conns: Slab,
     pub registry: Registry,
     pub owner: Owner,
-    pub peers: Vec<Peer>,
     pub inbox: Inbox,
-    /// Messages for a shard whose inbox was full, resent in order next turn.
-    pub overflow: Vec<VecDeque<ShardMsg>>,
-    /// Messages this shard sends to itself (it owns the channel).
-    pub local: VecDeque<ShardMsg>,
-    pub to_wake: u64,
+    /// Messages to other shards and to itself (`router.rs`).
+    pub router: Router,
+    /// When a refusal by the router was last logged, and those since.
+    pub refusals: crate::router::RefusalLog,
     /// Connections with bytes queued and possibly no send in flight.
     pub dirty: Vec<ConnKey>,
     pub to_shutdown: Vec<ConnKey>,
@@ -168,11 +170,9 @@ impl Shard {
             http_limits,
             conns: Slab::with_capacity(cfg.limits.conns_per_shard_max as usize),
             registry: Registry::default(),
-            peers,
+            router: Router::new(id, peers, cfg.limits.router_overflow_msgs_max),
+            refusals: Default::default(),
             inbox,
-            overflow: (0..shards).map(|_| VecDeque::new()).collect(),
-            local: VecDeque::new(),
-            to_wake: 0,
             dirty: Vec::new(),
             to_shutdown: Vec::new(),
             to_close: Vec::new(),
@@ -230,7 +230,7 @@ impl Shard {
             self.core.tick();
             self.flush(&mut batch);
             self.core.record_latency();
-            self.core.flush_peers();
+            self.core.router.flush();
             if self.core.now.duration_since(trimmed_at) >= TRIM_EVERY {
                 trimmed_at = self.core.now;
                 self.driver.trim();
@@ -319,10 +319,7 @@ impl Shard {
 impl Core {
     /// How long the loop may block: zero when work is pending, else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.local.is_empty()
-            || self.overflow.iter().any(|q| !q.is_empty())
-            || !self.dirty.is_empty()
-        {
+        if self.router.has_pending() || !self.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
         let next = [
@@ -349,19 +346,26 @@ impl Core {
         Some(wait)
     }
 
-    /// Queue a message for shard `to` (possibly this one).
+    /// Queue a message for shard `to` (possibly this one) that must not be
+    /// lost: never refused (see `router.rs` for the kinds and their bounds).
     pub fn send_to(&mut self, to: ShardId, msg: ShardMsg) {
-        if to == self.id {
-            self.local.push_back(msg);
-            return;
-        }
-        self.to_wake |= 1 << to;
-        if !self.overflow[to].is_empty() {
-            self.overflow[to].push_back(msg);
-            return;
-        }
-        if let Err(msg) = self.peers[to].try_send(msg) {
-            self.overflow[to].push_back(msg);
+        self.router.send(to, msg);
+    }
+
+    /// Count (and log, at most once a second) something the router refused.
+    pub(crate) fn refused(&mut self, kind: crate::router::Refused) {
+        self.refusals.record(&self.stats, self.id, kind, self.now);
+    }
+
+    /// Refuse a publication with error 111 (HTTP 503): a shard on its way has
+    /// a full inbox and overflow. Nothing waits for a fire-and-forget one, and
+    /// an embedding-API caller sees its reply channel close.
+    pub(crate) fn refuse_publish(&mut self, reply: ReplyTo, kind: crate::router::Refused) {
+        self.refused(kind);
+        let code = shardcast_proto::command::error_code::TOO_MANY_REQUESTS;
+        match reply {
+            ReplyTo::Nobody | ReplyTo::External(_) => {}
+            reply => self.publish_failed(reply, code, OVERLOADED),
         }
     }
 
@@ -375,28 +379,11 @@ impl Core {
         }
     }
 
-    fn flush_peers(&mut self) {
-        for to in 0..self.shards {
-            while let Some(msg) = self.overflow[to].pop_front() {
-                if let Err(msg) = self.peers[to].try_send(msg) {
-                    self.overflow[to].push_front(msg);
-                    break;
-                }
-            }
-        }
-        let mut bits = std::mem::take(&mut self.to_wake);
-        while bits != 0 {
-            let to = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            self.peers[to].wake_if_sleeping();
-        }
-    }
-
     fn drain_inbox(&mut self) {
         let mut budget = INBOX_PER_TURN;
         while budget > 0 {
             budget -= 1;
-            let msg = match self.local.pop_front() {
+            let msg = match self.router.pop_local() {
                 Some(m) => m,
                 None => match self.inbox.rx.try_recv() {
                     Ok(m) => m,
@@ -440,6 +427,10 @@ impl Core {
             self.publish_snapshot();
             self.owner.trim_idle();
             self.close_stalled_replays();
+            // O(channels), so in debug builds and a few times a second only.
+            if cfg!(debug_assertions) {
+                self.registry.assert_held_while_wanted();
+            }
         }
     }
 

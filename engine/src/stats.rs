@@ -58,6 +58,10 @@ counters! {
     partial_budget_closes: "Connections closed (1008) for passing partial_bytes_per_shard_max.",
     http_backpressured: "Times an HTTP connection's unsent responses reached http_queue_bytes_max (its requests wait).",
     http_slow_reader_closes: "HTTP connections closed for not reading their responses.",
+    router_refused_publish: "Publications refused at the publisher's shard: the owner's inbox and router overflow were full.",
+    router_refused_fanout: "Publications refused at their owner: a shard they fan out to had a full inbox and overflow.",
+    router_refused_request: "history and presence queries refused: the owner's inbox and overflow were full.",
+    router_refused_event: "Presence events not sent to a shard whose inbox and overflow were full.",
 }
 
 /// Upper bounds (seconds) of the publish-to-write latency histogram buckets.

@@ -23,10 +23,7 @@ impl Core {
         shrink_deque(&mut self.http_deadlines);
         shrink_deque(&mut self.lingers);
         shrink_deque(&mut self.http_stalls);
-        shrink_deque(&mut self.local);
-        for q in &mut self.overflow {
-            shrink_deque(q);
-        }
+        self.router.trim();
         shrink_vec(&mut self.dirty);
         shrink_vec(&mut self.to_shutdown);
         shrink_vec(&mut self.to_close);

@@ -539,7 +539,11 @@ fn deliver_result(peers: &[Peer], reply: ReplyTo, result: Result<Published, Stri
             };
             let msg = match result {
                 Ok(result) => ShardMsg::Published { reply, result },
-                Err(message) => ShardMsg::PublishFailed { reply, message },
+                Err(message) => ShardMsg::PublishFailed {
+                    reply,
+                    code: shardcast_proto::command::error_code::INTERNAL,
+                    message,
+                },
             };
             send_blocking(&peers[shard], msg);
         }
