@@ -153,7 +153,8 @@ pub struct Limits {
     pub http_write_timeout_ms: u64,
     /// After our close frame, how long to wait for the peer's before closing the socket.
     pub close_linger_ms: u64,
-    /// The server pings a connection that has sent nothing for this long.
+    /// The server pings a connection that has sent nothing for this long (the
+    /// first ping up to half of it later, spread by connection: heartbeat.rs).
     pub ping_interval_ms: u64,
     /// After a ping, the time allowed for a pong (or any traffic) before closing with 4009.
     pub pong_timeout_ms: u64,

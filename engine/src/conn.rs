@@ -73,6 +73,9 @@ pub mod flag {
     pub const FRAME_TIMER: u16 = 1 << 8;
     /// The connection's token has an expiry (the heartbeat sweep checks it).
     pub const EXPIRES: u16 = 1 << 9;
+    /// Pinged at least once: later pings come a whole interval after the last
+    /// bytes, the first one after a delay spread by key (see heartbeat.rs).
+    pub const PINGED: u16 = 1 << 10;
 }
 
 #[derive(Debug)]

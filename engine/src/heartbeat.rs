@@ -190,9 +190,15 @@ impl Core {
             }
             return Beat::Nothing;
         }
-        if ago(t, conn.last_rx_tick) <= b.ping {
+        let ping_after = if conn.has(flag::PINGED) {
+            b.ping
+        } else {
+            b.ping + first_ping_delay(key, b.ping)
+        };
+        if ago(t, conn.last_rx_tick) <= ping_after {
             return Beat::Nothing;
         }
+        conn.set(flag::PINGED, true);
         conn.set(flag::PING_OUTSTANDING, true);
         conn.last_rx_tick = t as u16;
         // The ping is a one-off write: the queue can go once it drains.
@@ -201,6 +207,26 @@ impl Core {
         }
         Beat::Ping
     }
+}
+
+/// Extra ticks before a connection's first ping, spread by key over up to
+/// half the interval.
+///
+/// Connections that arrive together (a ramp, or every client reconnecting
+/// after a restart) would otherwise be pinged in the same tick, interval after
+/// interval, for as long as they stay: a shard's whole population of pings,
+/// pongs and their one-off queues at once. At 15,000 idle connections on 2
+/// shards that peak left 17-28 bytes a connection resident after the first
+/// round (the allocator keeps part of what a peak touched), and at a million
+/// it is a CPU spike every 25 s. Delayed rather than advanced, so no client is
+/// pinged, or closed for silence, sooner than the config says; after its first
+/// pong each connection keeps its own phase. Capped so that ping + delay stays
+/// within `PERIOD_TICKS_MAX` (the 16-bit stamps).
+fn first_ping_delay(key: ConnKey, ping: u64) -> u64 {
+    let max = (ping / 2).min(PERIOD_TICKS_MAX.saturating_sub(ping));
+    // Fibonacci hashing: consecutive keys (a ramp's) land far apart.
+    let h = u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    h % (max + 1)
 }
 
 /// The longest period (ping + pong, or idle) in ticks the config may set:
@@ -220,4 +246,39 @@ pub fn wheel_tick(ping_ms: u64, pong_ms: u64, idle_ms: u64) -> Duration {
         .min()
         .unwrap_or(1000);
     Duration::from_millis((shortest / 10).clamp(10, 1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_pings_of_a_cohort_spread_over_half_the_interval() {
+        // 7,500 connections that arrived together on a shard, 25-tick interval.
+        let ping = 25;
+        let mut per_tick = [0u32; 13];
+        for key in 0..7_500u32 {
+            let d = first_ping_delay(key, ping);
+            assert!(d <= ping / 2, "delayed {d} ticks");
+            per_tick[d as usize] += 1;
+        }
+        // Evenly: about 577 a tick, none more than twice that; before, all
+        // 7,500 in one tick.
+        let max = *per_tick.iter().max().unwrap();
+        let min = *per_tick.iter().min().unwrap();
+        assert!(max < 2 * 7_500 / 13, "{per_tick:?}");
+        assert!(min > 7_500 / 13 / 2, "{per_tick:?}");
+    }
+
+    #[test]
+    fn the_delay_keeps_the_first_ping_within_the_stamps_range() {
+        for ping in [1, 2, 40_000, 59_999, PERIOD_TICKS_MAX] {
+            for key in [0, 1, 7, 1_000_003, u32::MAX] {
+                let d = first_ping_delay(key, ping);
+                assert!(d <= ping / 2);
+                assert!(ping + d <= PERIOD_TICKS_MAX.max(ping), "{ping} + {d}");
+            }
+        }
+        assert_eq!(first_ping_delay(5, 1), 0, "a one-tick interval has no room");
+    }
 }

@@ -45,7 +45,7 @@ pub struct EpollDriver {
     listener_fd: RawFd,
     wake_fd: RawFd,
     events: Vec<libc::epoll_event>,
-    /// Receive buffers, lent lowest id first (see `recv_pool.rs`).
+    /// Receive buffers, reads packed into the current one (see `recv_pool.rs`).
     pool: RecvPool,
     /// Completions produced synchronously (sends, closes) waiting for the next `poll`.
     ready: Vec<Completion>,
@@ -170,23 +170,26 @@ impl EpollDriver {
     }
 
     fn read_some(&mut self, fd: RawFd, conn: ConnKey, out: &mut Vec<Completion>) {
-        let Some(id) = self.pool.take() else {
-            // Pool empty: level-triggered epoll reports this socket again next turn.
+        let Some((id, offset, room)) = self.pool.room() else {
+            // Every buffer holds reads the shard has not released yet:
+            // level-triggered epoll reports this socket again next turn.
             return;
         };
-        let len = self.pool.buf_bytes();
-        let buf = self.pool.slice_mut(id, len);
+        let buf = self.pool.slice_mut(id, offset, room);
         // SAFETY: reads at most buf.len() bytes into a live, exclusively borrowed buffer.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n > 0 {
+            self.pool.filled(id, n as usize);
             out.push(Completion::Recv {
                 conn,
-                buf: BufId { id, offset: 0 },
+                buf: BufId {
+                    id,
+                    offset: offset as u32,
+                },
                 len: n as u32,
             });
             return;
         }
-        self.pool.give_back(id);
         let err = if n == 0 { None } else { Some(errno()) };
         if matches!(err, Some(libc::EAGAIN | libc::EINTR)) {
             return;
@@ -321,11 +324,12 @@ impl Driver for EpollDriver {
     }
 
     fn recv_buf(&mut self, buf: BufId, len: u32) -> &mut [u8] {
-        self.pool.slice_mut(buf.id, len as usize)
+        self.pool
+            .slice_mut(buf.id, buf.offset as usize, len as usize)
     }
 
     fn release(&mut self, buf: BufId) {
-        if !self.pool.give_back(buf.id) {
+        if !self.pool.release(buf.id) {
             tracing::error!(
                 buf = buf.id,
                 "release of a buffer not lent to the shard; ignored"
