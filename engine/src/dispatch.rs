@@ -15,14 +15,6 @@ use crate::stats::ShardStats;
 
 impl Core {
     pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
-        let msg = if self.shared.bus.is_some() {
-            match self.route_to_bus(msg) {
-                Some(msg) => msg,
-                None => return,
-            }
-        } else {
-            msg
-        };
         match msg {
             ShardMsg::Bus { channel, event } => self.on_bus(channel, *event),
             ShardMsg::BusLost => self.bus_lost(),
@@ -31,7 +23,7 @@ impl Core {
                 code,
                 message,
             } => self.publish_failed(reply, code, &message),
-            ShardMsg::Interest { channel, from, on } => self.owner_interest(channel, from, on),
+            ShardMsg::Interest { channel, from, on } => self.authority_interest(channel, from, on),
             ShardMsg::InterestAck {
                 channel,
                 epoch,
@@ -41,7 +33,7 @@ impl Core {
                 channel,
                 data,
                 reply,
-            } => self.owner_publish(channel, data, reply),
+            } => self.authority_publish(channel, data, reply),
             ShardMsg::Deliver {
                 channel,
                 offset,
@@ -58,7 +50,7 @@ impl Core {
                 channel,
                 since,
                 conn,
-            } => self.serve_recovery(channel, since, conn),
+            } => self.authority_recover(channel, since, conn),
             ShardMsg::Recovered {
                 channel,
                 conn,
@@ -70,14 +62,14 @@ impl Core {
                 limit,
                 conn,
                 id,
-            } => self.serve_history(channel, since, limit, conn, id),
+            } => self.authority_history(channel, since, limit, conn, id),
             ShardMsg::HistoryPage { conn, id, page } => self.on_history_page(conn, id, page),
             ShardMsg::ReplayPage {
                 channel,
                 since,
                 upto,
                 conn,
-            } => self.serve_replay_page(channel, since, upto, conn),
+            } => self.authority_replay_page(channel, since, upto, conn),
             ShardMsg::ReplayPageReady {
                 channel,
                 conn,
@@ -106,49 +98,8 @@ impl Core {
         }
     }
 
-    /// Cluster mode: the messages whose order Redis decides go to the bus
-    /// (None); the rest come back to be handled as on a single node.
-    fn route_to_bus(&mut self, msg: ShardMsg) -> Option<ShardMsg> {
-        match msg {
-            ShardMsg::Interest { channel, from, on } => self.cluster_interest(channel, from, on),
-            ShardMsg::Publish {
-                channel,
-                data,
-                reply,
-            } => self.cluster_publish(channel, data, reply),
-            ShardMsg::Recover {
-                channel,
-                since,
-                conn,
-            } => self.cluster_read(channel, ReadFor::Recover { since, conn }),
-            ShardMsg::History {
-                channel,
-                since,
-                limit,
-                conn,
-                id,
-            } => self.cluster_read(
-                channel,
-                ReadFor::History {
-                    since,
-                    limit,
-                    conn,
-                    id,
-                },
-            ),
-            ShardMsg::ReplayPage {
-                channel,
-                since,
-                upto,
-                conn,
-            } => self.cluster_read(channel, ReadFor::Replay { since, upto, conn }),
-            other => return Some(other),
-        }
-        None
-    }
-
     /// A shard's interest in a channel changed; a new one learns where to join.
-    fn owner_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
+    pub(crate) fn owner_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
         let (epoch, offset) = self.owner.interest(&channel, from, on);
         if on {
             self.send_to(
@@ -165,7 +116,7 @@ impl Core {
     /// The owner orders a publication, fans it out, and answers the publisher.
     /// A publication that a shard it fans out to has no room for is refused
     /// before it gets an offset: once it has one, every subscriber must get it.
-    fn owner_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
+    pub(crate) fn owner_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
         if !self.router.all_have_room(self.owner.interest_of(&channel)) {
             return self.refuse_publish(reply, Refused::Fanout);
         }
@@ -308,14 +259,7 @@ impl Core {
         }
     }
 
-    fn bus_send(&mut self, req: BusReq) -> Result<(), BusReq> {
-        match self.shared.bus.as_ref() {
-            Some(bus) => bus.send(req),
-            None => Err(req),
-        }
-    }
-
-    fn cluster_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
+    pub(crate) fn cluster_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
         match self.owner.cluster_interest(&channel, from, on) {
             Watch::Ack(epoch, offset) => self.send_to(
                 from,
@@ -328,7 +272,9 @@ impl Core {
             Watch::Wait { start: Some(seq) } => {
                 let epoch = self.owner.new_epoch();
                 if self
-                    .bus_send(BusReq::Watch {
+                    .shared
+                    .authority
+                    .send(BusReq::Watch {
                         channel: channel.clone(),
                         on: true,
                         epoch,
@@ -341,7 +287,7 @@ impl Core {
                 }
             }
             Watch::Stop => {
-                let _ = self.bus_send(BusReq::Watch {
+                let _ = self.shared.authority.send(BusReq::Watch {
                     channel,
                     on: false,
                     epoch: Arc::from(""),
@@ -352,7 +298,12 @@ impl Core {
         }
     }
 
-    fn cluster_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
+    pub(crate) fn cluster_publish(
+        &mut self,
+        channel: Arc<str>,
+        data: bytes::Bytes,
+        reply: ReplyTo,
+    ) {
         // Redis's offset cannot be refused once assigned: the room for this
         // node's shards is checked before asking (publications from other
         // nodes cannot be, see docs/ARCHITECTURE.md).
@@ -368,13 +319,13 @@ impl Core {
             epoch: self.owner.new_epoch(),
             reply,
         };
-        if let Err(BusReq::Publish { reply, .. }) = self.bus_send(req) {
+        if let Err(BusReq::Publish { reply, .. }) = self.shared.authority.send(req) {
             let internal = shardcast_proto::command::error_code::INTERNAL;
             self.publish_failed(reply, internal, "cluster bus unavailable");
         }
     }
 
-    fn cluster_read(&mut self, channel: Arc<str>, then: ReadFor) {
+    pub(crate) fn cluster_read(&mut self, channel: Arc<str>, then: ReadFor) {
         let ttl = self.namespace_of(&channel).history_ttl_ms;
         let page_bytes = self.cfg.recovery.page_bytes_max;
         // Redis sends one page at a time, as the owner shard does locally.
@@ -401,7 +352,7 @@ impl Core {
             window,
             then: Box::new(then),
         };
-        if let Err(BusReq::Read { then, .. }) = self.bus_send(req) {
+        if let Err(BusReq::Read { then, .. }) = self.shared.authority.send(req) {
             self.on_bus(channel, BusEvent::ReadFailed { then: *then });
         }
     }
