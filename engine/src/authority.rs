@@ -79,7 +79,7 @@ impl Authority {
 
 /// The owner's side of each message whose answer depends on who orders the
 /// channel: the owner shard's own (`dispatch.rs`, `recovery.rs`), or its relay
-/// to Redis (`dispatch.rs`, `cluster_*`).
+/// to Redis (`relay.rs`).
 impl Core {
     /// A shard's interest in a channel changed; it learns where to join.
     pub(crate) fn authority_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {

@@ -31,6 +31,7 @@ pub mod payload;
 pub mod ratelimit;
 mod recovery;
 pub mod registry;
+mod relay;
 mod replay;
 mod router;
 mod session;
