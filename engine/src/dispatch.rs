@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use shardcast_proto::{reply, PreparedFrame};
 
-use crate::cluster::BusReq;
-use crate::fanout::{Fanned, Watch};
+use crate::fanout::Fanned;
 use crate::mesh::{Published, ReplyTo, ShardMsg};
-use crate::payload::{BusEvent, Member, ReadFor, Window};
+use crate::payload::Member;
 use crate::registry::Position;
 use crate::router::Refused;
 use crate::shard::Core;
@@ -15,14 +14,6 @@ use crate::stats::ShardStats;
 
 impl Core {
     pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
-        let msg = if self.shared.bus.is_some() {
-            match self.route_to_bus(msg) {
-                Some(msg) => msg,
-                None => return,
-            }
-        } else {
-            msg
-        };
         match msg {
             ShardMsg::Bus { channel, event } => self.on_bus(channel, *event),
             ShardMsg::BusLost => self.bus_lost(),
@@ -31,7 +22,7 @@ impl Core {
                 code,
                 message,
             } => self.publish_failed(reply, code, &message),
-            ShardMsg::Interest { channel, from, on } => self.owner_interest(channel, from, on),
+            ShardMsg::Interest { channel, from, on } => self.authority_interest(channel, from, on),
             ShardMsg::InterestAck {
                 channel,
                 epoch,
@@ -41,7 +32,7 @@ impl Core {
                 channel,
                 data,
                 reply,
-            } => self.owner_publish(channel, data, reply),
+            } => self.authority_publish(channel, data, reply),
             ShardMsg::Deliver {
                 channel,
                 offset,
@@ -58,7 +49,7 @@ impl Core {
                 channel,
                 since,
                 conn,
-            } => self.serve_recovery(channel, since, conn),
+            } => self.authority_recover(channel, since, conn),
             ShardMsg::Recovered {
                 channel,
                 conn,
@@ -70,14 +61,14 @@ impl Core {
                 limit,
                 conn,
                 id,
-            } => self.serve_history(channel, since, limit, conn, id),
+            } => self.authority_history(channel, since, limit, conn, id),
             ShardMsg::HistoryPage { conn, id, page } => self.on_history_page(conn, id, page),
             ShardMsg::ReplayPage {
                 channel,
                 since,
                 upto,
                 conn,
-            } => self.serve_replay_page(channel, since, upto, conn),
+            } => self.authority_replay_page(channel, since, upto, conn),
             ShardMsg::ReplayPageReady {
                 channel,
                 conn,
@@ -106,49 +97,8 @@ impl Core {
         }
     }
 
-    /// Cluster mode: the messages whose order Redis decides go to the bus
-    /// (None); the rest come back to be handled as on a single node.
-    fn route_to_bus(&mut self, msg: ShardMsg) -> Option<ShardMsg> {
-        match msg {
-            ShardMsg::Interest { channel, from, on } => self.cluster_interest(channel, from, on),
-            ShardMsg::Publish {
-                channel,
-                data,
-                reply,
-            } => self.cluster_publish(channel, data, reply),
-            ShardMsg::Recover {
-                channel,
-                since,
-                conn,
-            } => self.cluster_read(channel, ReadFor::Recover { since, conn }),
-            ShardMsg::History {
-                channel,
-                since,
-                limit,
-                conn,
-                id,
-            } => self.cluster_read(
-                channel,
-                ReadFor::History {
-                    since,
-                    limit,
-                    conn,
-                    id,
-                },
-            ),
-            ShardMsg::ReplayPage {
-                channel,
-                since,
-                upto,
-                conn,
-            } => self.cluster_read(channel, ReadFor::Replay { since, upto, conn }),
-            other => return Some(other),
-        }
-        None
-    }
-
     /// A shard's interest in a channel changed; a new one learns where to join.
-    fn owner_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
+    pub(crate) fn owner_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
         let (epoch, offset) = self.owner.interest(&channel, from, on);
         if on {
             self.send_to(
@@ -165,7 +115,7 @@ impl Core {
     /// The owner orders a publication, fans it out, and answers the publisher.
     /// A publication that a shard it fans out to has no room for is refused
     /// before it gets an offset: once it has one, every subscriber must get it.
-    fn owner_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
+    pub(crate) fn owner_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
         if !self.router.all_have_room(self.owner.interest_of(&channel)) {
             return self.refuse_publish(reply, Refused::Fanout);
         }
@@ -285,11 +235,10 @@ impl Core {
     }
 }
 
-/// The owner side in cluster mode: Redis assigns offsets; this node's owner
-/// shard relays between the bus and the node's shards, in Redis's order.
+/// What the owner sends out in both modes (`relay.rs` is cluster mode's own part).
 impl Core {
     /// Hand one publication, framed once, to every shard with subscribers.
-    fn fan_out(&mut self, channel: &Arc<str>, fanned: Fanned) {
+    pub(crate) fn fan_out(&mut self, channel: &Arc<str>, fanned: Fanned) {
         ShardStats::inc(&self.stats.publications);
         let mut bits = fanned.interest;
         while bits != 0 {
@@ -305,189 +254,6 @@ impl Core {
                     published_at: self.now,
                 },
             );
-        }
-    }
-
-    fn bus_send(&mut self, req: BusReq) -> Result<(), BusReq> {
-        match self.shared.bus.as_ref() {
-            Some(bus) => bus.send(req),
-            None => Err(req),
-        }
-    }
-
-    fn cluster_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
-        match self.owner.cluster_interest(&channel, from, on) {
-            Watch::Ack(epoch, offset) => self.send_to(
-                from,
-                ShardMsg::InterestAck {
-                    channel,
-                    epoch,
-                    offset,
-                },
-            ),
-            Watch::Wait { start: Some(seq) } => {
-                let epoch = self.owner.new_epoch();
-                if self
-                    .bus_send(BusReq::Watch {
-                        channel: channel.clone(),
-                        on: true,
-                        epoch,
-                        seq,
-                    })
-                    .is_err()
-                {
-                    // The bus is down: its loss closes every subscriber, this one too.
-                    tracing::warn!(channel = %channel, "cluster: cannot subscribe, bus unavailable");
-                }
-            }
-            Watch::Stop => {
-                let _ = self.bus_send(BusReq::Watch {
-                    channel,
-                    on: false,
-                    epoch: Arc::from(""),
-                    seq: 0,
-                });
-            }
-            Watch::Wait { start: None } | Watch::Nothing => {}
-        }
-    }
-
-    fn cluster_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
-        // Redis's offset cannot be refused once assigned: the room for this
-        // node's shards is checked before asking (publications from other
-        // nodes cannot be, see docs/ARCHITECTURE.md).
-        if !self.router.all_have_room(self.owner.interest_of(&channel)) {
-            return self.refuse_publish(reply, Refused::Fanout);
-        }
-        let ns = self.namespace_of(&channel);
-        let req = BusReq::Publish {
-            channel,
-            data,
-            history_size: ns.history_size,
-            history_ttl_ms: ns.history_ttl_ms,
-            epoch: self.owner.new_epoch(),
-            reply,
-        };
-        if let Err(BusReq::Publish { reply, .. }) = self.bus_send(req) {
-            let internal = shardcast_proto::command::error_code::INTERNAL;
-            self.publish_failed(reply, internal, "cluster bus unavailable");
-        }
-    }
-
-    fn cluster_read(&mut self, channel: Arc<str>, then: ReadFor) {
-        let ttl = self.namespace_of(&channel).history_ttl_ms;
-        let page_bytes = self.cfg.recovery.page_bytes_max;
-        // Redis sends one page at a time, as the owner shard does locally.
-        let window = match &then {
-            ReadFor::Recover { since, .. } => Window {
-                after: Some(since.offset),
-                count: u32::MAX as usize,
-                page_bytes,
-            },
-            ReadFor::Replay { since, upto, .. } => Window {
-                after: Some(since.offset),
-                count: usize::try_from(upto.saturating_sub(since.offset)).unwrap_or(usize::MAX),
-                page_bytes,
-            },
-            ReadFor::History { since, limit, .. } => Window {
-                after: since.as_ref().map(|s| s.offset),
-                count: *limit,
-                page_bytes: self.history_page_bytes(),
-            },
-        };
-        let req = BusReq::Read {
-            channel: channel.clone(),
-            history_ttl_ms: ttl,
-            window,
-            then: Box::new(then),
-        };
-        if let Err(BusReq::Read { then, .. }) = self.bus_send(req) {
-            self.on_bus(channel, BusEvent::ReadFailed { then: *then });
-        }
-    }
-
-    fn on_bus(&mut self, channel: Arc<str>, event: BusEvent) {
-        match event {
-            BusEvent::Message {
-                epoch,
-                offset,
-                data,
-            } => {
-                if let Some(fanned) = self.owner.cluster_message(&channel, epoch, offset, &data) {
-                    self.fan_out(&channel, fanned);
-                }
-            }
-            BusEvent::Watched { epoch, offset, seq } => {
-                let mut bits = self
-                    .owner
-                    .cluster_watched(&channel, epoch.clone(), offset, seq);
-                while bits != 0 {
-                    let to = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let (channel, epoch) = (channel.clone(), epoch.clone());
-                    self.send_to(
-                        to,
-                        ShardMsg::InterestAck {
-                            channel,
-                            epoch,
-                            offset,
-                        },
-                    );
-                }
-            }
-            BusEvent::Read { snapshot, then } => match then {
-                ReadFor::Recover { since, conn } => {
-                    let recovery = crate::fanout::recover_from(&channel, &snapshot, &since);
-                    self.send_to(
-                        conn.shard,
-                        ShardMsg::Recovered {
-                            channel,
-                            conn,
-                            recovery,
-                        },
-                    );
-                }
-                ReadFor::Replay { since, conn, .. } => {
-                    let frames = crate::fanout::replay_from(&channel, &snapshot, &since);
-                    self.send_to(
-                        conn.shard,
-                        ShardMsg::ReplayPageReady {
-                            channel,
-                            conn,
-                            frames,
-                        },
-                    );
-                }
-                ReadFor::History {
-                    since, conn, id, ..
-                } => {
-                    let page = crate::fanout::history_from(&snapshot, since.as_ref());
-                    self.send_to(conn.shard, ShardMsg::HistoryPage { conn, id, page });
-                }
-            },
-            BusEvent::ReadFailed { then } => match then {
-                // The bus's loss closes the subscriber too (4001); its replay
-                // slot must come back all the same.
-                ReadFor::Recover { conn, .. } => {
-                    self.send_to(conn.shard, ShardMsg::RecoverFailed { channel, conn })
-                }
-                ReadFor::Replay { conn, .. } => self.send_to(
-                    conn.shard,
-                    ShardMsg::ReplayPageReady {
-                        channel,
-                        conn,
-                        frames: None,
-                    },
-                ),
-                ReadFor::History { conn, id, .. } => self.send_to(
-                    conn.shard,
-                    ShardMsg::PublishFailed {
-                        reply: ReplyTo::Ws { conn, id },
-                        code: shardcast_proto::command::error_code::INTERNAL,
-                        message: "cluster bus unavailable".into(),
-                    },
-                ),
-            },
         }
     }
 
@@ -516,27 +282,6 @@ impl Core {
                     self.send_to(shard, msg);
                 }
             }
-        }
-    }
-
-    /// The link to Redis is lost: this node cannot tell what it misses from now
-    /// on, so its subscribers reconnect (4001) and recover from Redis with `since`.
-    fn bus_lost(&mut self) {
-        self.owner.cluster_reset();
-        let spread = self.cfg.limits.reconnect_spread_ms.max(1);
-        let keys: Vec<_> = self
-            .conns
-            .keys()
-            .filter(|&k| {
-                self.conns
-                    .get(k)
-                    .is_some_and(|c| c.phase == crate::conn::Phase::Ws)
-            })
-            .collect();
-        for (i, key) in keys.into_iter().enumerate() {
-            let jitter = (key as u64 ^ (i as u64).wrapping_mul(0x9e37_79b9)) % spread;
-            let reason = format!("reconnect_after_ms={jitter}");
-            self.close_ws(key, shardcast_proto::error::close_code::DRAINING, &reason);
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::authority::Authority;
 use crate::config::Config;
 use crate::driver::{self, DriverKind};
 use crate::mesh::{self, owner_of, Peer, Published, ReplyTo, ShardMsg};
@@ -30,8 +31,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Token verifier; None: anonymous connections.
     pub verifier: Option<crate::auth::Verifier>,
-    /// Cluster mode's link to Redis; None on a single node.
-    pub bus: Option<Arc<crate::cluster::Bus>>,
+    /// Who orders each channel: the owner shard, or Redis in cluster mode.
+    pub authority: Authority,
     /// Open connections per authenticated user (`limits.conns_per_user_max`).
     pub users: crate::users::UserConns,
 }
@@ -106,21 +107,17 @@ impl Engine {
             peers.push(p);
             inboxes.push(i);
         }
-        let bus = match cfg.cluster.redis_addr() {
-            Ok(Some(addr)) => {
-                let bus = crate::cluster::Bus::start(addr, &cfg.cluster.key_prefix, peers.clone())?;
-                tracing::info!(redis = %addr, prefix = %cfg.cluster.key_prefix, "cluster mode");
-                Some(bus)
-            }
-            Ok(None) => None,
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
-        };
+        let redis = cfg
+            .cluster
+            .redis_addr()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let authority = Authority::start(redis, &cfg.cluster.key_prefix, &peers)?;
         let shared = Arc::new(Shared {
             stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
             channels: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
             draining: AtomicBool::new(false),
             verifier,
-            bus,
+            authority,
             users: Default::default(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();

@@ -59,6 +59,16 @@ pub enum Watch {
     Nothing,
 }
 
+/// Where a new channel's position (offset and epoch) comes from, as the
+/// channel's authority decides (`authority.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// This owner assigns every offset: a new channel starts at 0 in a fresh epoch.
+    Assigned,
+    /// Redis assigns them: unknown until this node has read it (`cluster_watched`).
+    Read,
+}
+
 /// One publication ready to hand out.
 #[derive(Debug)]
 pub struct Fanned {
@@ -96,8 +106,8 @@ pub struct Owner {
     boot_nanos: u64,
     idle_channels_max: usize,
     namespaces: Arc<HashMap<String, Namespace>>,
-    /// Cluster mode: Redis holds offsets and history; this keeps a node's view.
-    cluster: bool,
+    /// Whether this owner assigns offsets, or keeps a node's view of Redis's.
+    positions: Positions,
     /// Counts channel uses, so the least recently used idle ones go first.
     uses: u64,
 }
@@ -107,6 +117,7 @@ impl Owner {
         shard: ShardId,
         idle_channels_max: usize,
         namespaces: Arc<HashMap<String, Namespace>>,
+        positions: Positions,
     ) -> Owner {
         let boot_nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -119,14 +130,9 @@ impl Owner {
             boot_nanos,
             idle_channels_max,
             namespaces,
-            cluster: false,
+            positions,
             uses: 0,
         }
-    }
-
-    /// Switch to cluster mode (before any channel exists).
-    pub fn set_cluster(&mut self) {
-        self.cluster = true;
     }
 
     /// Cluster mode: shard `from` starts or stops wanting the channel.
@@ -248,7 +254,7 @@ impl Owner {
                 history: VecDeque::new(),
                 members: Vec::new(),
                 watched: false,
-                known: !self.cluster,
+                known: self.positions == Positions::Assigned,
                 waiting: 0,
                 watch_seq: 0,
                 used,
@@ -548,6 +554,10 @@ mod tests {
     use super::*;
 
     fn owner(history_size: usize) -> Owner {
+        owner_with(history_size, Positions::Assigned)
+    }
+
+    fn owner_with(history_size: usize, positions: Positions) -> Owner {
         let mut ns = HashMap::new();
         ns.insert(
             String::new(),
@@ -556,7 +566,7 @@ mod tests {
                 ..Namespace::default()
             },
         );
-        Owner::new(0, 10, Arc::new(ns))
+        Owner::new(0, 10, Arc::new(ns), positions)
     }
 
     #[test]
@@ -811,7 +821,7 @@ mod tests {
                 ..Namespace::default()
             },
         );
-        let mut o = Owner::new(0, 10, Arc::new(ns));
+        let mut o = Owner::new(0, 10, Arc::new(ns), Positions::Assigned);
         let t0 = Instant::now();
         let ch: Arc<str> = Arc::from("t");
         let epoch = o
@@ -850,8 +860,7 @@ mod tests {
 
     #[test]
     fn cluster_positions_come_from_the_latest_subscribe_only() {
-        let mut o = owner(0);
-        o.set_cluster();
+        let mut o = owner_with(0, Positions::Read);
         let ch: Arc<str> = Arc::from("c");
         let b = Bytes::from_static(b"1");
         assert_eq!(

@@ -224,7 +224,7 @@ impl Core {
             ("GET", "/ready") => {
                 if self.shared.draining.load(Ordering::Relaxed) {
                     self.respond(key, 503, "text/plain", b"draining", keep_alive)
-                } else if self.shared.bus.as_ref().is_some_and(|b| !b.is_up()) {
+                } else if !self.shared.authority.is_up() {
                     self.respond(key, 503, "text/plain", b"cluster bus down", keep_alive)
                 } else if self.above_high_water() {
                     self.respond(key, 503, "text/plain", b"overloaded", keep_alive)
@@ -347,7 +347,7 @@ impl Core {
             return true;
         }
         // Cluster mode without Redis: a subscriber could not be told what it misses.
-        if self.shared.bus.as_ref().is_some_and(|b| !b.is_up()) {
+        if !self.shared.authority.is_up() {
             return true;
         }
         if self.stats.ws_open.load(Ordering::Relaxed) >= l.conns_per_shard_max as u64 {

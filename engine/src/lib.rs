@@ -3,12 +3,14 @@
 //! Reading order: [`engine`] starts one [`shard`] per core; a shard owns a
 //! [`driver`] (io_uring or epoll), a [`conn`] slab and a socket-agnostic
 //! [`registry`]; [`fanout`] turns a publication into one shared frame that
-//! [`mesh`] carries to every shard with subscribers. What they (and
-//! [`cluster`]) hand each other is defined in [`payload`], which imports
-//! nothing else from the engine.
+//! [`mesh`] carries to every shard with subscribers; [`authority`] says
+//! whether the owner shard or Redis ([`cluster`]) orders each channel. What
+//! they hand each other is defined in [`payload`], which imports nothing else
+//! from the engine.
 
 pub mod alloc_trim;
 pub mod auth;
+pub mod authority;
 pub mod cluster;
 pub mod config;
 pub mod conn;
@@ -29,6 +31,7 @@ pub mod payload;
 pub mod ratelimit;
 mod recovery;
 pub mod registry;
+mod relay;
 mod replay;
 mod router;
 mod session;

@@ -209,14 +209,14 @@ impl Collector for EngineCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(draining).encode(m)?;
-        if let Some(bus) = &self.0.bus {
+        if let Some(up) = self.0.authority.link_up() {
             let m = enc.encode_descriptor(
                 "shardcast_cluster_bus_up",
                 "Cluster mode: 1 while the link to Redis is up.",
                 None,
                 MetricType::Gauge,
             )?;
-            ConstGauge::new(bus.is_up() as i64).encode(m)?;
+            ConstGauge::new(up as i64).encode(m)?;
         }
         Ok(())
     }

@@ -165,6 +165,7 @@ impl Shard {
                 id,
                 cfg.limits.idle_channels_max,
                 Arc::new(cfg.namespaces.clone()),
+                shared.authority.positions(),
             ),
             dec_cfg,
             http_limits,
@@ -190,10 +191,6 @@ impl Shard {
             now,
             cfg,
         };
-        let mut core = core;
-        if core.shared.bus.is_some() {
-            core.owner.set_cluster();
-        }
         Shard { driver, core }
     }
 

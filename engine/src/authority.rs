@@ -1,0 +1,146 @@
+//! Who decides a channel's order: which offset a publication gets, which
+//! history is kept, what a recovery is answered from. On a single node it is
+//! the channel's owner shard (`fanout::Owner`); in cluster mode it is Redis,
+//! and the owner shard relays between the bus and this node's shards.
+//!
+//! The rest of the engine asks the authority, never whether cluster mode is on.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::cluster::{Bus, BusReq};
+use crate::fanout::Positions;
+use bytes::Bytes;
+use shardcast_proto::command::Since;
+
+use crate::mesh::{Peer, ReplyTo};
+use crate::payload::{ConnRef, ReadFor};
+use crate::shard::Core;
+
+/// Where every channel's order is decided, for the whole process.
+#[derive(Debug, Clone)]
+pub enum Authority {
+    /// The owner shard assigns offsets, keeps history and answers recovery.
+    Local,
+    /// Redis does all three (cluster mode); this is the link to it.
+    Redis(Arc<Bus>),
+}
+
+impl Authority {
+    /// Redis when an address is configured (the link starts here), else local.
+    pub fn start(redis: Option<SocketAddr>, prefix: &str, peers: &[Peer]) -> io::Result<Self> {
+        Ok(match redis {
+            Some(addr) => {
+                let bus = Bus::start(addr, prefix, peers.to_vec())?;
+                tracing::info!(redis = %addr, prefix = %prefix, "cluster mode");
+                Authority::Redis(bus)
+            }
+            None => Authority::Local,
+        })
+    }
+
+    /// What an owner knows of a channel it has not seen: everything when it
+    /// assigns the offsets, nothing until Redis is read otherwise.
+    pub fn positions(&self) -> Positions {
+        match self {
+            Authority::Local => Positions::Assigned,
+            Authority::Redis(_) => Positions::Read,
+        }
+    }
+
+    /// Whether the authority can be reached. Without it a subscriber could not
+    /// be told what it misses, so the node takes no connections and is not ready.
+    pub fn is_up(&self) -> bool {
+        match self {
+            Authority::Local => true,
+            Authority::Redis(bus) => bus.is_up(),
+        }
+    }
+
+    /// The state of the link to a remote authority, for metrics; None when
+    /// there is no link to report on.
+    pub fn link_up(&self) -> Option<bool> {
+        match self {
+            Authority::Local => None,
+            Authority::Redis(bus) => Some(bus.is_up()),
+        }
+    }
+
+    /// Hand a request to Redis; given back when it cannot be carried (the link
+    /// is down, or there is no Redis to carry it to).
+    pub(crate) fn send(&self, req: BusReq) -> Result<(), BusReq> {
+        match self {
+            Authority::Local => Err(req),
+            Authority::Redis(bus) => bus.send(req),
+        }
+    }
+}
+
+/// The owner's side of each message whose answer depends on who orders the
+/// channel: the owner shard's own (`dispatch.rs`, `recovery.rs`), or its relay
+/// to Redis (`relay.rs`).
+impl Core {
+    /// A shard's interest in a channel changed; it learns where to join.
+    pub(crate) fn authority_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
+        match self.shared.authority {
+            Authority::Local => self.owner_interest(channel, from, on),
+            Authority::Redis(_) => self.cluster_interest(channel, from, on),
+        }
+    }
+
+    /// A publication gets its offset, is kept and fanned out.
+    pub(crate) fn authority_publish(&mut self, channel: Arc<str>, data: Bytes, reply: ReplyTo) {
+        match self.shared.authority {
+            Authority::Local => self.owner_publish(channel, data, reply),
+            Authority::Redis(_) => self.cluster_publish(channel, data, reply),
+        }
+    }
+
+    /// A subscribe with `since`: where to join and the first page it missed.
+    pub(crate) fn authority_recover(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
+        match self.shared.authority {
+            Authority::Local => self.serve_recovery(channel, since, conn),
+            Authority::Redis(_) => self.cluster_read(channel, ReadFor::Recover { since, conn }),
+        }
+    }
+
+    /// The next page of a replay, up to `upto`.
+    pub(crate) fn authority_replay_page(
+        &mut self,
+        channel: Arc<str>,
+        since: Since,
+        upto: u64,
+        conn: ConnRef,
+    ) {
+        match self.shared.authority {
+            Authority::Local => self.serve_replay_page(channel, since, upto, conn),
+            Authority::Redis(_) => {
+                self.cluster_read(channel, ReadFor::Replay { since, upto, conn })
+            }
+        }
+    }
+
+    /// A `history` command's page.
+    pub(crate) fn authority_history(
+        &mut self,
+        channel: Arc<str>,
+        since: Option<Since>,
+        limit: usize,
+        conn: ConnRef,
+        id: Option<u64>,
+    ) {
+        match self.shared.authority {
+            Authority::Local => self.serve_history(channel, since, limit, conn, id),
+            Authority::Redis(_) => {
+                let then = ReadFor::History {
+                    since,
+                    limit,
+                    conn,
+                    id,
+                };
+                self.cluster_read(channel, then)
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The owner side in cluster mode: Redis assigns offsets, keeps history and
+//! answers reads; this node's owner shard relays between the bus and the
+//! node's shards, in Redis's order. Reached through `authority.rs`.
+
+use std::sync::Arc;
+
+use crate::cluster::BusReq;
+use crate::fanout::Watch;
+use crate::mesh::{ReplyTo, ShardMsg};
+use crate::payload::{BusEvent, ReadFor, Snapshot, Window};
+use crate::router::Refused;
+use crate::shard::Core;
+
+impl Core {
+    pub(crate) fn cluster_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
+        match self.owner.cluster_interest(&channel, from, on) {
+            Watch::Ack(epoch, offset) => self.send_to(
+                from,
+                ShardMsg::InterestAck {
+                    channel,
+                    epoch,
+                    offset,
+                },
+            ),
+            Watch::Wait { start: Some(seq) } => {
+                let epoch = self.owner.new_epoch();
+                if self
+                    .shared
+                    .authority
+                    .send(BusReq::Watch {
+                        channel: channel.clone(),
+                        on: true,
+                        epoch,
+                        seq,
+                    })
+                    .is_err()
+                {
+                    // The bus is down: its loss closes every subscriber, this one too.
+                    tracing::warn!(channel = %channel, "cluster: cannot subscribe, bus unavailable");
+                }
+            }
+            Watch::Stop => {
+                let _ = self.shared.authority.send(BusReq::Watch {
+                    channel,
+                    on: false,
+                    epoch: Arc::from(""),
+                    seq: 0,
+                });
+            }
+            Watch::Wait { start: None } | Watch::Nothing => {}
+        }
+    }
+
+    pub(crate) fn cluster_publish(
+        &mut self,
+        channel: Arc<str>,
+        data: bytes::Bytes,
+        reply: ReplyTo,
+    ) {
+        // Redis's offset cannot be refused once assigned: the room for this
+        // node's shards is checked before asking (publications from other
+        // nodes cannot be, see docs/ARCHITECTURE.md).
+        if !self.router.all_have_room(self.owner.interest_of(&channel)) {
+            return self.refuse_publish(reply, Refused::Fanout);
+        }
+        let ns = self.namespace_of(&channel);
+        let req = BusReq::Publish {
+            channel,
+            data,
+            history_size: ns.history_size,
+            history_ttl_ms: ns.history_ttl_ms,
+            epoch: self.owner.new_epoch(),
+            reply,
+        };
+        if let Err(BusReq::Publish { reply, .. }) = self.shared.authority.send(req) {
+            let internal = shardcast_proto::command::error_code::INTERNAL;
+            self.publish_failed(reply, internal, "cluster bus unavailable");
+        }
+    }
+
+    pub(crate) fn cluster_read(&mut self, channel: Arc<str>, then: ReadFor) {
+        let ttl = self.namespace_of(&channel).history_ttl_ms;
+        let page_bytes = self.cfg.recovery.page_bytes_max;
+        // Redis sends one page at a time, as the owner shard does locally.
+        let window = match &then {
+            ReadFor::Recover { since, .. } => Window {
+                after: Some(since.offset),
+                count: u32::MAX as usize,
+                page_bytes,
+            },
+            ReadFor::Replay { since, upto, .. } => Window {
+                after: Some(since.offset),
+                count: usize::try_from(upto.saturating_sub(since.offset)).unwrap_or(usize::MAX),
+                page_bytes,
+            },
+            ReadFor::History { since, limit, .. } => Window {
+                after: since.as_ref().map(|s| s.offset),
+                count: *limit,
+                page_bytes: self.history_page_bytes(),
+            },
+        };
+        let req = BusReq::Read {
+            channel: channel.clone(),
+            history_ttl_ms: ttl,
+            window,
+            then: Box::new(then),
+        };
+        if let Err(BusReq::Read { then, .. }) = self.shared.authority.send(req) {
+            self.on_bus(channel, BusEvent::ReadFailed { then: *then });
+        }
+    }
+
+    /// What Redis said about a channel, in the order it said it.
+    pub(crate) fn on_bus(&mut self, channel: Arc<str>, event: BusEvent) {
+        match event {
+            BusEvent::Message {
+                epoch,
+                offset,
+                data,
+            } => {
+                if let Some(fanned) = self.owner.cluster_message(&channel, epoch, offset, &data) {
+                    self.fan_out(&channel, fanned);
+                }
+            }
+            BusEvent::Watched { epoch, offset, seq } => {
+                let mut bits = self
+                    .owner
+                    .cluster_watched(&channel, epoch.clone(), offset, seq);
+                while bits != 0 {
+                    let to = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let (channel, epoch) = (channel.clone(), epoch.clone());
+                    self.send_to(
+                        to,
+                        ShardMsg::InterestAck {
+                            channel,
+                            epoch,
+                            offset,
+                        },
+                    );
+                }
+            }
+            BusEvent::Read { snapshot, then } => self.on_read(channel, &snapshot, then),
+            BusEvent::ReadFailed { then } => self.on_read_failed(channel, then),
+        }
+    }
+
+    /// A history read for a recovery, a replay page or a `history` command:
+    /// answered as the owner shard answers from its own history.
+    fn on_read(&mut self, channel: Arc<str>, snapshot: &Snapshot, then: ReadFor) {
+        match then {
+            ReadFor::Recover { since, conn } => {
+                let recovery = crate::fanout::recover_from(&channel, snapshot, &since);
+                self.send_to(
+                    conn.shard,
+                    ShardMsg::Recovered {
+                        channel,
+                        conn,
+                        recovery,
+                    },
+                );
+            }
+            ReadFor::Replay { since, conn, .. } => {
+                let frames = crate::fanout::replay_from(&channel, snapshot, &since);
+                self.send_to(
+                    conn.shard,
+                    ShardMsg::ReplayPageReady {
+                        channel,
+                        conn,
+                        frames,
+                    },
+                );
+            }
+            ReadFor::History {
+                since, conn, id, ..
+            } => {
+                let page = crate::fanout::history_from(snapshot, since.as_ref());
+                self.send_to(conn.shard, ShardMsg::HistoryPage { conn, id, page });
+            }
+        }
+    }
+
+    /// A read the bus could not carry out.
+    fn on_read_failed(&mut self, channel: Arc<str>, then: ReadFor) {
+        match then {
+            // The bus's loss closes the subscriber too (4001); its replay
+            // slot must come back all the same.
+            ReadFor::Recover { conn, .. } => {
+                self.send_to(conn.shard, ShardMsg::RecoverFailed { channel, conn })
+            }
+            ReadFor::Replay { conn, .. } => self.send_to(
+                conn.shard,
+                ShardMsg::ReplayPageReady {
+                    channel,
+                    conn,
+                    frames: None,
+                },
+            ),
+            ReadFor::History { conn, id, .. } => self.send_to(
+                conn.shard,
+                ShardMsg::PublishFailed {
+                    reply: ReplyTo::Ws { conn, id },
+                    code: shardcast_proto::command::error_code::INTERNAL,
+                    message: "cluster bus unavailable".into(),
+                },
+            ),
+        }
+    }
+
+    /// The link to Redis is lost: this node cannot tell what it misses from now
+    /// on, so its subscribers reconnect (4001) and recover from Redis with `since`.
+    pub(crate) fn bus_lost(&mut self) {
+        self.owner.cluster_reset();
+        let spread = self.cfg.limits.reconnect_spread_ms.max(1);
+        let keys: Vec<_> = self
+            .conns
+            .keys()
+            .filter(|&k| {
+                self.conns
+                    .get(k)
+                    .is_some_and(|c| c.phase == crate::conn::Phase::Ws)
+            })
+            .collect();
+        for (i, key) in keys.into_iter().enumerate() {
+            let jitter = (key as u64 ^ (i as u64).wrapping_mul(0x9e37_79b9)) % spread;
+            let reason = format!("reconnect_after_ms={jitter}");
+            self.close_ws(key, shardcast_proto::error::close_code::DRAINING, &reason);
+        }
+    }
+}
