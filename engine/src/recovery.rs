@@ -404,14 +404,33 @@ impl Core {
     pub(crate) fn serve_recovery(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
         let page_bytes = self.cfg.recovery.page_bytes_max;
         let recovery = self.owner.recover(&channel, &since, page_bytes, self.now);
-        self.send_to(
-            conn.shard,
-            ShardMsg::Recovered {
-                channel,
-                conn,
-                recovery,
-            },
-        );
+        self.answer_recovery(channel, conn, recovery);
+    }
+
+    /// Send a recovery's answer to the subscriber's shard (from the owner's
+    /// history, or from Redis's in cluster mode: `relay.rs`).
+    pub(crate) fn answer_recovery(&mut self, channel: Arc<str>, conn: ConnRef, recovery: Recovery) {
+        let msg = ShardMsg::Recovered {
+            channel,
+            conn,
+            recovery,
+        };
+        self.send_to(conn.shard, msg);
+    }
+
+    /// Send a replay page (`None`: the read failed) to the subscriber's shard.
+    pub(crate) fn answer_replay_page(
+        &mut self,
+        channel: Arc<str>,
+        conn: ConnRef,
+        frames: Option<Vec<shardcast_proto::PreparedFrame>>,
+    ) {
+        let msg = ShardMsg::ReplayPageReady {
+            channel,
+            conn,
+            frames,
+        };
+        self.send_to(conn.shard, msg);
     }
 
     pub(crate) fn history_cmd(
@@ -470,14 +489,7 @@ impl Core {
         let frames = self
             .owner
             .replay(&channel, &since, upto, page_bytes, self.now);
-        self.send_to(
-            conn.shard,
-            ShardMsg::ReplayPageReady {
-                channel,
-                conn,
-                frames,
-            },
-        );
+        self.answer_replay_page(channel, conn, frames);
     }
 
     /// Data bytes one `history` reply holds: a page, and never more than half

@@ -151,25 +151,11 @@ impl Core {
         match then {
             ReadFor::Recover { since, conn } => {
                 let recovery = crate::fanout::recover_from(&channel, snapshot, &since);
-                self.send_to(
-                    conn.shard,
-                    ShardMsg::Recovered {
-                        channel,
-                        conn,
-                        recovery,
-                    },
-                );
+                self.answer_recovery(channel, conn, recovery);
             }
             ReadFor::Replay { since, conn, .. } => {
                 let frames = crate::fanout::replay_from(&channel, snapshot, &since);
-                self.send_to(
-                    conn.shard,
-                    ShardMsg::ReplayPageReady {
-                        channel,
-                        conn,
-                        frames,
-                    },
-                );
+                self.answer_replay_page(channel, conn, frames);
             }
             ReadFor::History {
                 since, conn, id, ..
@@ -188,14 +174,7 @@ impl Core {
             ReadFor::Recover { conn, .. } => {
                 self.send_to(conn.shard, ShardMsg::RecoverFailed { channel, conn })
             }
-            ReadFor::Replay { conn, .. } => self.send_to(
-                conn.shard,
-                ShardMsg::ReplayPageReady {
-                    channel,
-                    conn,
-                    frames: None,
-                },
-            ),
+            ReadFor::Replay { conn, .. } => self.answer_replay_page(channel, conn, None),
             ReadFor::History { conn, id, .. } => self.send_to(
                 conn.shard,
                 ShardMsg::PublishFailed {

@@ -5,6 +5,12 @@
 use std::io;
 use std::ptr;
 
+/// Trims (about one a second) without a burst before a receive pool gives the
+/// pages of the buffers past its warm ones back to the kernel (both drivers).
+pub(crate) const QUIET_TRIMS: u8 = 5;
+
+const PAGE_BYTES: usize = 4096;
+
 /// An anonymous private mapping, unmapped on drop.
 pub(crate) struct Mapping {
     pub(crate) ptr: *mut u8,
@@ -49,5 +55,32 @@ impl Drop for Mapping {
         // guarantees no kernel operation still targets it (see `UringDriver::drop`;
         // the epoll driver's reads are synchronous).
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+impl Mapping {
+    /// Give the whole pages of `[start, end)` back to the kernel; they read as
+    /// zeros on next touch. Returns the bytes given back.
+    ///
+    /// # Safety
+    /// The range lies inside the mapping, and nothing (no slice of ours, no
+    /// kernel operation) refers to any byte of it.
+    pub(crate) unsafe fn discard(&self, start: usize, end: usize) -> usize {
+        // Whole pages only: a partial page at either end stays resident.
+        let start = start.next_multiple_of(PAGE_BYTES);
+        let end = end / PAGE_BYTES * PAGE_BYTES;
+        if end <= start {
+            return 0;
+        }
+        // SAFETY: the caller guarantees the range is ours and unreferenced;
+        // MADV_DONTNEED on a private anonymous mapping leaves it mapped and
+        // zero-filled on next touch.
+        let r =
+            unsafe { libc::madvise(self.ptr.add(start).cast(), end - start, libc::MADV_DONTNEED) };
+        if r == 0 {
+            end - start
+        } else {
+            0
+        }
     }
 }

@@ -18,12 +18,11 @@
 
 use std::io;
 
-use crate::driver::mapping::Mapping;
+use crate::driver::mapping::{Mapping, QUIET_TRIMS};
 
 /// Buffers whose pages are never given back: what a quiet shard reads into.
 const WARM: u16 = 2;
-/// Trims in a row without a buffer past `WARM` used before those pages go.
-const QUIET_TRIMS: u8 = 5;
+#[cfg(test)]
 const PAGE_BYTES: usize = 4096;
 
 pub(crate) struct RecvPool {
@@ -184,29 +183,12 @@ impl RecvPool {
             return 0;
         }
         self.quiet = 0;
-        // Whole pages only: a buffer size that is not a multiple of the page
-        // leaves the page shared with buffer WARM - 1 resident.
-        let start = (usize::from(WARM) * self.buf_bytes).next_multiple_of(PAGE_BYTES);
-        let end = usize::from(self.high) * self.buf_bytes / PAGE_BYTES * PAGE_BYTES;
+        let start = usize::from(WARM) * self.buf_bytes;
+        let end = usize::from(self.high) * self.buf_bytes;
         self.high = WARM;
-        if end <= start {
-            return 0;
-        }
-        // SAFETY: the range lies inside the mapping, and every buffer in it is
-        // free (checked above), so no slice refers to it; MADV_DONTNEED on a
-        // private anonymous mapping only makes those pages read as zeros next time.
-        let r = unsafe {
-            libc::madvise(
-                self.map.ptr.add(start).cast(),
-                end - start,
-                libc::MADV_DONTNEED,
-            )
-        };
-        if r == 0 {
-            end - start
-        } else {
-            0
-        }
+        // SAFETY: the range lies inside the mapping (`high <= count`), and every
+        // buffer in it is free (checked above), so no slice refers to it.
+        unsafe { self.map.discard(start, end) }
     }
 
     /// Pages of the pool resident now (for tests).

@@ -24,7 +24,7 @@
 use std::io;
 use std::ptr;
 
-use crate::driver::mapping::Mapping;
+use crate::driver::mapping::{Mapping, QUIET_TRIMS};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 /// One descriptor, laid out as the kernel's `struct io_uring_buf` (uapi, 16 bytes).
@@ -50,9 +50,6 @@ const TAIL_OFFSET: usize = 14;
 const INITIAL_ACTIVE: u16 = 64;
 /// ... unless buffers are consumed incrementally: then a buffer holds many reads.
 const INITIAL_ACTIVE_INC: u16 = 4;
-
-/// Trims (about one a second) without a grow before the ring shrinks back.
-const QUIET_TRIMS: u8 = 5;
 
 /// `IOU_PBUF_RING_INC` (uapi io_uring.h, kernel 6.12): incremental consumption.
 const IOU_PBUF_RING_INC: u16 = 2;
@@ -204,9 +201,8 @@ impl BufRing {
         let len = usize::from(self.active - target) * self.buf_bytes as usize;
         // SAFETY: the range lies inside the buffer mapping (`active <= count`).
         // No buffer in it is in the ring or lent to the shard, so neither the
-        // kernel nor a slice of ours refers to it; MADV_DONTNEED on a private
-        // anonymous mapping leaves it mapped and zero-filled on next touch.
-        unsafe { libc::madvise(self.bufs.ptr.add(start).cast(), len, libc::MADV_DONTNEED) };
+        // kernel nor a slice of ours refers to it.
+        unsafe { self.bufs.discard(start, start + len) };
         self.active = target;
         self.parked.clear();
         self.shrink_to = None;
