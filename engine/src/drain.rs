@@ -47,7 +47,8 @@ impl Core {
                     .map(|c| (k, c.gen))
             })
             .collect();
-        let seed = self.now.elapsed().as_nanos() as u64
+        // Uptime, read from the shard's clock (simulated time replays exactly).
+        let seed = self.now.duration_since(self.started).as_nanos() as u64
             ^ (self.id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut plan = DrainPlan {
             order: Vec::new(),

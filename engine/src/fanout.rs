@@ -135,6 +135,12 @@ impl Owner {
         }
     }
 
+    /// Epochs are derived from the boot time; the simulation fixes it so a
+    /// seed replays the same bytes.
+    pub(crate) fn set_boot_nanos(&mut self, nanos: u64) {
+        self.boot_nanos = nanos;
+    }
+
     /// Cluster mode: shard `from` starts or stops wanting the channel.
     pub fn cluster_interest(&mut self, channel: &Arc<str>, from: ShardId, on: bool) -> Watch {
         let st = self.entry(channel);

@@ -11,6 +11,7 @@
 pub mod alloc_trim;
 pub mod auth;
 pub mod authority;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
@@ -36,6 +37,7 @@ mod replay;
 mod router;
 mod session;
 pub mod shard;
+pub mod sim;
 mod sse;
 pub mod stats;
 pub mod sublist;

@@ -39,6 +39,10 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 pub struct Shard {
     driver: Box<dyn Driver>,
     pub(crate) core: Core,
+    /// What one loop turn reuses (see [`Shard::turn`]).
+    completions: Vec<Completion>,
+    batch: Vec<Bytes>,
+    trimmed_at: Instant,
 }
 
 /// Everything but the driver, so received bytes (borrowed from the driver)
@@ -68,6 +72,8 @@ pub(crate) struct Core {
     pub stats: Arc<ShardStats>,
     pub shared: Arc<Shared>,
     pub scratch: Vec<u8>,
+    /// Where `now` comes from: the real clock, or the simulation's (`clock.rs`).
+    pub clock: crate::clock::Clock,
     pub next_req: u32,
     pub stopping: bool,
     /// When the shard must stop even if some connection never reported
@@ -108,6 +114,19 @@ impl Shard {
         inbox: Inbox,
         shared: Arc<Shared>,
     ) -> Shard {
+        Shard::with_clock(id, cfg, driver, peers, inbox, shared, Default::default())
+    }
+
+    /// As [`Shard::new`], reading the time from `clock` (the simulation's virtual one).
+    pub(crate) fn with_clock(
+        id: ShardId,
+        cfg: Arc<Config>,
+        driver: Box<dyn Driver>,
+        peers: Vec<Peer>,
+        inbox: Inbox,
+        shared: Arc<Shared>,
+        clock: crate::clock::Clock,
+    ) -> Shard {
         let shards = peers.len();
         let dec_cfg = DecoderConfig {
             role: Role::Server,
@@ -118,7 +137,7 @@ impl Shard {
             body_bytes_max: cfg.limits.http_body_bytes_max,
             ..http::Limits::default()
         };
-        let now = Instant::now();
+        let now = clock.now();
         let l = &cfg.limits;
         let tick =
             crate::heartbeat::wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms);
@@ -183,6 +202,7 @@ impl Shard {
             stats: shared.stats[id].clone(),
             shared,
             scratch: Vec::new(),
+            clock,
             next_req: 0,
             stopping: false,
             stop_by: None,
@@ -191,7 +211,13 @@ impl Shard {
             now,
             cfg,
         };
-        Shard { driver, core }
+        Shard {
+            driver,
+            core,
+            completions: Vec::with_capacity(1024),
+            batch: Vec::with_capacity(crate::driver::SEND_IOVECS_MAX),
+            trimmed_at: now,
+        }
     }
 
     pub fn run(mut self) {
@@ -200,56 +226,62 @@ impl Shard {
             driver = self.driver.kind().as_str(),
             "shard started"
         );
-        let mut completions = Vec::with_capacity(1024);
-        let mut batch = Vec::with_capacity(crate::driver::SEND_IOVECS_MAX);
-        let mut trimmed_at = Instant::now();
-        loop {
-            let timeout = self.core.poll_timeout();
-            let may_sleep = timeout != Some(Duration::ZERO) && self.core.inbox.prepare_sleep();
-            let res = self.driver.poll(
-                if may_sleep {
-                    timeout
-                } else {
-                    Some(Duration::ZERO)
-                },
-                &mut completions,
-            );
-            self.core.inbox.woke();
-            if let Err(e) = res {
-                tracing::error!(shard = self.core.id, error = %e, "driver poll failed");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            self.core.now = Instant::now();
-            for c in completions.drain(..) {
-                self.complete(c);
-            }
-            self.core.drain_inbox();
-            self.core.tick();
-            self.flush(&mut batch);
-            self.core.record_latency();
-            self.core.router.flush();
-            if self.core.now.duration_since(trimmed_at) >= TRIM_EVERY {
-                trimmed_at = self.core.now;
-                self.driver.trim();
-                self.core.trim_lists();
-                crate::alloc_trim::shrink_vec(&mut completions);
-                crate::alloc_trim::trim();
-            }
-            if self.core.stopping && self.core.conns.is_empty() {
-                break;
-            }
-            if self.core.stop_by.is_some_and(|t| self.core.now >= t) {
-                // Every close is bounded by close_linger_ms; a connection still
-                // here well past that waits for a completion that is not coming.
-                tracing::error!(
-                    shard = self.core.id,
-                    open = self.core.conns.len(),
-                    "connections still open past the shutdown bound; stopping anyway"
-                );
-                break;
-            }
-        }
+        while self.turn() {}
         tracing::debug!(shard = self.core.id, "shard stopped");
+    }
+
+    /// One loop turn; false when the shard has stopped. `run` calls it in a
+    /// loop; the simulation calls it for each shard in turn, on one thread.
+    pub(crate) fn turn(&mut self) -> bool {
+        let timeout = self.core.poll_timeout();
+        let may_sleep = timeout != Some(Duration::ZERO) && self.core.inbox.prepare_sleep();
+        let res = self.driver.poll(
+            if may_sleep {
+                timeout
+            } else {
+                Some(Duration::ZERO)
+            },
+            &mut self.completions,
+        );
+        self.core.inbox.woke();
+        if let Err(e) = res {
+            tracing::error!(shard = self.core.id, error = %e, "driver poll failed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.core.now = self.core.clock.now();
+        let mut completions = std::mem::take(&mut self.completions);
+        for c in completions.drain(..) {
+            self.complete(c);
+        }
+        self.completions = completions;
+        self.core.drain_inbox();
+        self.core.tick();
+        let mut batch = std::mem::take(&mut self.batch);
+        self.flush(&mut batch);
+        self.batch = batch;
+        self.core.record_latency();
+        self.core.router.flush();
+        if self.core.now.duration_since(self.trimmed_at) >= TRIM_EVERY {
+            self.trimmed_at = self.core.now;
+            self.driver.trim();
+            self.core.trim_lists();
+            crate::alloc_trim::shrink_vec(&mut self.completions);
+            crate::alloc_trim::trim();
+        }
+        if self.core.stopping && self.core.conns.is_empty() {
+            return false;
+        }
+        if self.core.stop_by.is_some_and(|t| self.core.now >= t) {
+            // Every close is bounded by close_linger_ms; a connection still
+            // here well past that waits for a completion that is not coming.
+            tracing::error!(
+                shard = self.core.id,
+                open = self.core.conns.len(),
+                "connections still open past the shutdown bound; stopping anyway"
+            );
+            return false;
+        }
+        true
     }
 
     fn complete(&mut self, c: Completion) {
@@ -315,7 +347,7 @@ impl Shard {
 
 impl Core {
     /// How long the loop may block: zero when work is pending, else until the next timer.
-    fn poll_timeout(&self) -> Option<Duration> {
+    pub(crate) fn poll_timeout(&self) -> Option<Duration> {
         if self.router.has_pending() || !self.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
@@ -335,7 +367,7 @@ impl Core {
             .min();
         let mut wait = SNAPSHOT_EVERY;
         if let Some(t) = next {
-            wait = wait.min(t.saturating_duration_since(Instant::now()));
+            wait = wait.min(t.saturating_duration_since(self.clock.now()));
         }
         if self.stopping || self.drain.is_some() {
             wait = wait.min(Duration::from_millis(10));
@@ -370,7 +402,7 @@ impl Core {
         if self.delivered_at.is_empty() {
             return;
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         for t in self.delivered_at.drain(..) {
             self.stats.latency.record(now.saturating_duration_since(t));
         }

@@ -27,6 +27,7 @@ use bytes::Bytes;
 pub mod epoll;
 pub(crate) mod mapping;
 pub(crate) mod recv_pool;
+pub mod sim;
 pub mod uring;
 
 pub use crate::payload::ConnKey;
