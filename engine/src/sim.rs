@@ -62,6 +62,22 @@ pub struct Options {
     pub steps: u32,
     /// Keep every trace line (for `--trace`), not only the last ones.
     pub full_trace: bool,
+    /// Break the simulation on purpose, to show that its checks catch it.
+    pub sabotage: Option<Sabotage>,
+}
+
+/// Deliberate mistakes in the simulated clients' view, each of which a check
+/// must report (`engine/tests/sim.rs`): a checker that cannot fail proves nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sabotage {
+    /// Lose the 20th push a client reads: a gap.
+    DropPush,
+    /// Read the 20th push twice: a repeat.
+    RepeatPush,
+    /// Take a push as if it arrived after the close frame.
+    PushAfterClose,
+    /// One client never lets go of its connection: a pipe is left at the end.
+    KeepPipe,
 }
 
 impl Options {
@@ -70,6 +86,7 @@ impl Options {
             seed,
             steps: 300,
             full_trace: false,
+            sabotage: None,
         }
     }
 }
@@ -248,6 +265,7 @@ struct Sim {
     faults: Faults,
     /// Bytes published per channel since the mesh was last quiet.
     recent: BTreeMap<String, usize>,
+    sabotage: Option<Sabotage>,
 }
 
 fn fnv(h: u64, s: &str) -> u64 {
@@ -366,6 +384,7 @@ impl Sim {
             config_line: String::new(),
             faults: sim_faults,
             recent: BTreeMap::new(),
+            sabotage: opts.sabotage,
         };
         let l = &sim.cfg.limits;
         let line = format!(
@@ -1075,6 +1094,11 @@ impl Sim {
         }
         cl.refused |= cut;
         cl.state = State::Done;
+        if self.sabotage == Some(Sabotage::KeepPipe) {
+            self.sabotage = None;
+            self.log(format!("client {c} keeps its pipe (sabotage)"));
+            return Ok(());
+        }
         self.net.borrow_mut().let_go(pipe);
         self.log(format!("client {c} sees EOF"));
         Ok(())
@@ -1102,6 +1126,25 @@ impl Sim {
         };
         let data = v.get("data").map(|d| d.to_string()).unwrap_or_default();
         self.report.pushes += 1;
+        if self.report.pushes == 20 {
+            match self.sabotage {
+                Some(Sabotage::DropPush) => return Ok(()),
+                Some(Sabotage::RepeatPush) => {
+                    // Take it once now; the code below takes it again.
+                    self.sabotage = None;
+                    self.report.pushes -= 1;
+                    self.on_text(c, text)?;
+                }
+                Some(Sabotage::PushAfterClose) => {
+                    self.clients[c].state = State::Closed;
+                    let mut frame = Vec::new();
+                    encode_frame(&mut frame, OpCode::Text, true, text, None);
+                    self.clients[c].inbuf.extend_from_slice(&frame);
+                    return self.client_bytes(c);
+                }
+                _ => {}
+            }
+        }
         let cl = &mut self.clients[c];
         let Some(sub) = cl.subs.get_mut(channel) else {
             return Err(format!(
