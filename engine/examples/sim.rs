@@ -60,6 +60,7 @@ fn main() {
             seed,
             steps,
             full_trace: trace,
+            sabotage: None,
         };
         match run(&opts) {
             Ok(r) => {
