@@ -179,12 +179,22 @@ impl Core {
             epoch: epoch.clone(),
             offset,
         };
-        // Waiters with `since` keep waiting for their recovery answer.
+        // Waiters with `since` keep waiting for their recovery answer. The
+        // others join in order, each staying a waiter until its turn: a join
+        // can close its own connection (its reply finds the queue full: 4008),
+        // and a channel with no subscriber and no waiter left is released, so
+        // the ones still to join must keep it (the simulation found a shard
+        // panicking here when they had all been taken out first).
         let (plain, recovering): (Vec<_>, Vec<_>) = std::mem::take(&mut c.waiters)
             .into_iter()
             .partition(|w| w.since.is_none());
         c.waiters = recovering;
-        for w in plain {
+        c.waiters.extend(plain.into_iter().rev());
+        while let Some(w) = self
+            .registry
+            .get_mut(ch)
+            .and_then(|c| c.waiters.pop_if(|w| w.since.is_none()))
+        {
             self.waiter_done(&w);
             self.join_channel(ch, &w, &epoch, offset, None);
         }

@@ -67,7 +67,11 @@ impl Core {
             &reply::ok_subscribe(w.id, &name, epoch, offset, recovered),
         );
         self.presence_change(&name, w.key, true);
-        true
+        // The reply may have found the queue full and closed the connection
+        // (4008), which left the channel again.
+        self.conns
+            .get_gen(w.key, w.gen)
+            .is_some_and(|c| c.phase == Phase::Ws)
     }
 
     /// Ask the owner what the connection missed since `since` (it waits
