@@ -62,7 +62,22 @@ fn main() {
             full_trace: trace,
             sabotage: None,
         };
-        match run(&opts) {
+        // An engine panic (a debug assertion, say) is a failure of this seed too.
+        let res = std::panic::catch_unwind(|| run(&opts)).unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(shardcast::sim::Failure {
+                seed,
+                step: 0,
+                what: format!("panic: {what}"),
+                config: String::new(),
+                trace: Vec::new(),
+            })
+        });
+        match res {
             Ok(r) => {
                 passed += 1;
                 pushes += r.pushes;

@@ -408,7 +408,7 @@ impl Core {
         }
     }
 
-    fn drain_inbox(&mut self) {
+    pub(crate) fn drain_inbox(&mut self) {
         let mut budget = INBOX_PER_TURN;
         while budget > 0 {
             budget -= 1;

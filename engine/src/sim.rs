@@ -219,6 +219,8 @@ struct Client {
     close_code: Option<u16>,
     /// The server's 503 to an upgrade during the drain.
     refused: bool,
+    /// When it sent its close frame.
+    closing_at: Option<Duration>,
     /// Reset by the client: no close code expected.
     abrupt: bool,
     /// Most bytes seen waiting for this client after a shard's turn (its
@@ -241,6 +243,8 @@ struct Sim {
     clock: Arc<VirtualClock>,
     net: Rc<RefCell<Net>>,
     shards: Vec<Option<Shard>>,
+    /// Shards that left their loop (kept for the checks at the end).
+    stopped: Vec<Shard>,
     peers: Vec<Peer>,
     shared: Arc<Shared>,
     cfg: Arc<Config>,
@@ -360,6 +364,7 @@ impl Sim {
             clock,
             net,
             shards,
+            stopped: Vec::new(),
             peers,
             shared,
             cfg,
@@ -468,6 +473,7 @@ impl Sim {
             self.check()?;
         }
         // The shards are gone: read what is left, then every client lets go.
+        self.settle()?;
         self.clients_io()?;
         self.finish()
     }
@@ -518,6 +524,7 @@ impl Sim {
             83..=90 => {
                 self.send_frame(c, OpCode::Close, &1000u16.to_be_bytes());
                 self.clients[c].state = State::Closing;
+                self.clients[c].closing_at = Some(self.clock.elapsed());
                 self.log(format!("client {c} closes"));
             }
             91..=95 => {
@@ -559,6 +566,7 @@ impl Sim {
             slow: false,
             close_code: None,
             refused: false,
+            closing_at: None,
             abrupt: false,
             backlog_max: 0,
             pressure: 0,
@@ -803,11 +811,12 @@ impl Sim {
                 }
             }
         }
-        let quiet = self
-            .shards
-            .iter()
-            .flatten()
-            .all(|s| s.core.inbox.rx.is_empty() && !s.core.router.has_pending());
+        let quiet = self.net.borrow().idle()
+            && self
+                .shards
+                .iter()
+                .flatten()
+                .all(|s| s.core.inbox.rx.is_empty() && !s.core.router.has_pending());
         if !quiet {
             return;
         }
@@ -839,26 +848,11 @@ impl Sim {
         if !core.conns.is_empty() {
             left.push(format!("{} connections", core.conns.len()));
         }
-        let held = core
-            .registry
-            .iter()
-            .filter(|c| !c.subscribers.is_empty() || !c.waiters.is_empty())
-            .count();
-        if held > 0 {
-            left.push(format!("{held} channels with subscribers or waiters"));
-        }
         if core.partial_bytes != 0 {
             left.push(format!("{} partial bytes", core.partial_bytes));
         }
         if !core.more_subs.is_empty() {
             left.push("subscription lists".into());
-        }
-        if core.replays.slots_used() != 0 || core.replays.queued() != 0 {
-            left.push(format!(
-                "{} replay slots held, {} recoveries waiting",
-                core.replays.slots_used(),
-                core.replays.queued()
-            ));
         }
         let st = &self.shared.stats[i];
         let gauge = |g: &std::sync::atomic::AtomicU64| g.load(std::sync::atomic::Ordering::Relaxed);
@@ -873,9 +867,59 @@ impl Sim {
             left.push(format!("{} sockets open in the driver", net.open[i]));
         }
         drop(net);
+        self.stopped.push(s);
         if !left.is_empty() {
             return Err(format!("shard {i} stopped leaving {}", left.join(", ")));
         }
+        Ok(())
+    }
+
+    /// Every shard has stopped. Answers still on their way between shards
+    /// (a recovery asked of another owner, say) would be dropped with the
+    /// process; here they are handed over, and then nothing may be left:
+    /// no channel with subscribers or waiters, no replay slot.
+    fn settle(&mut self) -> Result<(), String> {
+        loop {
+            for s in &mut self.stopped {
+                s.core.drain_inbox();
+                s.core.router.flush();
+            }
+            let busy = self
+                .stopped
+                .iter()
+                .any(|s| !s.core.inbox.rx.is_empty() || s.core.router.has_pending());
+            if !busy {
+                break;
+            }
+        }
+        for s in &self.stopped {
+            let core = &s.core;
+            let i = core.id;
+            let mut left = Vec::new();
+            let held = core
+                .registry
+                .iter()
+                .filter(|c| !c.subscribers.is_empty() || !c.waiters.is_empty())
+                .count();
+            if held > 0 {
+                left.push(format!("{held} channels with subscribers or waiters"));
+            }
+            if core.replays.slots_used() != 0 || core.replays.queued() != 0 {
+                left.push(format!(
+                    "{} replay slots held, {} recoveries waiting",
+                    core.replays.slots_used(),
+                    core.replays.queued()
+                ));
+            }
+            if !left.is_empty() {
+                return Err(format!(
+                    "shard {i} left {} once every answer arrived",
+                    left.join(", ")
+                ));
+            }
+        }
+        // The process exits: the drivers go, and the kernel closes what they held.
+        self.stopped.clear();
         Ok(())
     }
 
@@ -1033,7 +1077,13 @@ impl Sim {
     fn on_close(&mut self, c: usize, code: u16) -> Result<(), String> {
         let draining = self.drain_from.is_some();
         let cl = &mut self.clients[c];
-        let replaying = cl.subs.values().any(|s| s.next <= s.upto);
+        // A recovery under way: replaying, or asked for and not yet answered
+        // (its page may have left the history meanwhile).
+        let replaying = cl.subs.values().any(|s| s.next <= s.upto)
+            || cl
+                .pending
+                .values()
+                .any(|p| matches!(p, Pending::Subscribe { since: Some(_), .. }));
         let ok = match code {
             1000 => cl.state == State::Closing,
             4001 => draining,
@@ -1086,13 +1136,30 @@ impl Sim {
         let pipe = cl.pipe;
         // A handshake the drain's end cut short gets no 503: the shard is stopping.
         let cut = cl.state == State::Handshake && self.drain_from.is_some();
-        if cl.state != State::Closed && !cl.laggard && !cl.backlogged && !cl.abrupt && !cut {
+        // A close is bounded by `close_linger_ms`: one that could not finish
+        // in time (its close frame behind a backlog, the reply not yet read)
+        // is cut. That is the client's own close, or the drain's.
+        let now = self.clock.elapsed();
+        let linger = Duration::from_millis(self.cfg.limits.close_linger_ms);
+        let began = match cl.state {
+            State::Closing => cl.closing_at,
+            State::Open => self.drain_from,
+            _ => None,
+        };
+        let lingered = began.is_some_and(|t| now.saturating_sub(t) >= linger);
+        if cl.state != State::Closed
+            && !cl.laggard
+            && !cl.backlogged
+            && !cl.abrupt
+            && !cut
+            && !lingered
+        {
             return Err(format!(
-                "client {c}: the server closed without a close frame (state {:?})",
+                "client {c}: the server closed without a close frame (state {:?}, close began {began:?}, now {now:?})",
                 cl.state
             ));
         }
-        cl.refused |= cut;
+        cl.refused |= cut || lingered;
         cl.state = State::Done;
         if self.sabotage == Some(Sabotage::KeepPipe) {
             self.sabotage = None;

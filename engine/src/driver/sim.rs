@@ -134,6 +134,8 @@ pub struct Net {
     pub lent: Vec<usize>,
     /// Sockets each shard's driver holds open.
     pub open: Vec<usize>,
+    /// Completions each shard's driver holds back (delayed).
+    pub held: Vec<usize>,
 }
 
 impl Net {
@@ -142,6 +144,7 @@ impl Net {
             accept: vec![VecDeque::new(); shards],
             lent: vec![0; shards],
             open: vec![0; shards],
+            held: vec![0; shards],
             ..Net::default()
         }
     }
@@ -218,6 +221,14 @@ impl Net {
         }
     }
 
+    /// Whether nothing is on its way to a server: no unread client bytes, no
+    /// unaccepted connection, no completion held back.
+    pub fn idle(&self) -> bool {
+        self.held.iter().all(|h| *h == 0)
+            && self.accept.iter().all(|q| q.is_empty())
+            && self.pipes.values().all(|p| p.to_server.is_empty())
+    }
+
     /// Pipes still held by either side.
     pub fn pipes(&self) -> usize {
         self.pipes.len()
@@ -288,7 +299,6 @@ impl SimDriver {
     fn produce(&mut self) {
         let mut net = self.net.borrow_mut();
         while let Some(pipe) = net.accept[self.shard].pop_front() {
-            net.open[self.shard] += 1;
             self.ready
                 .push_back(Completion::Accepted { sock: Sock(pipe) });
         }
@@ -366,6 +376,29 @@ impl SimDriver {
     }
 }
 
+/// The process exits: the kernel closes every socket the shard still had,
+/// including connections accepted but not yet reported.
+impl Drop for SimDriver {
+    fn drop(&mut self) {
+        let mut net = self.net.borrow_mut();
+        let mut socks: Vec<u32> = self.links.values().map(|l| l.pipe).collect();
+        socks.extend(self.ready.iter().filter_map(|c| match c {
+            Completion::Accepted { sock } => Some(sock.0),
+            _ => None,
+        }));
+        socks.extend(std::mem::take(&mut net.accept[self.shard]));
+        for id in socks {
+            if let Some(p) = net.pipes.get_mut(&id) {
+                p.server_fin = true;
+                p.server_closed = true;
+                if p.client_gone {
+                    net.pipes.remove(&id);
+                }
+            }
+        }
+    }
+}
+
 impl Driver for SimDriver {
     fn kind(&self) -> DriverKind {
         // Reported as epoll for logs and metrics: the simulation is not a backend.
@@ -385,14 +418,18 @@ impl Driver for SimDriver {
                 held.insert(key);
                 keep.push_back(c);
             } else {
-                if let Completion::Recv { .. } = c {
+                match c {
                     // Lent to the shard from now until `release`.
-                    self.net.borrow_mut().lent[self.shard] += 1;
+                    Completion::Recv { .. } => self.net.borrow_mut().lent[self.shard] += 1,
+                    // The shard's from now until `close`.
+                    Completion::Accepted { .. } => self.net.borrow_mut().open[self.shard] += 1,
+                    _ => {}
                 }
                 out.push(c);
             }
         }
         self.ready = keep;
+        self.net.borrow_mut().held[self.shard] = self.ready.len();
         Ok(())
     }
 
