@@ -1326,11 +1326,18 @@ impl Sim {
 
     fn check(&mut self) -> Result<(), String> {
         let l = &self.cfg.limits;
-        let queue_max = l.queue_bytes_max.max(l.http_queue_bytes_max) + 4096;
+        // Data within `queue_bytes_max`, control frames (pongs, close) 4 KiB past it.
+        let ws_max = l.queue_bytes_max + 4096;
+        let http_max = l.http_queue_bytes_max + 4096;
         for s in self.shards.iter().flatten() {
             let core = &s.core;
             for key in core.conns.keys() {
                 let conn = core.conns.get(key).expect("listed");
+                let queue_max = if conn.phase == crate::conn::Phase::Http {
+                    http_max
+                } else {
+                    ws_max
+                };
                 if conn.queued_bytes() > queue_max {
                     return Err(format!(
                         "shard {}: connection {key} queues {} bytes, over {queue_max}",

@@ -110,3 +110,15 @@ fn a_push_after_close_is_caught() {
 fn a_connection_left_open_is_caught() {
     caught(Sabotage::KeepPipe, "pipes left");
 }
+
+/// Found by the soak: a subscriber joining on the owner's acknowledgement
+/// whose reply overflowed its queue (4008) released the channel under the
+/// subscribers still to join, and the shard panicked ("channel exists").
+/// The seed's schedule depends on the harness; it reproduced the panic when
+/// this test was written (with the fix in dispatch.rs reverted).
+#[test]
+fn seed_2446_interest_ack_with_a_full_queue() {
+    if let Err(f) = run(&Options::new(2446)) {
+        panic!("{f}");
+    }
+}
