@@ -230,6 +230,10 @@ pub struct IoConfig {
     /// measured memory per idle connection (docs/benchmarks.md). Off means
     /// `prctl(PR_SET_THP_DISABLE)` at start, which is process-wide.
     pub huge_pages: bool,
+    /// Testing only: with a seed other than 0, each shard's driver is wrapped
+    /// in a fault injector (`driver/faulty.rs`: short writes, completions
+    /// delayed and reordered across connections). 0, the default: no wrapper.
+    pub fault_seed: u64,
 }
 
 impl Default for Config {
@@ -307,6 +311,7 @@ impl Default for IoConfig {
             cq_entries: 0,
             send_buffer_bytes: 64 * 1024,
             huge_pages: false,
+            fault_seed: 0,
         }
     }
 }

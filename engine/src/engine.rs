@@ -144,6 +144,7 @@ impl Engine {
                     // Each shard builds its own ring on its own thread (SINGLE_ISSUER).
                     match driver::build(cfg.driver, l, inbox.waker.fd(), &dcfg) {
                         Ok(d) => {
+                            let d = driver::faulty::wrap(d, cfg.io.fault_seed, id);
                             let uring = (d.kind() == DriverKind::Uring) as u64;
                             shared.stats[id].uring.store(uring, Ordering::Relaxed);
                             let _ = ready_tx.send(Ok(d.kind()));

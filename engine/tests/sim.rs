@@ -8,7 +8,7 @@
 use shardcast::sim::{run, Options, Sabotage};
 
 /// Seeds per test; four tests, so the two cores share them.
-const SEEDS: u64 = 100;
+const SEEDS: u64 = 200;
 
 fn seeds(from: u64) {
     let mut pushes = 0;
@@ -26,23 +26,23 @@ fn seeds(from: u64) {
 }
 
 #[test]
-fn seeds_0_to_100() {
+fn seeds_0_to_200() {
     seeds(0);
 }
 
 #[test]
-fn seeds_100_to_200() {
-    seeds(100);
-}
-
-#[test]
-fn seeds_200_to_300() {
+fn seeds_200_to_400() {
     seeds(200);
 }
 
 #[test]
-fn seeds_300_to_400() {
-    seeds(300);
+fn seeds_400_to_600() {
+    seeds(400);
+}
+
+#[test]
+fn seeds_600_to_800() {
+    seeds(600);
 }
 
 #[test]

@@ -25,6 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub mod epoll;
+pub mod faulty;
 pub(crate) mod mapping;
 pub(crate) mod recv_pool;
 pub mod sim;

@@ -15,6 +15,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
+thread_local! {
+    /// Set by `both_drivers!`'s `faults` variant: run the scenario's engine
+    /// with the fault injector around its driver (`io.fault_seed`).
+    pub static FAULTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Two shards on an ephemeral loopback port, unpinned (tests run in parallel).
 pub fn config(driver: DriverKind) -> Config {
     let mut c = Config {
@@ -27,6 +33,7 @@ pub fn config(driver: DriverKind) -> Config {
     c.io.recv_bufs = 64;
     c.io.ring_entries = 256;
     c.limits.conns_per_shard_max = 512;
+    c.io.fault_seed = FAULTS.with(|f| f.get());
     c
 }
 
@@ -243,7 +250,9 @@ pub fn channel_owned_by(prefix: &str, want: usize, shards: usize) -> String {
         .unwrap()
 }
 
-/// Instantiate every listed scenario as a test on each driver.
+/// Instantiate every listed scenario as a test on each driver, and once more
+/// on io_uring with the fault injector around it (`faults`: short writes,
+/// completions delayed and reordered across connections; driver/faulty.rs).
 #[macro_export]
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -252,6 +261,16 @@ macro_rules! both_drivers {
         }
         mod uring {
             $(#[test] fn $name() { super::$name(shardcast::DriverKind::Uring) })*
+        }
+        mod faults {
+            $(#[test] fn $name() {
+                // A seed per scenario, from its name: the same faults each run.
+                let seed = stringify!($name)
+                    .bytes()
+                    .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+                $crate::common::FAULTS.with(|f| f.set(seed | 1));
+                super::$name(shardcast::DriverKind::Uring)
+            })*
         }
     };
 }
