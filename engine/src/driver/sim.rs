@@ -1,5 +1,5 @@
 //! An in-memory network and a [`Driver`] over it, for the deterministic
-//! simulation (`crate::sim`).
+//! simulation (`engine/src/sim.rs`).
 //!
 //! A socket is a pair of byte pipes in a [`Net`] shared by every shard of one
 //! simulated engine (all on one thread, hence `Rc<RefCell<_>>`). The client
