@@ -300,6 +300,14 @@ impl Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.phase == Phase::Dead {
+            // Aborted while its last write was in flight: the socket is being
+            // closed, and its key may be reused by an accept in this same turn
+            // (its `Closed` can follow this `Sent` in one batch). A shutdown
+            // queued now would cut the new connection's write side (found by
+            // the simulation, seed 10971).
+            return;
+        }
         if conn.has(flag::READ_CLOSED) {
             return self.abort(key);
         }

@@ -122,3 +122,14 @@ fn seed_2446_interest_ack_with_a_full_queue() {
         panic!("{f}");
     }
 }
+
+/// Found by the soak: a connection aborted while its last write was in
+/// flight queued a write shutdown when that write completed; its `Closed`
+/// followed in the same batch and an accept reused the key, so the new
+/// connection's write side was shut before its upgrade was answered.
+#[test]
+fn seed_10971_no_shutdown_for_an_aborted_connection() {
+    if let Err(f) = run(&Options::new(10971)) {
+        panic!("{f}");
+    }
+}
