@@ -230,6 +230,14 @@ pub struct IoConfig {
     /// measured memory per idle connection (docs/benchmarks.md). Off means
     /// `prctl(PR_SET_THP_DISABLE)` at start, which is process-wide.
     pub huge_pages: bool,
+    /// io_uring rings per shard (1..=64), each with its own listener and
+    /// direct-descriptor table, all driven by the shard's one thread. A ring's
+    /// table is capped by RLIMIT_NOFILE, so past that many connections per
+    /// shard add rings here rather than shards beyond the cores: the shards'
+    /// threads would then take turns on the cores (docs/ARCHITECTURE.md,
+    /// "Many rings on few cores"). `limits.conns_per_shard_max` is the shard's
+    /// total, shared evenly among its rings. Ignored by epoll.
+    pub rings_per_shard: u32,
 }
 
 impl Default for Config {
@@ -307,6 +315,7 @@ impl Default for IoConfig {
             cq_entries: 0,
             send_buffer_bytes: 64 * 1024,
             huge_pages: false,
+            rings_per_shard: 1,
         }
     }
 }
@@ -417,6 +426,12 @@ impl Config {
                     .into(),
             );
         }
+        if !(1..=crate::driver::rings::RINGS_MAX as u32).contains(&self.io.rings_per_shard) {
+            return Err(format!(
+                "io.rings_per_shard must be 1..={}",
+                crate::driver::rings::RINGS_MAX
+            ));
+        }
         if self.shard_count() > 64 {
             return Err("at most 64 shards are supported".into());
         }
@@ -433,16 +448,29 @@ impl Config {
             return self.io.recv_bufs;
         }
         let per_shard = self.io.recv_pool_bytes
-            / self.shard_count().max(1) as u64
+            / (self.shard_count().max(1) as u64 * u64::from(self.rings_per_shard()))
             / u64::from(self.io.recv_buf_bytes.max(1));
         let n = per_shard.clamp(RECV_BUFS_AUTO_MIN, RECV_BUFS_AUTO_MAX);
         // Round down to a power of two (the provided-buffer ring needs one).
         (1u64 << (63 - n.leading_zeros())) as u16
     }
 
+    /// Rings each shard drives: `io.rings_per_shard`, 1 on epoll.
+    pub fn rings_per_shard(&self) -> u32 {
+        if self.driver == Some(crate::DriverKind::Epoll) {
+            1
+        } else {
+            self.io.rings_per_shard.max(1)
+        }
+    }
+
+    /// What each driver (each ring, with several per shard) is sized for.
     pub(crate) fn driver_config(&self) -> DriverConfig {
         DriverConfig {
-            conns_max: self.limits.conns_per_shard_max,
+            conns_max: self
+                .limits
+                .conns_per_shard_max
+                .div_ceil(self.rings_per_shard()),
             recv_bufs: self.recv_bufs_per_shard(),
             recv_buf_bytes: self.io.recv_buf_bytes,
             recv_incremental: self.io.recv_incremental,

@@ -95,10 +95,15 @@ impl Engine {
         let mut listeners = Vec::with_capacity(n);
         let mut addr = cfg.listen;
         for _ in 0..n {
-            let l = listener(addr, cfg.io.send_buffer_bytes)?;
-            // Port 0: every shard must share the port the first one got.
-            addr = l.local_addr()?.as_socket().expect("inet socket");
-            listeners.push(l);
+            // One listener per ring (`io.rings_per_shard`).
+            let mut ls = Vec::new();
+            for _ in 0..cfg.rings_per_shard() {
+                let l = listener(addr, cfg.io.send_buffer_bytes)?;
+                // Port 0: every shard must share the port the first one got.
+                addr = l.local_addr()?.as_socket().expect("inet socket");
+                ls.push(l);
+            }
+            listeners.push(ls);
         }
         let mut peers = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);

@@ -15,6 +15,18 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
+thread_local! {
+    /// io_uring rings per shard for the `config` of this test's thread.
+    static RINGS: std::cell::Cell<u32> = const { std::cell::Cell::new(1) };
+}
+
+/// Run `f` with engines from `config` driving `rings` io_uring rings per shard.
+pub fn with_rings(rings: u32, f: impl FnOnce()) {
+    RINGS.with(|r| r.set(rings));
+    f();
+    RINGS.with(|r| r.set(1));
+}
+
 /// Two shards on an ephemeral loopback port, unpinned (tests run in parallel).
 pub fn config(driver: DriverKind) -> Config {
     let mut c = Config {
@@ -27,6 +39,7 @@ pub fn config(driver: DriverKind) -> Config {
     c.io.recv_bufs = 64;
     c.io.ring_entries = 256;
     c.limits.conns_per_shard_max = 512;
+    c.io.rings_per_shard = RINGS.with(|r| r.get());
     c
 }
 
@@ -243,7 +256,8 @@ pub fn channel_owned_by(prefix: &str, want: usize, shards: usize) -> String {
         .unwrap()
 }
 
-/// Instantiate every listed scenario as a test on each driver.
+/// Instantiate every listed scenario as a test on each driver, and on
+/// io_uring with two rings per shard (`io.rings_per_shard`).
 #[macro_export]
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -252,6 +266,11 @@ macro_rules! both_drivers {
         }
         mod uring {
             $(#[test] fn $name() { super::$name(shardcast::DriverKind::Uring) })*
+        }
+        mod uring_rings {
+            $(#[test] fn $name() {
+                $crate::common::with_rings(2, || super::$name(shardcast::DriverKind::Uring))
+            })*
         }
     };
 }
