@@ -11,10 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::authority::Authority;
+use crate::channel::authority::Authority;
 use crate::config::Config;
 use crate::driver::{self, DriverKind};
-use crate::mesh::{self, owner_of, Peer, Published, ReplyTo, ShardMsg};
+use crate::shard::mesh::{self, owner_of, Peer, Published, ReplyTo, ShardMsg};
 use crate::shard::Shard;
 use crate::stats::{ShardStats, Stats};
 
@@ -30,11 +30,11 @@ pub struct Shared {
     /// Set while draining: `/ready` answers 503.
     pub draining: AtomicBool,
     /// Token verifier; None: anonymous connections.
-    pub verifier: Option<crate::auth::Verifier>,
+    pub verifier: Option<crate::policy::auth::Verifier>,
     /// Who orders each channel: the owner shard, or Redis in cluster mode.
     pub authority: Authority,
     /// Open connections per authenticated user (`limits.conns_per_user_max`).
-    pub users: crate::users::UserConns,
+    pub users: crate::policy::users::UserConns,
 }
 
 impl Shared {
@@ -85,7 +85,7 @@ impl Engine {
     pub fn start(cfg: Config) -> io::Result<Handle> {
         cfg.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let verifier = crate::auth::Verifier::from_config(&cfg.auth)
+        let verifier = crate::policy::auth::Verifier::from_config(&cfg.auth)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         if !cfg.io.huge_pages {
             disable_huge_pages();

@@ -9,13 +9,13 @@ use shardcast_proto::command::{self, CommandError};
 use shardcast_proto::error::close_code;
 use shardcast_proto::handshake::{self, Subprotocol};
 
-use crate::auth::AuthError;
+use crate::policy::auth::AuthError;
 use shardcast_proto::http::{self, HttpError, Request};
 
 use crate::conn::Phase;
 use crate::driver::ConnKey;
-use crate::mesh::{owner_of, Published, ReplyTo, ShardMsg};
 use crate::payload::ConnRef;
+use crate::shard::mesh::{owner_of, Published, ReplyTo, ShardMsg};
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -233,7 +233,7 @@ impl Core {
                 }
             }
             ("GET", "/metrics") => {
-                let body = crate::metrics::render(&self.shared);
+                let body = crate::http::metrics::render(&self.shared);
                 let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
                 self.respond(key, 200, ct, body.as_bytes(), keep_alive);
             }
@@ -398,7 +398,7 @@ impl Core {
             .header("authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), want.as_bytes()))
+        given.is_some_and(|g| crate::policy::auth::constant_time_eq(g.as_bytes(), want.as_bytes()))
     }
 
     fn api_authorized(&mut self, key: ConnKey, req: &Request) -> bool {
@@ -444,7 +444,7 @@ impl Core {
             }
         };
         if !self.owners_have_room(&channels) {
-            self.refused(crate::router::Refused::Publish);
+            self.refused(crate::shard::router::Refused::Publish);
             let code = command::error_code::TOO_MANY_REQUESTS;
             let body = shardcast_proto::reply::error(None, code, crate::shard::OVERLOADED);
             let answer = http::response(

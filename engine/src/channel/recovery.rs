@@ -5,7 +5,7 @@
 //! missed pushes plus the live ones after it form one gap-free, duplicate-free
 //! sequence. The connection joins the channel when the answer arrives, right
 //! after its reply; the missed pushes are then replayed page by page as the
-//! connection drains its queue, with live pushes held behind them (`replay.rs`),
+//! connection drains its queue, with live pushes held behind them (`channel/replay.rs`),
 //! so a whole history is recovered without tripping the slow-consumer rule.
 
 use std::sync::Arc;
@@ -14,12 +14,12 @@ use bytes::Bytes;
 use shardcast_proto::command::{error_code, Since};
 use shardcast_proto::reply;
 
+use crate::channel::registry::{ChannelId, Position, Waiter};
+use crate::channel::replay::{Queued, Replay};
 use crate::conn::{Enqueue, Phase};
 use crate::driver::ConnKey;
-use crate::mesh::{owner_of, ShardMsg};
 use crate::payload::{ConnRef, Member, Page, Recovery};
-use crate::registry::{ChannelId, Position, Waiter};
-use crate::replay::{Queued, Replay};
+use crate::shard::mesh::{owner_of, ShardMsg};
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -27,7 +27,7 @@ use crate::stats::ShardStats;
 const HISTORY_LIMIT_MAX: usize = 1000;
 
 impl Core {
-    pub(crate) fn namespace_of(&self, channel: &str) -> crate::auth::Namespace {
+    pub(crate) fn namespace_of(&self, channel: &str) -> crate::policy::auth::Namespace {
         let ns = shardcast_proto::command::namespace(channel);
         self.cfg.namespaces.get(ns).cloned().unwrap_or_default()
     }
@@ -408,7 +408,7 @@ impl Core {
     }
 
     /// Send a recovery's answer to the subscriber's shard (from the owner's
-    /// history, or from Redis's in cluster mode: `relay.rs`).
+    /// history, or from Redis's in cluster mode: `cluster/relay.rs`).
     pub(crate) fn answer_recovery(&mut self, channel: Arc<str>, conn: ConnRef, recovery: Recovery) {
         let msg = ShardMsg::Recovered {
             channel,
@@ -540,7 +540,7 @@ impl Core {
 
     /// A query the owner's shard has no room for: error 111, try again later.
     fn refuse_request(&mut self, key: ConnKey, id: Option<u64>) {
-        self.refused(crate::router::Refused::Request);
+        self.refused(crate::shard::router::Refused::Request);
         let e = reply::error(id, error_code::TOO_MANY_REQUESTS, crate::shard::OVERLOADED);
         self.send_json(key, &e);
     }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use shardcast_proto::command::Since;
 use shardcast_proto::{reply, PreparedFrame};
 
-use crate::auth::Namespace;
 use crate::payload::{Member, Page, Recovery, ShardId, Snapshot, Window};
+use crate::policy::auth::Namespace;
 
 /// A publication kept for recovery and the `history` command.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ pub enum Watch {
 }
 
 /// Where a new channel's position (offset and epoch) comes from, as the
-/// channel's authority decides (`authority.rs`).
+/// channel's authority decides (`channel/authority.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Positions {
     /// This owner assigns every offset: a new channel starts at 0 in a fresh epoch.

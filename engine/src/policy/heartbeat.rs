@@ -11,9 +11,9 @@ use bytes::Bytes;
 use shardcast_proto::error::close_code;
 use shardcast_proto::sse;
 
-use crate::auth::unix_now;
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
+use crate::policy::auth::unix_now;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 

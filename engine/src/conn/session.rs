@@ -6,13 +6,13 @@ use shardcast_proto::command::{self, error_code, Command, Op, Since};
 use shardcast_proto::error::close_code;
 use shardcast_proto::{msgpack, reply, Message, PreparedFrame};
 
-use crate::auth;
+use crate::channel::registry::{Position, Waiter};
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
-use crate::mesh::{owner_of, ReplyTo, ShardMsg};
 use crate::payload::ConnRef;
-use crate::registry::{Position, Waiter};
-use crate::router::Refused;
+use crate::policy::auth;
+use crate::shard::mesh::{owner_of, ReplyTo, ShardMsg};
+use crate::shard::router::Refused;
 use crate::stats::ShardStats;
 
 impl crate::shard::Core {
@@ -371,7 +371,7 @@ impl crate::shard::Core {
 
 impl crate::shard::Core {
     /// The binary MessagePack frame a JSON frame becomes for a `shardcast.v1.msgpack`
-    /// connection (converted once per shard, see [`crate::convert`]).
+    /// connection (converted once per shard, see [`crate::conn::convert`]).
     pub(crate) fn msgpack_frame(&mut self, frame: &bytes::Bytes) -> Option<bytes::Bytes> {
         self.msgpack_cache.get(frame, |f| {
             let json = shardcast_proto::prepared::payload_of(f)?;

@@ -8,6 +8,11 @@
 //! 5. every connection with queued bytes and no send in flight gets one vectored write;
 //! 6. messages for other shards are flushed and sleeping shards woken once.
 
+pub(crate) mod inbox;
+pub mod mesh;
+pub(crate) mod router;
+pub(crate) mod trim;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,15 +20,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shardcast_proto::{http, DecoderConfig, Role};
 
+use crate::channel::owner::Owner;
+use crate::channel::registry::Registry;
 use crate::config::Config;
 use crate::conn::{flag, Phase, Slab};
 use crate::driver::{Completion, ConnKey, Driver};
 use crate::engine::Shared;
-use crate::fanout::Owner;
-use crate::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
 use crate::payload::ShardId;
-use crate::registry::Registry;
-use crate::router::Router;
+use crate::shard::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
+use crate::shard::router::Router;
 use crate::stats::ShardStats;
 
 /// Inbox messages handled per loop turn, so sockets are served between bursts.
@@ -53,10 +58,10 @@ pub(crate) struct Core {
     pub registry: Registry,
     pub owner: Owner,
     pub inbox: Inbox,
-    /// Messages to other shards and to itself (`router.rs`).
+    /// Messages to other shards and to itself (`shard/router.rs`).
     pub router: Router,
     /// When a refusal by the router was last logged, and those since.
-    pub refusals: crate::router::RefusalLog,
+    pub refusals: crate::shard::router::RefusalLog,
     /// Connections with bytes queued and possibly no send in flight.
     pub dirty: Vec<ConnKey>,
     pub to_shutdown: Vec<ConnKey>,
@@ -76,27 +81,27 @@ pub(crate) struct Core {
     pub snapshot_version: u64,
     pub snapshot_at: Instant,
     pub now: Instant,
-    pub beat_clock: crate::heartbeat::BeatClock,
-    pub beats: crate::heartbeat::Beats,
-    pub due: Vec<crate::timer::Entry>,
-    /// Deadlines of incomplete messages (`limits.frame_timeout_ms`, see `partial.rs`),
+    pub beat_clock: crate::policy::heartbeat::BeatClock,
+    pub beats: crate::policy::heartbeat::Beats,
+    pub due: Vec<crate::policy::timer::Entry>,
+    /// Deadlines of incomplete messages (`limits.frame_timeout_ms`, see `conn/partial.rs`),
     /// in ticks of their own wheel; 0 ticks: no deadline.
-    pub frame_wheel: crate::timer::Wheel,
+    pub frame_wheel: crate::policy::timer::Wheel,
     pub frame_ticks: u64,
     /// Bytes all this shard's decoders hold for incomplete messages.
     pub partial_bytes: usize,
     /// Publication times of this turn's deliveries, recorded once their writes are submitted.
     pub delivered_at: Vec<Instant>,
-    pub drain: Option<crate::drain::DrainPlan>,
+    pub drain: Option<crate::policy::drain::DrainPlan>,
     pub started: Instant,
-    pub accept_budget: crate::ratelimit::AcceptBudget,
+    pub accept_budget: crate::policy::ratelimit::AcceptBudget,
     /// The last frame turned into an SSE event, and into MessagePack, on this shard.
-    pub sse_cache: crate::convert::FrameCache,
-    pub msgpack_cache: crate::convert::FrameCache,
+    pub sse_cache: crate::conn::convert::FrameCache,
+    pub msgpack_cache: crate::conn::convert::FrameCache,
     /// Recoveries being replayed to this shard's subscribers, and those waiting.
-    pub replays: crate::replay::Replays,
+    pub replays: crate::channel::replay::Replays,
     /// Subscription lists of the connections holding two or more.
-    pub more_subs: crate::sublist::MoreSubs,
+    pub more_subs: crate::channel::sublist::MoreSubs,
 }
 
 impl Shard {
@@ -120,10 +125,13 @@ impl Shard {
         };
         let now = Instant::now();
         let l = &cfg.limits;
-        let tick =
-            crate::heartbeat::wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms);
-        let beat_clock = crate::heartbeat::BeatClock::new(tick, now);
-        let beats = crate::heartbeat::Beats {
+        let tick = crate::policy::heartbeat::wheel_tick(
+            l.ping_interval_ms,
+            l.pong_timeout_ms,
+            l.idle_timeout_ms,
+        );
+        let beat_clock = crate::policy::heartbeat::BeatClock::new(tick, now);
+        let beats = crate::policy::heartbeat::Beats {
             ping: beat_clock.ticks(Duration::from_millis(l.ping_interval_ms)),
             pong: beat_clock.ticks(Duration::from_millis(l.pong_timeout_ms)),
             idle: if l.idle_timeout_ms == 0 {
@@ -134,8 +142,8 @@ impl Shard {
         };
         // A tenth of the timeout, as for heartbeats: closes come at most two ticks late.
         let frame_ms = l.frame_timeout_ms;
-        let frame_wheel = crate::timer::Wheel::new(
-            crate::heartbeat::wheel_tick(frame_ms, frame_ms, 0),
+        let frame_wheel = crate::policy::timer::Wheel::new(
+            crate::policy::heartbeat::wheel_tick(frame_ms, frame_ms, 0),
             Duration::from_millis(frame_ms.max(1)),
             now,
         );
@@ -154,7 +162,7 @@ impl Shard {
             delivered_at: Vec::new(),
             drain: None,
             started: now,
-            accept_budget: crate::ratelimit::AcceptBudget::new(now),
+            accept_budget: crate::policy::ratelimit::AcceptBudget::new(now),
             sse_cache: Default::default(),
             msgpack_cache: Default::default(),
             replays: Default::default(),
@@ -344,20 +352,20 @@ impl Core {
     }
 
     /// Queue a message for shard `to` (possibly this one) that must not be
-    /// lost: never refused (see `router.rs` for the kinds and their bounds).
+    /// lost: never refused (see `shard/router.rs` for the kinds and their bounds).
     pub fn send_to(&mut self, to: ShardId, msg: ShardMsg) {
         self.router.send(to, msg);
     }
 
     /// Count (and log, at most once a second) something the router refused.
-    pub(crate) fn refused(&mut self, kind: crate::router::Refused) {
+    pub(crate) fn refused(&mut self, kind: crate::shard::router::Refused) {
         self.refusals.record(&self.stats, self.id, kind, self.now);
     }
 
     /// Refuse a publication with error 111 (HTTP 503): a shard on its way has
     /// a full inbox and overflow. Nothing waits for a fire-and-forget one, and
     /// an embedding-API caller sees its reply channel close.
-    pub(crate) fn refuse_publish(&mut self, reply: ReplyTo, kind: crate::router::Refused) {
+    pub(crate) fn refuse_publish(&mut self, reply: ReplyTo, kind: crate::shard::router::Refused) {
         self.refused(kind);
         let code = shardcast_proto::command::error_code::TOO_MANY_REQUESTS;
         match reply {

@@ -1,7 +1,7 @@
 //! A hashed timer wheel for the deadlines few connections have at a time (an
-//! incomplete message's, see partial.rs): O(1) to schedule, each connection in
+//! incomplete message's, see conn/partial.rs): O(1) to schedule, each connection in
 //! at most one slot. Heartbeats, which every connection has, use no entries:
-//! the shard sweeps its slab once a tick (heartbeat.rs).
+//! the shard sweeps its slab once a tick (policy/heartbeat.rs).
 
 use std::time::{Duration, Instant};
 

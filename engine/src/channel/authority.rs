@@ -9,13 +9,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::channel::owner::Positions;
 use crate::cluster::{Bus, BusReq};
-use crate::fanout::Positions;
 use bytes::Bytes;
 use shardcast_proto::command::Since;
 
-use crate::mesh::{Peer, ReplyTo};
 use crate::payload::{ConnRef, ReadFor};
+use crate::shard::mesh::{Peer, ReplyTo};
 use crate::shard::Core;
 
 /// Where every channel's order is decided, for the whole process.
@@ -78,8 +78,8 @@ impl Authority {
 }
 
 /// The owner's side of each message whose answer depends on who orders the
-/// channel: the owner shard's own (`dispatch.rs`, `recovery.rs`), or its relay
-/// to Redis (`relay.rs`).
+/// channel: the owner shard's own (`shard/inbox.rs`, `channel/recovery.rs`), or its relay
+/// to Redis (`cluster/relay.rs`).
 impl Core {
     /// A shard's interest in a channel changed; it learns where to join.
     pub(crate) fn authority_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {

@@ -4,7 +4,7 @@
 //! with the `SSE` flag, joins channels through the same registry, and gets the
 //! same shared push frames. Only the last step differs: a frame queued for a
 //! stream is turned into an SSE event (`proto::sse`) instead, once per shard
-//! and publication (`crate::convert`).
+//! and publication (`crate::conn::convert`).
 //!
 //! Everything that can be refused is refused before the stream starts, with an
 //! HTTP status (401, 403, 400, 503): browsers' EventSource does not retry a
@@ -16,9 +16,9 @@ use shardcast_proto::error::close_code;
 use shardcast_proto::http::{self, Request};
 use shardcast_proto::sse;
 
-use crate::auth::{self, AuthError};
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
+use crate::policy::auth::{self, AuthError};
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -127,7 +127,7 @@ impl Core {
     }
 
     /// The event a frame becomes on a stream (converted once per shard, see
-    /// [`crate::convert`]); None for anything but a whole data frame.
+    /// [`crate::conn::convert`]); None for anything but a whole data frame.
     pub(crate) fn sse_event(&mut self, frame: &Bytes) -> Option<Bytes> {
         self.sse_cache.get(frame, |f| {
             let json = shardcast_proto::prepared::payload_of(f)?;

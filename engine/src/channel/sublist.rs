@@ -4,7 +4,7 @@
 //! into by index, so neither the record nor its rarely-needed box grows for
 //! the common case.
 
-use crate::registry::{ChannelId, Slot};
+use crate::channel::registry::{ChannelId, Slot};
 
 /// `SubRef::pair.0` when the connection has no subscription.
 const NONE: ChannelId = ChannelId::MAX;

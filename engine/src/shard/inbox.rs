@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use shardcast_proto::{reply, PreparedFrame};
 
-use crate::fanout::Fanned;
-use crate::mesh::{Published, ReplyTo, ShardMsg};
+use crate::channel::owner::Fanned;
+use crate::channel::registry::Position;
 use crate::payload::Member;
-use crate::registry::Position;
-use crate::router::Refused;
+use crate::shard::mesh::{Published, ReplyTo, ShardMsg};
+use crate::shard::router::Refused;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -235,7 +235,7 @@ impl Core {
     }
 }
 
-/// What the owner sends out in both modes (`relay.rs` is cluster mode's own part).
+/// What the owner sends out in both modes (`cluster/relay.rs` is cluster mode's own part).
 impl Core {
     /// Hand one publication, framed once, to every shard with subscribers.
     pub(crate) fn fan_out(&mut self, channel: &Arc<str>, fanned: Fanned) {
