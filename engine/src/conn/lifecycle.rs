@@ -48,9 +48,7 @@ impl Core {
         };
         match result {
             Ok(n) => {
-                ShardStats::add(&self.stats.bytes_out, n as u64);
-                ShardStats::sub(&self.stats.queued_bytes, n as u64);
-                conn.consume(n);
+                self.out.written(conn, n);
                 if self.replays.has(key) {
                     // A replay is paced by its reader: refill as the queue drains.
                     self.replays.progressed(key, self.now);
@@ -61,7 +59,7 @@ impl Core {
                 };
                 let http = conn.phase == Phase::Http;
                 if !conn.out.is_empty() {
-                    self.mark_dirty(key);
+                    self.out.mark_dirty(conn, key);
                 } else if conn.has(flag::CLOSE_AFTER_FLUSH) {
                     self.flushed_before_close(key);
                 } else if conn.has(flag::RELEASE_WHEN_DRAINED) {
@@ -86,17 +84,8 @@ impl Core {
             return;
         };
         ShardStats::sub(&self.stats.conns_open, 1);
-        ShardStats::sub(&self.stats.queued_bytes, conn.queued_bytes() as u64);
+        self.out.dropped(&conn);
         debug_assert!(self.more_subs.get(&conn.subs).is_empty());
-    }
-
-    pub(crate) fn mark_dirty(&mut self, key: ConnKey) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.has(flag::DIRTY) {
-                conn.set(flag::DIRTY, true);
-                self.dirty.push(key);
-            }
-        }
     }
 
     /// Queue a data frame; a connection past its byte budget is closed with 4008.
@@ -108,86 +97,23 @@ impl Core {
 
     /// Queue a data frame, reporting backpressure to the caller, who must then
     /// call [`Core::slow_consumer`] (done later when the caller is iterating a channel).
+    #[inline]
     pub(crate) fn send_frame_no_close(&mut self, key: ConnKey, frame: Bytes) -> Enqueue {
-        let (limit, frames) = (
-            self.cfg.limits.queue_bytes_max,
-            self.cfg.limits.queue_frames_max,
-        );
-        let Some(conn) = self.conns.get_mut(key) else {
-            return Enqueue::Ok;
-        };
-        if conn.phase != Phase::Ws {
-            return Enqueue::Ok;
-        }
-        // One slab lookup for a WebSocket speaking JSON (the hot path); SSE streams
-        // and MessagePack connections get the frame converted (once per shard).
-        let framing = conn.flags & (flag::SSE | flag::MSGPACK);
-        let (conn, frame) = if framing == 0 || (framing == flag::MSGPACK && self.cfg.echo) {
-            (conn, frame)
-        } else {
-            let converted = if framing & flag::SSE != 0 {
-                self.sse_event(&frame)
-            } else {
-                self.msgpack_frame(&frame)
-            };
-            let (Some(frame), Some(conn)) = (converted, self.conns.get_mut(key)) else {
-                return Enqueue::Ok;
-            };
-            (conn, frame)
-        };
-        let len = frame.len() as u64;
-        let r = conn.enqueue(frame, limit, frames);
-        if r == Enqueue::Ok {
-            ShardStats::inc(&self.stats.frames_out);
-            ShardStats::add(&self.stats.queued_bytes, len);
-            self.mark_dirty(key);
-        }
-        r
+        self.out.queue_frame(&mut self.conns, key, frame)
     }
 
     /// Queue a control frame (ping, pong, SSE heartbeat) ahead of queued data,
     /// counted like data; past `control_bytes_max` the connection is a slow
     /// consumer. False when it was closed for that (or is gone).
     pub(crate) fn send_control(&mut self, key: ConnKey, frame: Bytes) -> bool {
-        let limit = self.control_bytes_max();
-        let Some(conn) = self.conns.get_mut(key) else {
-            return false;
-        };
-        let len = frame.len() as u64;
-        if conn.enqueue_control(frame, limit) == Enqueue::Backpressure {
-            self.slow_consumer(key);
-            return false;
+        match self.out.queue_control(&mut self.conns, key, frame) {
+            Some(Enqueue::Ok) => true,
+            Some(Enqueue::Backpressure) => {
+                self.slow_consumer(key);
+                false
+            }
+            None => false,
         }
-        ShardStats::add(&self.stats.queued_bytes, len);
-        self.mark_dirty(key);
-        true
-    }
-
-    /// The shard's queued-bytes gauge equals what its connections' queues
-    /// hold: every byte is added where it is queued and subtracted where it is
-    /// written or dropped. Debug builds check it once a heartbeat tick (a walk
-    /// over the slab, like the heartbeat's own), so a frame counted on one
-    /// side only fails the tests instead of drifting the metric.
-    pub(crate) fn check_queued_gauge(&self) {
-        if cfg!(debug_assertions) {
-            let held: u64 = self
-                .conns
-                .keys()
-                .filter_map(|k| self.conns.get(k))
-                .map(|c| c.queued_bytes() as u64)
-                .sum();
-            let gauge = self
-                .stats
-                .queued_bytes
-                .load(std::sync::atomic::Ordering::Relaxed);
-            debug_assert_eq!(gauge, held, "queued-bytes gauge drifted from the queues");
-        }
-    }
-
-    /// Control frames may pass the data budget by a little, so a heartbeat ping
-    /// still fits when data filled the queue; a pong flood cannot grow past it.
-    pub(crate) fn control_bytes_max(&self) -> usize {
-        self.cfg.limits.queue_bytes_max + 4096
     }
 
     /// Queue a reply (JSON text) for a WebSocket client.
@@ -208,23 +134,13 @@ impl Core {
     /// while `http_queue_bytes_max` bytes are unsent (`process_http`), and the
     /// others (101, SSE head, 408, 503) are one-off replies that end the phase.
     pub(crate) fn send_raw(&mut self, key: ConnKey, bytes: Vec<u8>) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        ShardStats::add(&self.stats.queued_bytes, bytes.len() as u64);
-        conn.out.push_back(Bytes::from(bytes));
-        self.mark_dirty(key);
+        self.out.queue_raw(&mut self.conns, key, Bytes::from(bytes));
     }
 
     pub(crate) fn slow_consumer(&mut self, key: ConnKey) {
         ShardStats::inc(&self.stats.slow_consumer_closes);
         if let Some(conn) = self.conns.get_mut(key) {
-            let before = conn.queued_bytes();
-            conn.discard_unsent();
-            ShardStats::sub(
-                &self.stats.queued_bytes,
-                (before - conn.queued_bytes()) as u64,
-            );
+            self.out.discard_unsent(conn);
         }
         self.close_ws(
             key,
@@ -249,8 +165,7 @@ impl Core {
         } else {
             PreparedFrame::close(code, reason).into_bytes()
         };
-        ShardStats::add(&self.stats.queued_bytes, frame.len() as u64);
-        conn.out.push_back(frame);
+        self.out.queue_last(conn, frame);
         self.leave_ws(key);
         self.close_after_response(key);
     }
@@ -292,7 +207,7 @@ impl Core {
         if conn.out.is_empty() && !conn.has(flag::SENDING) {
             self.flushed_before_close(key);
         } else {
-            self.mark_dirty(key);
+            self.out.mark_dirty(conn, key);
         }
     }
 
@@ -305,7 +220,7 @@ impl Core {
         }
         conn.set(flag::CLOSE_AFTER_FLUSH, false);
         let gen = conn.gen;
-        self.to_shutdown.push(key);
+        self.out.shutdown_write(key);
         let deadline = self.now + Duration::from_millis(self.cfg.limits.close_linger_ms);
         self.lingers.push_back((deadline, key, gen));
     }
@@ -323,7 +238,7 @@ impl Core {
             }
             _ => conn.phase = Phase::Dead,
         }
-        self.to_close.push(key);
+        self.out.close(key);
     }
 
     /// (Re)start the time a connection has to send a complete HTTP request.

@@ -8,6 +8,7 @@
 
 pub(crate) mod convert;
 pub(crate) mod lifecycle;
+pub(crate) mod outbound;
 pub mod outq;
 pub(crate) mod partial;
 pub(crate) mod session;

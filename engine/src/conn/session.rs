@@ -368,22 +368,3 @@ impl crate::shard::Core {
         }
     }
 }
-
-impl crate::shard::Core {
-    /// The binary MessagePack frame a JSON frame becomes for a `shardcast.v1.msgpack`
-    /// connection (converted once per shard, see [`crate::conn::convert`]).
-    pub(crate) fn msgpack_frame(&mut self, frame: &bytes::Bytes) -> Option<bytes::Bytes> {
-        self.msgpack_cache.get(frame, |f| {
-            let json = shardcast_proto::prepared::payload_of(f)?;
-            let mut mp = Vec::with_capacity(json.len());
-            match msgpack::json_to_msgpack(json, &mut mp) {
-                Ok(()) => Some(PreparedFrame::binary(&mp).into_bytes()),
-                Err(e) => {
-                    // Every JSON the engine queues is its own or validated: a bug.
-                    tracing::warn!(error = %e, "frame not converted to MessagePack; dropped");
-                    None
-                }
-            }
-        })
-    }
-}

@@ -126,17 +126,6 @@ impl Core {
         self.close_after_response(key);
     }
 
-    /// The event a frame becomes on a stream (converted once per shard, see
-    /// [`crate::conn::convert`]); None for anything but a whole data frame.
-    pub(crate) fn sse_event(&mut self, frame: &Bytes) -> Option<Bytes> {
-        self.sse_cache.get(frame, |f| {
-            let json = shardcast_proto::prepared::payload_of(f)?;
-            let mut out = Vec::with_capacity(json.len() + 48);
-            sse::write_event(&mut out, json);
-            Some(Bytes::from(out))
-        })
-    }
-
     /// The stream's last event: `close` with the code and reason a WebSocket would
     /// get, after `retry:` when draining so the browser waits before it reconnects.
     pub(crate) fn sse_close_event(code: u16, reason: &str) -> Bytes {

@@ -120,7 +120,7 @@ impl Core {
             return;
         }
         self.beat_clock.next = t + 1;
-        self.check_queued_gauge();
+        self.out.check_queued_gauge(&self.conns);
         let now_unix = unix_now();
         for key in 0..self.conns.key_end() {
             match self.heartbeat_check(key, t, now_unix) {

@@ -23,7 +23,8 @@ use shardcast_proto::{http, DecoderConfig, Role};
 use crate::channel::owner::Owner;
 use crate::channel::registry::Registry;
 use crate::config::Config;
-use crate::conn::{flag, Phase, Slab};
+use crate::conn::outbound::Outbound;
+use crate::conn::Slab;
 use crate::driver::{Completion, ConnKey, Driver};
 use crate::engine::Shared;
 use crate::payload::ShardId;
@@ -62,10 +63,8 @@ pub(crate) struct Core {
     pub router: Router,
     /// When a refusal by the router was last logged, and those since.
     pub refusals: crate::shard::router::RefusalLog,
-    /// Connections with bytes queued and possibly no send in flight.
-    pub dirty: Vec<ConnKey>,
-    pub to_shutdown: Vec<ConnKey>,
-    pub to_close: Vec<ConnKey>,
+    /// What is queued for the connections: write lists, framings, byte count.
+    pub out: Outbound,
     pub http_deadlines: VecDeque<(Instant, ConnKey, u32)>,
     pub lingers: VecDeque<(Instant, ConnKey, u32)>,
     /// HTTP connections backpressured at `http_queue_bytes_max`, by write deadline.
@@ -95,9 +94,6 @@ pub(crate) struct Core {
     pub drain: Option<crate::policy::drain::DrainPlan>,
     pub started: Instant,
     pub accept_budget: crate::policy::ratelimit::AcceptBudget,
-    /// The last frame turned into an SSE event, and into MessagePack, on this shard.
-    pub sse_cache: crate::conn::convert::FrameCache,
-    pub msgpack_cache: crate::conn::convert::FrameCache,
     /// Recoveries being replayed to this shard's subscribers, and those waiting.
     pub replays: crate::channel::replay::Replays,
     /// Subscription lists of the connections holding two or more.
@@ -163,8 +159,6 @@ impl Shard {
             drain: None,
             started: now,
             accept_budget: crate::policy::ratelimit::AcceptBudget::new(now),
-            sse_cache: Default::default(),
-            msgpack_cache: Default::default(),
             replays: Default::default(),
             more_subs: Default::default(),
             id,
@@ -182,9 +176,7 @@ impl Shard {
             router: Router::new(id, peers, cfg.limits.router_overflow_msgs_max),
             refusals: Default::default(),
             inbox,
-            dirty: Vec::new(),
-            to_shutdown: Vec::new(),
-            to_close: Vec::new(),
+            out: Outbound::new(&cfg, shared.stats[id].clone()),
             http_deadlines: VecDeque::new(),
             lingers: VecDeque::new(),
             http_stalls: VecDeque::new(),
@@ -293,38 +285,14 @@ impl Shard {
     /// Step 5 of the loop: one vectored write per connection with queued bytes.
     fn flush(&mut self, batch: &mut Vec<Bytes>) {
         let core = &mut self.core;
-        for key in core.dirty.drain(..) {
-            let Some(conn) = core.conns.get_mut(key) else {
-                continue;
-            };
-            conn.set(flag::DIRTY, false);
-            if conn.has(flag::SENDING) || conn.phase == Phase::Dead {
-                continue;
-            }
-            if conn.out.is_empty() {
-                continue;
-            }
-            conn.next_batch(batch);
-            self.driver.send(conn.sock, key, batch);
-        }
-        batch.clear();
-        for key in core.to_shutdown.drain(..) {
-            if let Some(conn) = core.conns.get(key) {
-                self.driver.shutdown_write(conn.sock, key);
-            }
-        }
-        for key in core.to_close.drain(..) {
-            if let Some(conn) = core.conns.get(key) {
-                self.driver.close(conn.sock, key);
-            }
-        }
+        core.out.flush(&mut core.conns, self.driver.as_mut(), batch);
     }
 }
 
 impl Core {
     /// How long the loop may block: zero when work is pending, else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.router.has_pending() || !self.dirty.is_empty() {
+        if self.router.has_pending() || self.out.has_dirty() {
             return Some(Duration::ZERO);
         }
         let next = [

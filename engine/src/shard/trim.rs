@@ -24,9 +24,7 @@ impl Core {
         shrink_deque(&mut self.lingers);
         shrink_deque(&mut self.http_stalls);
         self.router.trim();
-        shrink_vec(&mut self.dirty);
-        shrink_vec(&mut self.to_shutdown);
-        shrink_vec(&mut self.to_close);
+        self.out.trim();
         shrink_vec(&mut self.due);
         shrink_vec(&mut self.delivered_at);
     }
