@@ -6,6 +6,8 @@
 //!   channel;
 //! - [`registry`]: this shard's local subscribers per channel, socket-agnostic;
 //! - [`sublist`]: a connection's own list of subscriptions;
+//! - [`subscriptions`]: both kept in step: subscribe, join, leave, release,
+//!   the owner's acknowledgement, and the fan-out to local subscribers;
 //! - [`recovery`] and [`replay`]: the subscriber's side of recovery, history
 //!   and presence, and the paced replay of missed publications.
 
@@ -15,3 +17,4 @@ pub(crate) mod recovery;
 pub mod registry;
 pub(crate) mod replay;
 pub mod sublist;
+pub(crate) mod subscriptions;

@@ -85,7 +85,7 @@ impl Core {
         };
         ShardStats::sub(&self.stats.conns_open, 1);
         self.out.dropped(&conn);
-        debug_assert!(self.more_subs.get(&conn.subs).is_empty());
+        debug_assert!(self.subs.of(&conn).is_empty());
     }
 
     /// Queue a data frame; a connection past its byte budget is closed with 4008.

@@ -6,7 +6,7 @@ use shardcast_proto::command::{self, error_code, Command, Op, Since};
 use shardcast_proto::error::close_code;
 use shardcast_proto::{msgpack, reply, Message, PreparedFrame};
 
-use crate::channel::registry::{Position, Waiter};
+use crate::channel::registry::{ChannelId, Position, Waiter};
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
 use crate::payload::ConnRef;
@@ -192,7 +192,7 @@ impl crate::shard::Core {
     }
 
     /// Subscribe now when this shard already receives the channel, else ask its
-    /// owner and answer when the owner acknowledges (see `interest_ack`).
+    /// owner and answer when the owner acknowledges (`shard/inbox.rs`).
     pub(crate) fn subscribe(
         &mut self,
         key: ConnKey,
@@ -200,40 +200,18 @@ impl crate::shard::Core {
         channel: &str,
         since: Option<Since>,
     ) {
-        let max = self.cfg.limits.channels_per_conn_max;
         if !self.permitted(key, id, channel, false) {
             return;
         }
-        let Some(conn) = self.conns.get(key) else {
+        let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
             return;
         };
-        let gen = conn.gen;
-        // Subscriptions still waiting for the owner count too: a burst of
-        // subscribes in one read is all pending, and would pass a cap on joins.
-        if self.more_subs.get(&conn.subs).len() + conn.pending_subs as usize >= max {
-            let msg = format!(
-                "channel limit reached ({max} per connection, limits.channels_per_conn_max)"
-            );
-            return self.send_json(key, &reply::error(id, error_code::LIMIT_EXCEEDED, &msg));
+        if let Some(e) = self.subscribe_refused(key, id, gen, channel) {
+            return self.send_json(key, &e);
         }
-        let shard_max = self.cfg.limits.channels_per_shard_max;
-        if self.registry.lookup(channel).is_none() && self.registry.len() >= shard_max {
-            // Bounds the registry (and the owners' state behind it) whatever the
-            // number of connections: many connections each at their own cap add up.
-            let msg = format!(
-                "channel limit reached ({shard_max} per shard, limits.channels_per_shard_max)"
-            );
-            return self.send_json(key, &reply::error(id, error_code::LIMIT_EXCEEDED, &msg));
-        }
-        let (ch, created) = self.registry.get_or_create(channel);
-        let c = self.registry.get(ch).expect("just created");
-        let already = self.more_subs.get(&conn.subs).iter().any(|(s, _)| *s == ch)
-            || c.waiters.iter().any(|w| w.key == key && w.gen == gen);
-        if already {
-            return self.send_json(
-                key,
-                &reply::error(id, error_code::ALREADY_SUBSCRIBED, "already subscribed"),
-            );
+        let (ch, created) = self.subs.open(channel);
+        if created {
+            self.subs.want(ch, &mut self.router);
         }
         let waiter = Waiter {
             key,
@@ -241,72 +219,88 @@ impl crate::shard::Core {
             id,
             since,
         };
-        let position = c.position.clone();
-        let name = c.name.clone();
-        if created {
-            let owner = owner_of(&name, self.shards);
-            let from = self.id;
-            self.send_to(
-                owner,
-                ShardMsg::Interest {
-                    channel: name,
-                    from,
-                    on: true,
-                },
-            );
-        }
         if let Some(since) = waiter.since.clone() {
             // Only the owner knows what was missed; the answer follows the interest.
-            self.add_waiter(ch, waiter);
+            self.subs.add_waiter(&mut self.conns, ch, waiter);
             return self.request_recovery(ch, key, since);
         }
-        match position {
+        match self.subs.channel(ch).expect("open").position.clone() {
             Position::Active { epoch, offset } => {
                 self.join_channel(ch, &waiter, &epoch, offset, None);
             }
-            Position::Pending => self.add_waiter(ch, waiter),
+            Position::Pending => self.subs.add_waiter(&mut self.conns, ch, waiter),
         }
     }
 
-    /// Park a subscription until the owner answers, counted against the
-    /// connection's channel cap meanwhile (see [`Core::waiter_done`]).
-    fn add_waiter(&mut self, ch: u32, w: Waiter) {
-        if let Some(conn) = self.conns.get_gen(w.key, w.gen) {
-            conn.pending_subs += 1;
+    /// Why a subscription is refused (as the error reply), if it is: the
+    /// connection's or the shard's channel cap, or a subscription it has.
+    fn subscribe_refused(
+        &self,
+        key: ConnKey,
+        id: Option<u64>,
+        gen: u32,
+        channel: &str,
+    ) -> Option<Vec<u8>> {
+        let conn = self.conns.get(key)?;
+        let max = self.cfg.limits.channels_per_conn_max;
+        // Subscriptions still waiting for the owner count too: a burst of
+        // subscribes in one read is all pending, and would pass a cap on joins.
+        if self.subs.of(conn).len() + conn.pending_subs as usize >= max {
+            let msg = format!(
+                "channel limit reached ({max} per connection, limits.channels_per_conn_max)"
+            );
+            return Some(reply::error(id, error_code::LIMIT_EXCEEDED, &msg));
         }
-        self.registry.get_mut(ch).expect("exists").waiters.push(w);
+        let Some(ch) = self.subs.lookup(channel) else {
+            let shard_max = self.cfg.limits.channels_per_shard_max;
+            if self.subs.registry().len() < shard_max {
+                return None;
+            }
+            // Bounds the registry (and the owners' state behind it) whatever the
+            // number of connections: many connections each at their own cap add up.
+            let msg = format!(
+                "channel limit reached ({shard_max} per shard, limits.channels_per_shard_max)"
+            );
+            return Some(reply::error(id, error_code::LIMIT_EXCEEDED, &msg));
+        };
+        let c = self.subs.channel(ch).expect("looked up");
+        let already = self.subs.of(conn).iter().any(|(s, _)| *s == ch)
+            || c.waiters.iter().any(|w| w.key == key && w.gen == gen);
+        already.then(|| reply::error(id, error_code::ALREADY_SUBSCRIBED, "already subscribed"))
     }
 
-    /// A waiter left its channel's list (joined, or dropped): it no longer
-    /// counts as pending. Every removal from `waiters` must call this once.
-    pub(crate) fn waiter_done(&mut self, w: &Waiter) {
-        if let Some(conn) = self.conns.get_gen(w.key, w.gen) {
-            conn.pending_subs = conn.pending_subs.saturating_sub(1);
-        }
+    /// The connection becomes a subscriber of `ch`: record it, reply, announce
+    /// it. False when the connection is gone.
+    pub(crate) fn join_channel(
+        &mut self,
+        ch: ChannelId,
+        w: &Waiter,
+        epoch: &str,
+        offset: u64,
+        recovered: Option<bool>,
+    ) -> bool {
+        let Some(name) = self.subs.join(&mut self.conns, ch, w) else {
+            return false;
+        };
+        self.send_json(
+            w.key,
+            &reply::ok_subscribe(w.id, &name, epoch, offset, recovered),
+        );
+        self.presence_change(&name, w.key, true);
+        true
     }
 
     fn unsubscribe(&mut self, key: ConnKey, id: Option<u64>, channel: &str) {
-        let Some(ch) = self.registry.lookup(channel) else {
-            return self.send_json(
-                key,
-                &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"),
-            );
-        };
+        let ch = self.subs.lookup(channel);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(pos) = self
-            .more_subs
-            .get(&conn.subs)
-            .iter()
-            .position(|(c, _)| *c == ch)
-        else {
+        let Some((ch, slot)) = ch.and_then(|ch| Some((ch, self.subs.forget(conn, ch)?))) else {
             return self.send_json(
                 key,
                 &reply::error(id, error_code::ALREADY_SUBSCRIBED, "not subscribed"),
             );
         };
-        let (_, slot) = self.more_subs.swap_remove(&mut conn.subs, pos);
         self.remove_subscriber(ch, slot, key);
         self.send_json(key, &reply::ok_empty(id));
     }
@@ -316,55 +310,20 @@ impl crate::shard::Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let subs = self.more_subs.take(&mut conn.subs);
-        for (ch, slot) in subs {
+        for (ch, slot) in self.subs.forget_all(conn) {
             self.remove_subscriber(ch, slot, key);
         }
     }
 
-    fn remove_subscriber(&mut self, ch: u32, slot: u32, key: ConnKey) {
-        if self.registry.get(ch).is_some_and(|c| c.replaying > 0) {
+    fn remove_subscriber(&mut self, ch: ChannelId, slot: u32, key: ConnKey) {
+        if self.subs.channel(ch).is_some_and(|c| c.replaying > 0) {
             self.end_replay(key, ch);
         }
-        if let Some(name) = self.registry.get(ch).map(|c| c.name.clone()) {
+        if let Some(name) = self.subs.channel(ch).map(|c| c.name.clone()) {
             self.presence_change(&name, key, false);
         }
-        let removed = self.registry.remove(ch, slot, key);
-        if let Some((moved, new_slot)) = removed.moved {
-            if let Some(m) = self.conns.get_mut(moved) {
-                if let Some(s) = self
-                    .more_subs
-                    .get_mut(&mut m.subs)
-                    .iter_mut()
-                    .find(|(c, _)| *c == ch)
-                {
-                    s.1 = new_slot;
-                }
-            }
-        }
-        if removed.now_empty {
-            self.release_channel(ch);
-        }
-    }
-
-    /// Forget an empty, active channel and tell its owner to stop sending it here.
-    pub(crate) fn release_channel(&mut self, ch: u32) {
-        let Some(c) = self.registry.get(ch) else {
-            return;
-        };
-        if c.position == Position::Pending {
-            return; // released when the acknowledgement arrives
-        }
-        if let Some(c) = self.registry.drop_channel(ch) {
-            let owner = owner_of(&c.name, self.shards);
-            self.send_to(
-                owner,
-                ShardMsg::Interest {
-                    channel: c.name,
-                    from: self.id,
-                    on: false,
-                },
-            );
+        if self.subs.leave(&mut self.conns, ch, slot, key) {
+            self.subs.release(ch, &mut self.router);
         }
     }
 }

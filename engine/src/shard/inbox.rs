@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use shardcast_proto::{reply, PreparedFrame};
 
 use crate::channel::owner::Fanned;
-use crate::channel::registry::Position;
+use crate::channel::registry::ChannelId;
+use crate::channel::subscriptions::waiter_done;
 use crate::payload::Member;
 use crate::shard::mesh::{Published, ReplyTo, ShardMsg};
 use crate::shard::router::Refused;
@@ -88,7 +91,7 @@ impl Core {
                 join,
             } => self.owner_presence_change(channel, member, join),
             ShardMsg::Event { channel, frame } => {
-                if let Some(ch) = self.registry.lookup(&channel) {
+                if let Some(ch) = self.subs.lookup(&channel) {
                     self.fan_local(ch, frame.into_bytes());
                 }
             }
@@ -171,30 +174,14 @@ impl Core {
 
     /// The owner acknowledged this shard's interest: waiting subscribers join at `offset`.
     fn interest_ack(&mut self, channel: Arc<str>, epoch: Arc<str>, offset: u64) {
-        let Some(ch) = self.registry.lookup(&channel) else {
+        let Some((ch, joining)) = self.subs.acknowledged(&channel, &epoch, offset) else {
             return;
         };
-        let c = self.registry.get_mut(ch).expect("looked up");
-        c.position = Position::Active {
-            epoch: epoch.clone(),
-            offset,
-        };
-        // Waiters with `since` keep waiting for their recovery answer.
-        let (plain, recovering): (Vec<_>, Vec<_>) = std::mem::take(&mut c.waiters)
-            .into_iter()
-            .partition(|w| w.since.is_none());
-        c.waiters = recovering;
-        for w in plain {
-            self.waiter_done(&w);
+        for w in joining {
+            waiter_done(&mut self.conns, &w);
             self.join_channel(ch, &w, &epoch, offset, None);
         }
-        if self
-            .registry
-            .get(ch)
-            .is_some_and(|c| c.subscribers.is_empty() && c.waiters.is_empty())
-        {
-            self.release_channel(ch);
-        }
+        self.subs.release_if_unused(ch, &mut self.router);
     }
 
     /// Hand one shared frame to every local subscriber; close the ones that cannot keep up.
@@ -206,32 +193,34 @@ impl Core {
         epoch: Arc<str>,
         frame: PreparedFrame,
     ) -> bool {
-        let Some(ch) = self.registry.lookup(channel) else {
+        let Some(ch) = self.subs.advance(channel, epoch, offset) else {
             return false;
         };
-        let c = self.registry.get_mut(ch).expect("looked up");
-        match &c.position {
-            // Sent before our interest was acknowledged: older than the ack's offset.
-            Position::Pending => return false,
-            Position::Active {
-                offset: last,
-                epoch: e,
-            } if *e == epoch && *last >= offset => return false,
-            Position::Active {
-                offset: last,
-                epoch: e,
-            } => {
-                // Offsets rise by exactly one within an epoch: a gap here would be
-                // a lost publication that no subscriber could notice.
-                debug_assert!(
-                    *e != epoch || offset == *last + 1,
-                    "channel {channel}: offset {offset} after {last}"
-                );
-            }
-        }
-        c.position = Position::Active { epoch, offset };
         self.fan_local(ch, frame.into_bytes());
         true
+    }
+
+    /// Give `bytes` to every local subscriber of the channel
+    /// ([`Subscriptions::fan_local`]); pump the replays that hold it, close
+    /// the subscribers that cannot keep up.
+    ///
+    /// [`Subscriptions::fan_local`]: crate::channel::subscriptions::Subscriptions::fan_local
+    fn fan_local(&mut self, ch: ChannelId, bytes: Bytes) {
+        let held_max = self.cfg.recovery.held_bytes_max;
+        let lag = self.subs.fan_local(
+            ch,
+            &bytes,
+            &mut self.conns,
+            &mut self.out,
+            &mut self.replays,
+            held_max,
+        );
+        for key in lag.held {
+            self.pump_replays(key);
+        }
+        for key in lag.slow {
+            self.slow_consumer(key);
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use shardcast_proto::{http, DecoderConfig, Role};
 
 use crate::channel::owner::Owner;
-use crate::channel::registry::Registry;
+use crate::channel::subscriptions::Subscriptions;
 use crate::config::Config;
 use crate::conn::outbound::Outbound;
 use crate::conn::Slab;
@@ -56,7 +56,8 @@ pub(crate) struct Core {
     pub dec_cfg: DecoderConfig,
     pub http_limits: http::Limits,
     pub conns: Slab,
-    pub registry: Registry,
+    /// Who here subscribes to what, and where each channel stands.
+    pub subs: Subscriptions,
     pub owner: Owner,
     pub inbox: Inbox,
     /// Messages to other shards and to itself (`shard/router.rs`).
@@ -96,8 +97,6 @@ pub(crate) struct Core {
     pub accept_budget: crate::policy::ratelimit::AcceptBudget,
     /// Recoveries being replayed to this shard's subscribers, and those waiting.
     pub replays: crate::channel::replay::Replays,
-    /// Subscription lists of the connections holding two or more.
-    pub more_subs: crate::channel::sublist::MoreSubs,
 }
 
 impl Shard {
@@ -160,7 +159,6 @@ impl Shard {
             started: now,
             accept_budget: crate::policy::ratelimit::AcceptBudget::new(now),
             replays: Default::default(),
-            more_subs: Default::default(),
             id,
             shards,
             owner: Owner::new(
@@ -172,7 +170,7 @@ impl Shard {
             dec_cfg,
             http_limits,
             conns: Slab::with_capacity(cfg.limits.conns_per_shard_max as usize),
-            registry: Registry::default(),
+            subs: Subscriptions::new(id, shards),
             router: Router::new(id, peers, cfg.limits.router_overflow_msgs_max),
             refusals: Default::default(),
             inbox,
@@ -402,18 +400,18 @@ impl Core {
             self.close_stalled_replays();
             // O(channels), so in debug builds and a few times a second only.
             if cfg!(debug_assertions) {
-                self.registry.assert_held_while_wanted();
+                self.subs.registry().assert_held_while_wanted();
             }
         }
     }
 
     fn publish_snapshot(&mut self) {
-        if self.snapshot_version == self.registry.version {
+        let registry = self.subs.registry();
+        if self.snapshot_version == registry.version {
             return;
         }
-        self.snapshot_version = self.registry.version;
-        let snap: Vec<(Arc<str>, u32)> = self
-            .registry
+        self.snapshot_version = registry.version;
+        let snap: Vec<(Arc<str>, u32)> = registry
             .iter()
             .filter(|c| !c.subscribers.is_empty())
             .map(|c| (c.name.clone(), c.subscribers.len() as u32))
