@@ -369,20 +369,20 @@ impl Config {
         }
         // Connections stamp heartbeat ticks in 16 bits (conn/mod.rs): every period
         // must stay well inside that.
-        let tick_ms = crate::policy::heartbeat::wheel_tick(
+        let tick_ms = crate::policy::timer::wheel_tick(
             l.ping_interval_ms,
             l.pong_timeout_ms,
             l.idle_timeout_ms,
         )
         .as_millis() as u64;
         let longest = (l.ping_interval_ms + l.pong_timeout_ms).max(l.idle_timeout_ms);
-        if longest / tick_ms > crate::policy::heartbeat::PERIOD_TICKS_MAX {
+        if longest / tick_ms > crate::policy::timer::PERIOD_TICKS_MAX {
             return Err(format!(
                 "heartbeat periods reach {longest} ms: at most {} ticks of {tick_ms} ms \
                  (a tenth of the shortest of limits.ping_interval_ms, pong_timeout_ms and \
                  idle_timeout_ms, at most 1 s) fit, i.e. {} ms",
-                crate::policy::heartbeat::PERIOD_TICKS_MAX,
-                crate::policy::heartbeat::PERIOD_TICKS_MAX * tick_ms
+                crate::policy::timer::PERIOD_TICKS_MAX,
+                crate::policy::timer::PERIOD_TICKS_MAX * tick_ms
             ));
         }
         if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 || l.router_overflow_msgs_max == 0 {

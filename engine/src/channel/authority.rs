@@ -1,9 +1,10 @@
 //! Who decides a channel's order: which offset a publication gets, which
 //! history is kept, what a recovery is answered from. On a single node it is
-//! the channel's owner shard (`fanout::Owner`); in cluster mode it is Redis,
+//! the channel's owner shard (`channel::owner::Owner`); in cluster mode it is Redis,
 //! and the owner shard relays between the bus and this node's shards.
 //!
-//! The rest of the engine asks the authority, never whether cluster mode is on.
+//! The rest of the engine asks the authority, never whether cluster mode is on
+//! (the owner shard's messages are routed by it in `shard/inbox.rs`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,12 +12,7 @@ use std::sync::Arc;
 
 use crate::channel::owner::Positions;
 use crate::cluster::{Bus, BusReq};
-use bytes::Bytes;
-use shardcast_proto::command::Since;
-
-use crate::payload::{ConnRef, ReadFor};
-use crate::shard::mesh::{Peer, ReplyTo};
-use crate::shard::Core;
+use crate::shard::mesh::Peer;
 
 /// Where every channel's order is decided, for the whole process.
 #[derive(Debug, Clone)]
@@ -73,74 +69,6 @@ impl Authority {
         match self {
             Authority::Local => Err(req),
             Authority::Redis(bus) => bus.send(req),
-        }
-    }
-}
-
-/// The owner's side of each message whose answer depends on who orders the
-/// channel: the owner shard's own (`shard/inbox.rs`, `channel/recovery.rs`), or its relay
-/// to Redis (`cluster/relay.rs`).
-impl Core {
-    /// A shard's interest in a channel changed; it learns where to join.
-    pub(crate) fn authority_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
-        match self.shared.authority {
-            Authority::Local => self.owner_interest(channel, from, on),
-            Authority::Redis(_) => self.cluster_interest(channel, from, on),
-        }
-    }
-
-    /// A publication gets its offset, is kept and fanned out.
-    pub(crate) fn authority_publish(&mut self, channel: Arc<str>, data: Bytes, reply: ReplyTo) {
-        match self.shared.authority {
-            Authority::Local => self.owner_publish(channel, data, reply),
-            Authority::Redis(_) => self.cluster_publish(channel, data, reply),
-        }
-    }
-
-    /// A subscribe with `since`: where to join and the first page it missed.
-    pub(crate) fn authority_recover(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
-        match self.shared.authority {
-            Authority::Local => self.serve_recovery(channel, since, conn),
-            Authority::Redis(_) => self.cluster_read(channel, ReadFor::Recover { since, conn }),
-        }
-    }
-
-    /// The next page of a replay, up to `upto`.
-    pub(crate) fn authority_replay_page(
-        &mut self,
-        channel: Arc<str>,
-        since: Since,
-        upto: u64,
-        conn: ConnRef,
-    ) {
-        match self.shared.authority {
-            Authority::Local => self.serve_replay_page(channel, since, upto, conn),
-            Authority::Redis(_) => {
-                self.cluster_read(channel, ReadFor::Replay { since, upto, conn })
-            }
-        }
-    }
-
-    /// A `history` command's page.
-    pub(crate) fn authority_history(
-        &mut self,
-        channel: Arc<str>,
-        since: Option<Since>,
-        limit: usize,
-        conn: ConnRef,
-        id: Option<u64>,
-    ) {
-        match self.shared.authority {
-            Authority::Local => self.serve_history(channel, since, limit, conn, id),
-            Authority::Redis(_) => {
-                let then = ReadFor::History {
-                    since,
-                    limit,
-                    conn,
-                    id,
-                };
-                self.cluster_read(channel, then)
-            }
         }
     }
 }

@@ -11,6 +11,9 @@ use std::sync::Arc;
 pub type ChannelId = u32;
 /// Position of a subscriber inside a channel's list.
 pub type Slot = u32;
+/// Channel ids stay below this: the two ids at the top mark a connection's
+/// subscription list (channel/sublist.rs), never a channel.
+pub const CHANNEL_ID_END: ChannelId = ChannelId::MAX - 1;
 
 /// Where a channel stands with its owner shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,10 +100,7 @@ impl Registry {
         };
         // Two ids at the top mark a connection's subscription list (channel/sublist.rs);
         // `channels_per_shard_max` keeps the registry far below them.
-        assert!(
-            id < crate::channel::sublist::CHANNEL_ID_END,
-            "channel ids exhausted"
-        );
+        assert!(id < CHANNEL_ID_END, "channel ids exhausted");
         self.by_name.insert(name, id);
         self.version += 1;
         (id, true)

@@ -14,6 +14,8 @@ pub(crate) mod partial;
 pub(crate) mod session;
 pub(crate) mod sse;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use shardcast_proto::Decoder;
 
@@ -41,12 +43,24 @@ pub struct HttpState {
     pub deadline: Option<std::time::Instant>,
     /// Pipelined API requests in arrival order: publishes waiting for owner
     /// shards, and responses ready but held behind them (answers keep order).
-    pub waiting: std::collections::VecDeque<crate::http::api::Waiting>,
+    pub waiting: std::collections::VecDeque<Waiting>,
     /// Set while the unsent responses are at `http_queue_bytes_max` and requests
     /// wait (backpressure): when the client must have read some of them by.
     pub stalled: Option<std::time::Instant>,
     /// `100 Continue` was sent for the request being received.
     pub continued: bool,
+}
+
+/// A pipelined API request: waiting for owner shards to assign offsets, or
+/// already answered (`ready`) but held until the requests before it are.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    pub req: u32,
+    pub broadcast: bool,
+    pub keep_alive: bool,
+    pub channels: Vec<Arc<str>>,
+    pub results: Vec<Option<crate::shard::mesh::Published>>,
+    pub ready: Option<Vec<u8>>,
 }
 
 /// Outcome of queueing bytes for a connection.

@@ -10,7 +10,7 @@ use crate::channel::registry::{ChannelId, Position, Waiter};
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
 use crate::payload::ConnRef;
-use crate::policy::auth;
+use crate::policy::{auth, ratelimit};
 use crate::shard::mesh::{owner_of, ReplyTo, ShardMsg};
 use crate::shard::router::Refused;
 use crate::stats::ShardStats;
@@ -324,6 +324,48 @@ impl crate::shard::Core {
         }
         if self.subs.leave(&mut self.conns, ch, slot, key) {
             self.subs.release(ch, &mut self.router);
+        }
+    }
+}
+
+/// The command rate limit (`policy/ratelimit.rs`) applied.
+impl crate::shard::Core {
+    /// Milliseconds since the shard started (wraps after 49 days; used with wrapping math).
+    pub(crate) fn now_ms(&self) -> u32 {
+        self.now.saturating_duration_since(self.started).as_millis() as u32
+    }
+
+    /// Charge one command to the connection; false when it must not run.
+    pub(crate) fn admit_command(&mut self, key: ConnKey, id: Option<u64>) -> bool {
+        let (per_sec, burst) = (
+            self.cfg.limits.commands_per_sec,
+            self.cfg.limits.commands_burst,
+        );
+        let now_ms = self.now_ms();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        match ratelimit::take(
+            &mut conn.rl_tokens,
+            &mut conn.rl_stamp_ms,
+            now_ms,
+            per_sec,
+            burst,
+        ) {
+            ratelimit::Take::Ok => true,
+            ratelimit::Take::Refused => {
+                ShardStats::inc(&self.stats.rate_limited);
+                self.send_json(
+                    key,
+                    &reply::error(id, error_code::TOO_MANY_REQUESTS, "too many requests"),
+                );
+                false
+            }
+            ratelimit::Take::Abusive => {
+                ShardStats::inc(&self.stats.rate_limited);
+                self.close_ws(key, close_code::POLICY, "command rate limit exceeded");
+                false
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use shardcast_proto::handshake::{self, Subprotocol};
 use crate::policy::auth::AuthError;
 use shardcast_proto::http::{self, HttpError, Request};
 
-use crate::conn::Phase;
+use crate::conn::{Phase, Waiting};
 use crate::driver::ConnKey;
 use crate::payload::ConnRef;
 use crate::shard::mesh::{owner_of, Published, ReplyTo, ShardMsg};
@@ -27,18 +27,6 @@ const PIPELINE_MAX: usize = 64;
 /// Request-buffer capacity a keep-alive connection keeps between requests (one
 /// receive buffer's worth); more, left by a burst, is given back.
 const HTTP_BUF_KEEP: usize = 16 * 1024;
-
-/// A pipelined API request: waiting for owner shards to assign offsets, or
-/// already answered (`ready`) but held until the requests before it are.
-#[derive(Debug, Default)]
-pub struct Waiting {
-    pub req: u32,
-    pub broadcast: bool,
-    pub keep_alive: bool,
-    pub channels: Vec<Arc<str>>,
-    pub results: Vec<Option<Published>>,
-    pub ready: Option<Vec<u8>>,
-}
 
 impl Core {
     pub(crate) fn on_http_bytes(&mut self, key: ConnKey, data: &mut [u8]) {

@@ -7,12 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use shardcast_proto::error::close_code;
-
-use crate::conn::Phase;
 use crate::driver::ConnKey;
-use crate::shard::Core;
 
+/// Which connections a draining shard closes, in which order, and when:
+/// a random order, paced evenly over the window, each with its own jitter.
+/// The shard applies it (`shard/stop.rs`).
 #[derive(Debug)]
 pub struct DrainPlan {
     order: Vec<(ConnKey, u32)>,
@@ -23,35 +22,17 @@ pub struct DrainPlan {
 }
 
 impl DrainPlan {
-    fn rand(&mut self) -> u64 {
-        // xorshift64: jitter only, no need for more.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-}
-
-impl Core {
-    pub(crate) fn begin_drain(&mut self, window: Duration) {
-        if self.drain.is_some() || self.stopping {
-            return;
-        }
-        let mut order: Vec<(ConnKey, u32)> = self
-            .conns
-            .keys()
-            .filter_map(|k| {
-                self.conns
-                    .get(k)
-                    .filter(|c| c.phase == Phase::Ws)
-                    .map(|c| (k, c.gen))
-            })
-            .collect();
-        let seed = self.now.elapsed().as_nanos() as u64
-            ^ (self.id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    /// A plan to close `order` (connection keys and generations, shuffled
+    /// here) evenly over `window` from `start`.
+    pub fn new(
+        mut order: Vec<(ConnKey, u32)>,
+        start: Instant,
+        window: Duration,
+        seed: u64,
+    ) -> DrainPlan {
         let mut plan = DrainPlan {
             order: Vec::new(),
-            start: self.now,
+            start,
             window,
             next: 0,
             rng: seed | 1,
@@ -61,53 +42,57 @@ impl Core {
             order.swap(i, j);
         }
         plan.order = order;
-        tracing::info!(
-            shard = self.id,
-            connections = plan.order.len(),
-            window_ms = window.as_millis() as u64,
-            "draining"
-        );
-        self.drain = Some(plan);
-        self.drain_step();
+        plan
     }
 
-    /// Close the connections whose turn has come; stop when all have been told.
-    pub(crate) fn drain_step(&mut self) {
-        let Some(mut plan) = self.drain.take() else {
-            return;
-        };
-        let n = plan.order.len();
-        let elapsed = self.now.saturating_duration_since(plan.start);
-        let due = if plan.window.is_zero() || elapsed >= plan.window {
+    /// How many connections the plan closes.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The window's length.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// How many connections should have been closed by `now`: rounded up, so
+    /// the first goes at once and the last by the window's end.
+    fn due(&self, now: Instant) -> usize {
+        let n = self.order.len();
+        let elapsed = now.saturating_duration_since(self.start);
+        if self.window.is_zero() || elapsed >= self.window {
             n
         } else {
-            // Rounded up, so the first connection goes at once and the last by the window's end.
-            ((n as u128 * elapsed.as_nanos()).div_ceil(plan.window.as_nanos()) as usize).min(n)
-        };
-        let spread = self.cfg.limits.reconnect_spread_ms.max(1);
-        while plan.next < due {
-            let (key, gen) = plan.order[plan.next];
-            plan.next += 1;
-            if self
-                .conns
-                .get_gen(key, gen)
-                .is_some_and(|c| c.phase == Phase::Ws)
-            {
-                let reason = format!("reconnect_after_ms={}", plan.rand() % spread);
-                self.close_ws(key, close_code::DRAINING, &reason);
-            }
+            ((n as u128 * elapsed.as_nanos()).div_ceil(self.window.as_nanos()) as usize).min(n)
         }
-        // Done when everyone was told and the window is over, or earlier when no
-        // WebSocket is left (a drain with nobody connected takes no time).
-        let none_left = self
-            .stats
-            .ws_open
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 0;
-        if plan.next == n && (elapsed >= plan.window || none_left) {
-            self.stop();
-        } else {
-            self.drain = Some(plan);
+    }
+
+    /// The next connection whose turn has come by `now`.
+    pub fn next_due(&mut self, now: Instant) -> Option<(ConnKey, u32)> {
+        if self.next >= self.due(now) {
+            return None;
         }
+        self.next += 1;
+        Some(self.order[self.next - 1])
+    }
+
+    /// A reconnect delay for one closed connection, in ms below `spread_ms`.
+    pub fn jitter(&mut self, spread_ms: u64) -> u64 {
+        self.rand() % spread_ms.max(1)
+    }
+
+    /// Done when everyone was told and the window is over, or earlier when
+    /// no WebSocket is left (a drain with nobody connected takes no time).
+    pub fn finished(&self, now: Instant, none_left: bool) -> bool {
+        let elapsed = now.saturating_duration_since(self.start);
+        self.next == self.order.len() && (elapsed >= self.window || none_left)
+    }
+
+    fn rand(&mut self) -> u64 {
+        // xorshift64: jitter only, no need for more.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
     }
 }

@@ -1,7 +1,8 @@
-//! A hashed timer wheel for the deadlines few connections have at a time (an
-//! incomplete message's, see conn/partial.rs): O(1) to schedule, each connection in
-//! at most one slot. Heartbeats, which every connection has, use no entries:
-//! the shard sweeps its slab once a tick (policy/heartbeat.rs).
+//! The shard's clocks. A hashed timer wheel for the deadlines few connections
+//! have at a time (an incomplete message's, see conn/partial.rs): O(1) to
+//! schedule, each connection in at most one slot. Heartbeats, which every
+//! connection has, use no entries: the shard sweeps its slab once a tick of
+//! the [`BeatClock`] (the sweep is policy/heartbeat.rs).
 
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,72 @@ impl Wheel {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// Heartbeat settings in ticks, derived once from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Beats {
+    pub ping: u64,
+    pub pong: u64,
+    /// 0: no idle timeout.
+    pub idle: u64,
+}
+
+/// The heartbeat's clock. Every tick the shard sweeps its slab once; a
+/// connection's deadlines are computed from the ticks it keeps (`last_rx_tick`,
+/// `last_msg_tick`), so it holds no timer entry at all.
+///
+/// Why a sweep and not a timer wheel: a wheel entry cost every idle connection
+/// 8 bytes plus its slot's spare capacity (about 12 bytes in all), a third of
+/// what was left above the 100-byte target. A sweep reads the slab in order,
+/// which the prefetcher streams: at 83,000 connections a shard (1M on 12
+/// shards) that is 4.6 MB a second with the default 1 s tick, well under a
+/// millisecond, against one cache miss per visit for the wheel.
+#[derive(Debug)]
+pub struct BeatClock {
+    start: Instant,
+    tick: Duration,
+    /// The next tick to sweep.
+    pub(crate) next: u64,
+}
+
+impl BeatClock {
+    pub fn new(tick: Duration, start: Instant) -> BeatClock {
+        BeatClock {
+            start,
+            tick: tick.max(Duration::from_millis(1)),
+            next: 1,
+        }
+    }
+
+    /// The tick number of `now`.
+    pub fn tick_of(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.start).as_nanos() / self.tick.as_nanos()) as u64
+    }
+
+    /// Whole ticks in `d` (at least one).
+    pub fn ticks(&self, d: Duration) -> u64 {
+        (d.as_nanos() / self.tick.as_nanos()).max(1) as u64
+    }
+
+    /// When the next sweep is due.
+    pub fn deadline(&self) -> Instant {
+        self.start + self.tick * self.next as u32
+    }
+}
+
+/// The longest period (ping + pong, or idle) in ticks the config may set:
+/// stamps are 16 bits, with room to spare for a late sweep.
+pub const PERIOD_TICKS_MAX: u64 = 60_000;
+
+/// Tick length: a tenth of the shortest heartbeat period, 10 ms to 1 s.
+pub fn wheel_tick(ping_ms: u64, pong_ms: u64, idle_ms: u64) -> Duration {
+    let shortest = [ping_ms, pong_ms, idle_ms]
+        .into_iter()
+        .filter(|&v| v > 0)
+        .min()
+        .unwrap_or(1000);
+    Duration::from_millis((shortest / 10).clamp(10, 1000))
 }
 
 #[cfg(test)]

@@ -6,14 +6,16 @@ use bytes::Bytes;
 
 use shardcast_proto::{reply, PreparedFrame};
 
+use crate::channel::authority::Authority;
 use crate::channel::owner::Fanned;
 use crate::channel::registry::ChannelId;
 use crate::channel::subscriptions::waiter_done;
-use crate::payload::Member;
+use crate::payload::{ConnRef, Member, ReadFor};
 use crate::shard::mesh::{Published, ReplyTo, ShardMsg};
 use crate::shard::router::Refused;
 use crate::shard::Core;
 use crate::stats::ShardStats;
+use shardcast_proto::command::Since;
 
 impl Core {
     pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
@@ -270,6 +272,74 @@ impl Core {
                     };
                     self.send_to(shard, msg);
                 }
+            }
+        }
+    }
+}
+
+/// The owner's side of each message whose answer depends on who orders the
+/// channel ([`Authority`]): the owner shard's own (above, and
+/// `channel/recovery.rs`), or its relay to Redis (`cluster/relay.rs`).
+impl Core {
+    /// A shard's interest in a channel changed; it learns where to join.
+    pub(crate) fn authority_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
+        match self.shared.authority {
+            Authority::Local => self.owner_interest(channel, from, on),
+            Authority::Redis(_) => self.cluster_interest(channel, from, on),
+        }
+    }
+
+    /// A publication gets its offset, is kept and fanned out.
+    pub(crate) fn authority_publish(&mut self, channel: Arc<str>, data: Bytes, reply: ReplyTo) {
+        match self.shared.authority {
+            Authority::Local => self.owner_publish(channel, data, reply),
+            Authority::Redis(_) => self.cluster_publish(channel, data, reply),
+        }
+    }
+
+    /// A subscribe with `since`: where to join and the first page it missed.
+    pub(crate) fn authority_recover(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
+        match self.shared.authority {
+            Authority::Local => self.serve_recovery(channel, since, conn),
+            Authority::Redis(_) => self.cluster_read(channel, ReadFor::Recover { since, conn }),
+        }
+    }
+
+    /// The next page of a replay, up to `upto`.
+    pub(crate) fn authority_replay_page(
+        &mut self,
+        channel: Arc<str>,
+        since: Since,
+        upto: u64,
+        conn: ConnRef,
+    ) {
+        match self.shared.authority {
+            Authority::Local => self.serve_replay_page(channel, since, upto, conn),
+            Authority::Redis(_) => {
+                self.cluster_read(channel, ReadFor::Replay { since, upto, conn })
+            }
+        }
+    }
+
+    /// A `history` command's page.
+    pub(crate) fn authority_history(
+        &mut self,
+        channel: Arc<str>,
+        since: Option<Since>,
+        limit: usize,
+        conn: ConnRef,
+        id: Option<u64>,
+    ) {
+        match self.shared.authority {
+            Authority::Local => self.serve_history(channel, since, limit, conn, id),
+            Authority::Redis(_) => {
+                let then = ReadFor::History {
+                    since,
+                    limit,
+                    conn,
+                    id,
+                };
+                self.cluster_read(channel, then)
             }
         }
     }

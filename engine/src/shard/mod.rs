@@ -11,6 +11,8 @@
 pub(crate) mod inbox;
 pub mod mesh;
 pub(crate) mod router;
+pub mod shared;
+mod stop;
 pub(crate) mod trim;
 
 use std::collections::VecDeque;
@@ -26,10 +28,10 @@ use crate::config::Config;
 use crate::conn::outbound::Outbound;
 use crate::conn::Slab;
 use crate::driver::{Completion, ConnKey, Driver};
-use crate::engine::Shared;
 use crate::payload::ShardId;
 use crate::shard::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
 use crate::shard::router::Router;
+use crate::shard::shared::Shared;
 use crate::stats::ShardStats;
 
 /// Inbox messages handled per loop turn, so sockets are served between bursts.
@@ -81,8 +83,8 @@ pub(crate) struct Core {
     pub snapshot_version: u64,
     pub snapshot_at: Instant,
     pub now: Instant,
-    pub beat_clock: crate::policy::heartbeat::BeatClock,
-    pub beats: crate::policy::heartbeat::Beats,
+    pub beat_clock: crate::policy::timer::BeatClock,
+    pub beats: crate::policy::timer::Beats,
     pub due: Vec<crate::policy::timer::Entry>,
     /// Deadlines of incomplete messages (`limits.frame_timeout_ms`, see `conn/partial.rs`),
     /// in ticks of their own wheel; 0 ticks: no deadline.
@@ -120,13 +122,13 @@ impl Shard {
         };
         let now = Instant::now();
         let l = &cfg.limits;
-        let tick = crate::policy::heartbeat::wheel_tick(
+        let tick = crate::policy::timer::wheel_tick(
             l.ping_interval_ms,
             l.pong_timeout_ms,
             l.idle_timeout_ms,
         );
-        let beat_clock = crate::policy::heartbeat::BeatClock::new(tick, now);
-        let beats = crate::policy::heartbeat::Beats {
+        let beat_clock = crate::policy::timer::BeatClock::new(tick, now);
+        let beats = crate::policy::timer::Beats {
             ping: beat_clock.ticks(Duration::from_millis(l.ping_interval_ms)),
             pong: beat_clock.ticks(Duration::from_millis(l.pong_timeout_ms)),
             idle: if l.idle_timeout_ms == 0 {
@@ -138,7 +140,7 @@ impl Shard {
         // A tenth of the timeout, as for heartbeats: closes come at most two ticks late.
         let frame_ms = l.frame_timeout_ms;
         let frame_wheel = crate::policy::timer::Wheel::new(
-            crate::policy::heartbeat::wheel_tick(frame_ms, frame_ms, 0),
+            crate::policy::timer::wheel_tick(frame_ms, frame_ms, 0),
             Duration::from_millis(frame_ms.max(1)),
             now,
         );
@@ -419,20 +421,5 @@ impl Core {
         *self.shared.channels[self.id]
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = snap;
-    }
-
-    /// Begin a graceful stop: close every connection with 1001.
-    pub fn stop(&mut self) {
-        self.stopping = true;
-        let bound = Duration::from_millis(2 * self.cfg.limits.close_linger_ms + 1_000);
-        self.stop_by = Some(self.now + bound);
-        let keys: Vec<ConnKey> = self.conns.keys().collect();
-        for key in keys {
-            self.close_ws(
-                key,
-                shardcast_proto::error::close_code::GOING_AWAY,
-                "server shutting down",
-            );
-        }
     }
 }
