@@ -1,4 +1,6 @@
-//! Messages from the inbox: the owner's side of fan-out and the answers it sends back.
+//! Messages from the inbox (`handle_msg`): to a channel's owner (its side of
+//! fan-out, routed by the authority) and to the subscribers' shard (joins,
+//! deliveries, answers).
 
 use std::sync::Arc;
 
@@ -18,26 +20,83 @@ use crate::stats::ShardStats;
 use shardcast_proto::command::Since;
 
 impl Core {
+    /// One message from the inbox: to this shard as a channel's owner, as
+    /// the shard of subscribers and publishers, or about the shard itself.
     pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
         match msg {
+            m @ (ShardMsg::Interest { .. }
+            | ShardMsg::Publish { .. }
+            | ShardMsg::Recover { .. }
+            | ShardMsg::History { .. }
+            | ShardMsg::ReplayPage { .. }
+            | ShardMsg::PresenceQuery { .. }
+            | ShardMsg::PresenceChange { .. }) => self.owner_msg(m),
+            m @ (ShardMsg::InterestAck { .. }
+            | ShardMsg::Deliver { .. }
+            | ShardMsg::Event { .. }
+            | ShardMsg::Published { .. }
+            | ShardMsg::PublishFailed { .. }
+            | ShardMsg::Recovered { .. }
+            | ShardMsg::RecoverFailed { .. }
+            | ShardMsg::HistoryPage { .. }
+            | ShardMsg::ReplayPageReady { .. }
+            | ShardMsg::PresenceList { .. }) => self.subscriber_msg(m),
             ShardMsg::Bus { channel, event } => self.on_bus(channel, *event),
             ShardMsg::BusLost => self.bus_lost(),
-            ShardMsg::PublishFailed {
-                reply,
-                code,
-                message,
-            } => self.publish_failed(reply, code, &message),
+            ShardMsg::Shutdown => self.stop(),
+            ShardMsg::Drain { window } => self.begin_drain(window),
+        }
+    }
+
+    /// A message to the owner of a channel, answered by the [`Authority`].
+    fn owner_msg(&mut self, msg: ShardMsg) {
+        match msg {
             ShardMsg::Interest { channel, from, on } => self.authority_interest(channel, from, on),
-            ShardMsg::InterestAck {
-                channel,
-                epoch,
-                offset,
-            } => self.interest_ack(channel, epoch, offset),
             ShardMsg::Publish {
                 channel,
                 data,
                 reply,
             } => self.authority_publish(channel, data, reply),
+            ShardMsg::Recover {
+                channel,
+                since,
+                conn,
+            } => self.authority_recover(channel, since, conn),
+            ShardMsg::History {
+                channel,
+                since,
+                limit,
+                conn,
+                id,
+            } => self.authority_history(channel, since, limit, conn, id),
+            ShardMsg::ReplayPage {
+                channel,
+                since,
+                upto,
+                conn,
+            } => self.authority_replay_page(channel, since, upto, conn),
+            ShardMsg::PresenceQuery { channel, conn, id } => {
+                let members = self.owner.members(&channel);
+                self.send_to(conn.shard, ShardMsg::PresenceList { conn, id, members });
+            }
+            ShardMsg::PresenceChange {
+                channel,
+                member,
+                join,
+            } => self.owner_presence_change(channel, member, join),
+            other => unreachable!("not for an owner: {other:?}"),
+        }
+    }
+
+    /// A message to this shard's subscribers or publishers: what an owner
+    /// sends out and answers.
+    fn subscriber_msg(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::InterestAck {
+                channel,
+                epoch,
+                offset,
+            } => self.interest_ack(channel, epoch, offset),
             ShardMsg::Deliver {
                 channel,
                 offset,
@@ -49,56 +108,33 @@ impl Core {
                     self.delivered_at.push(published_at);
                 }
             }
-            ShardMsg::Published { reply, result } => self.on_published(reply, result),
-            ShardMsg::Recover {
-                channel,
-                since,
-                conn,
-            } => self.authority_recover(channel, since, conn),
-            ShardMsg::Recovered {
-                channel,
-                conn,
-                recovery,
-            } => self.on_recovered(&channel, conn, recovery),
-            ShardMsg::History {
-                channel,
-                since,
-                limit,
-                conn,
-                id,
-            } => self.authority_history(channel, since, limit, conn, id),
-            ShardMsg::HistoryPage { conn, id, page } => self.on_history_page(conn, id, page),
-            ShardMsg::ReplayPage {
-                channel,
-                since,
-                upto,
-                conn,
-            } => self.authority_replay_page(channel, since, upto, conn),
-            ShardMsg::ReplayPageReady {
-                channel,
-                conn,
-                frames,
-            } => self.on_replay_page(&channel, conn, frames),
-            ShardMsg::RecoverFailed { channel, conn } => self.on_recover_failed(&channel, conn),
-            ShardMsg::PresenceQuery { channel, conn, id } => {
-                let members = self.owner.members(&channel);
-                self.send_to(conn.shard, ShardMsg::PresenceList { conn, id, members });
-            }
-            ShardMsg::PresenceList { conn, id, members } => {
-                self.on_presence_list(conn, id, members)
-            }
-            ShardMsg::PresenceChange {
-                channel,
-                member,
-                join,
-            } => self.owner_presence_change(channel, member, join),
             ShardMsg::Event { channel, frame } => {
                 if let Some(ch) = self.subs.lookup(&channel) {
                     self.fan_local(ch, frame.into_bytes());
                 }
             }
-            ShardMsg::Shutdown => self.stop(),
-            ShardMsg::Drain { window } => self.begin_drain(window),
+            ShardMsg::Published { reply, result } => self.on_published(reply, result),
+            ShardMsg::PublishFailed {
+                reply,
+                code,
+                message,
+            } => self.publish_failed(reply, code, &message),
+            ShardMsg::Recovered {
+                channel,
+                conn,
+                recovery,
+            } => self.on_recovered(&channel, conn, recovery),
+            ShardMsg::RecoverFailed { channel, conn } => self.on_recover_failed(&channel, conn),
+            ShardMsg::HistoryPage { conn, id, page } => self.on_history_page(conn, id, page),
+            ShardMsg::ReplayPageReady {
+                channel,
+                conn,
+                frames,
+            } => self.on_replay_page(&channel, conn, frames),
+            ShardMsg::PresenceList { conn, id, members } => {
+                self.on_presence_list(conn, id, members)
+            }
+            other => unreachable!("not for subscribers: {other:?}"),
         }
     }
 

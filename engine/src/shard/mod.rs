@@ -24,11 +24,12 @@ use shardcast_proto::{http, DecoderConfig, Role};
 
 use crate::channel::owner::Owner;
 use crate::channel::subscriptions::Subscriptions;
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::conn::outbound::Outbound;
 use crate::conn::Slab;
 use crate::driver::{Completion, ConnKey, Driver};
 use crate::payload::ShardId;
+use crate::policy::timer::{wheel_tick, BeatClock, Beats, Wheel};
 use crate::shard::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
 use crate::shard::router::Router;
 use crate::shard::shared::Shared;
@@ -83,12 +84,12 @@ pub(crate) struct Core {
     pub snapshot_version: u64,
     pub snapshot_at: Instant,
     pub now: Instant,
-    pub beat_clock: crate::policy::timer::BeatClock,
-    pub beats: crate::policy::timer::Beats,
+    pub beat_clock: BeatClock,
+    pub beats: Beats,
     pub due: Vec<crate::policy::timer::Entry>,
     /// Deadlines of incomplete messages (`limits.frame_timeout_ms`, see `conn/partial.rs`),
     /// in ticks of their own wheel; 0 ticks: no deadline.
-    pub frame_wheel: crate::policy::timer::Wheel,
+    pub frame_wheel: Wheel,
     pub frame_ticks: u64,
     /// Bytes all this shard's decoders hold for incomplete messages.
     pub partial_bytes: usize,
@@ -121,34 +122,7 @@ impl Shard {
             ..http::Limits::default()
         };
         let now = Instant::now();
-        let l = &cfg.limits;
-        let tick = crate::policy::timer::wheel_tick(
-            l.ping_interval_ms,
-            l.pong_timeout_ms,
-            l.idle_timeout_ms,
-        );
-        let beat_clock = crate::policy::timer::BeatClock::new(tick, now);
-        let beats = crate::policy::timer::Beats {
-            ping: beat_clock.ticks(Duration::from_millis(l.ping_interval_ms)),
-            pong: beat_clock.ticks(Duration::from_millis(l.pong_timeout_ms)),
-            idle: if l.idle_timeout_ms == 0 {
-                0
-            } else {
-                beat_clock.ticks(Duration::from_millis(l.idle_timeout_ms))
-            },
-        };
-        // A tenth of the timeout, as for heartbeats: closes come at most two ticks late.
-        let frame_ms = l.frame_timeout_ms;
-        let frame_wheel = crate::policy::timer::Wheel::new(
-            crate::policy::timer::wheel_tick(frame_ms, frame_ms, 0),
-            Duration::from_millis(frame_ms.max(1)),
-            now,
-        );
-        let frame_ticks = if frame_ms == 0 {
-            0
-        } else {
-            frame_wheel.ticks(Duration::from_millis(frame_ms))
-        };
+        let (beat_clock, beats, frame_wheel, frame_ticks) = clocks(&cfg.limits, now);
         let core = Core {
             frame_wheel,
             frame_ticks,
@@ -287,6 +261,35 @@ impl Shard {
         let core = &mut self.core;
         core.out.flush(&mut core.conns, self.driver.as_mut(), batch);
     }
+}
+
+/// The heartbeat's clock and periods in its ticks, and the wheel of
+/// incomplete messages' deadlines with `frame_timeout_ms` in its ticks (0: none).
+fn clocks(l: &Limits, now: Instant) -> (BeatClock, Beats, Wheel, u64) {
+    let tick = wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms);
+    let beat_clock = BeatClock::new(tick, now);
+    let beats = Beats {
+        ping: beat_clock.ticks(Duration::from_millis(l.ping_interval_ms)),
+        pong: beat_clock.ticks(Duration::from_millis(l.pong_timeout_ms)),
+        idle: if l.idle_timeout_ms == 0 {
+            0
+        } else {
+            beat_clock.ticks(Duration::from_millis(l.idle_timeout_ms))
+        },
+    };
+    // A tenth of the timeout, as for heartbeats: closes come at most two ticks late.
+    let frame_ms = l.frame_timeout_ms;
+    let frame_wheel = Wheel::new(
+        wheel_tick(frame_ms, frame_ms, 0),
+        Duration::from_millis(frame_ms.max(1)),
+        now,
+    );
+    let frame_ticks = if frame_ms == 0 {
+        0
+    } else {
+        frame_wheel.ticks(Duration::from_millis(frame_ms))
+    };
+    (beat_clock, beats, frame_wheel, frame_ticks)
 }
 
 impl Core {
