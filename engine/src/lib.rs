@@ -11,12 +11,15 @@
 //! The folders:
 //!
 //! - [`driver`]: the io drivers (io_uring, epoll) and their buffers;
-//! - [`shard`]: a shard's loop, its inbox ([`shard::mesh`]), the [`shard::router`]
-//!   that sends to other shards, and the messages it receives ([`shard::inbox`]);
+//! - [`shard`]: a shard's loop, its inbox ([`shard::mesh`]), the router that
+//!   sends to other shards, the messages it receives, how it stops, and what
+//!   all shards share ([`shard::shared`]);
 //! - [`conn`]: a connection's record, its queue, its life (lifecycle, session)
-//!   and its framings (SSE, MessagePack);
-//! - [`channel`]: channel owners, the local registry, subscriptions, recovery,
-//!   history and presence;
+//!   and its framings (SSE, MessagePack); the shard's outbound side (what it
+//!   has to write, every queued byte counted);
+//! - [`channel`]: channel owners, the local subscriptions (registry, each
+//!   connection's list, the fan-out to local subscribers), recovery, history
+//!   and presence;
 //! - [`http`]: the backend API and `/metrics`;
 //! - [`policy`]: heartbeats, timers, drain, rate limits, auth, users;
 //! - [`cluster`]: Redis as the authority, and the owner shard's relay to it.

@@ -6,9 +6,9 @@
 //!   channel;
 //! - [`registry`]: this shard's local subscribers per channel, socket-agnostic;
 //! - [`sublist`]: a connection's own list of subscriptions;
-//! - [`subscriptions`]: both kept in step: subscribe, join, leave, release,
+//! - `subscriptions`: both kept in step: subscribe, join, leave, release,
 //!   the owner's acknowledgement, and the fan-out to local subscribers;
-//! - [`recovery`] and [`replay`]: the subscriber's side of recovery, history
+//! - `recovery` and `replay`: the subscriber's side of recovery, history
 //!   and presence, and the paced replay of missed publications.
 
 pub mod authority;

@@ -1,4 +1,4 @@
-//! The HTTP side of the port: the upgrade and the backend API ([`api`]) and
+//! The HTTP side of the port: the upgrade and the backend API (`api`) and
 //! `/metrics` ([`metrics`]).
 
 pub(crate) mod api;

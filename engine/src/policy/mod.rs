@@ -1,7 +1,7 @@
 //! Rules the shards apply to connections: who may do what ([`auth`],
 //! [`users`]), how fast ([`ratelimit`]), how long they may stay quiet
-//! ([`heartbeat`], with [`timer`] for the rarer deadlines), and how the node
-//! empties itself before it stops ([`drain`]).
+//! (`heartbeat`, on the clocks of [`timer`]), and in which order a draining
+//! node closes its connections (`drain`).
 
 pub mod auth;
 pub(crate) mod drain;
