@@ -7,7 +7,7 @@
 //! the hottest loop of the engine).
 //!
 //! What a subscriber is told (replies, presence, recovery) is the caller's:
-//! `conn/session.rs` for the commands, `shard/inbox.rs` for the owner's
+//! `conn/commands.rs` for the commands, `shard/inbox.rs` for the owner's
 //! messages, `channel/recovery.rs` for `since`.
 //!
 //! [`SubRef`]: crate::channel::sublist::SubRef

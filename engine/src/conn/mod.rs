@@ -6,6 +6,7 @@
 //! live in the `Extra` box, which an anonymous connection between messages
 //! does not have.
 
+pub(crate) mod commands;
 pub(crate) mod convert;
 pub(crate) mod lifecycle;
 pub(crate) mod outbound;

@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shardcast_proto::{http, DecoderConfig, Role};
+use shardcast_proto::http;
 
 use crate::channel::owner::Owner;
 use crate::channel::subscriptions::Subscriptions;
 use crate::config::{Config, Limits};
 use crate::conn::outbound::Outbound;
+use crate::conn::session::Session;
 use crate::conn::Slab;
 use crate::driver::{Completion, ConnKey, Driver};
 use crate::payload::ShardId;
@@ -56,7 +57,8 @@ pub(crate) struct Core {
     pub id: ShardId,
     pub shards: usize,
     pub cfg: Arc<Config>,
-    pub dec_cfg: DecoderConfig,
+    /// WebSocket messages in, commands out.
+    pub session: Session,
     pub http_limits: http::Limits,
     pub conns: Slab,
     /// Who here subscribes to what, and where each channel stands.
@@ -75,7 +77,6 @@ pub(crate) struct Core {
     pub http_stalls: VecDeque<(Instant, ConnKey, u32)>,
     pub stats: Arc<ShardStats>,
     pub shared: Arc<Shared>,
-    pub scratch: Vec<u8>,
     pub next_req: u32,
     pub stopping: bool,
     /// When the shard must stop even if some connection never reported
@@ -112,10 +113,6 @@ impl Shard {
         shared: Arc<Shared>,
     ) -> Shard {
         let shards = peers.len();
-        let dec_cfg = DecoderConfig {
-            role: Role::Server,
-            message_bytes_max: cfg.limits.message_bytes_max,
-        };
         let http_limits = http::Limits {
             header_bytes_max: cfg.limits.header_bytes_max,
             body_bytes_max: cfg.limits.http_body_bytes_max,
@@ -143,7 +140,7 @@ impl Shard {
                 Arc::new(cfg.namespaces.clone()),
                 shared.authority.positions(),
             ),
-            dec_cfg,
+            session: Session::new(&cfg),
             http_limits,
             conns: Slab::with_capacity(cfg.limits.conns_per_shard_max as usize),
             subs: Subscriptions::new(id, shards),
@@ -156,7 +153,6 @@ impl Shard {
             http_stalls: VecDeque::new(),
             stats: shared.stats[id].clone(),
             shared,
-            scratch: Vec::new(),
             next_req: 0,
             stopping: false,
             stop_by: None,
