@@ -31,7 +31,7 @@ impl crate::shard::Core {
         let mut decoder = conn.take_decoder();
         let before = decoder.buffered_bytes();
         let cfg = self.session.decoder_config();
-        let stamp = self.frame_stamp();
+        let stamp = self.partials.stamp(self.now);
         let result = decoder.feed_stamped(&cfg, data, stamp, |msg| self.on_message(key, msg));
         // Put back only while the connection reads on; a closing one drops
         // what it held (it is never fed again).
@@ -42,7 +42,7 @@ impl crate::shard::Core {
                 conn.put_decoder(decoder);
             }
         }
-        self.partial_bytes_changed(before, after);
+        self.partials.changed(before, after);
         match result {
             Ok(()) => self.partial_check(key),
             Err(e) => {

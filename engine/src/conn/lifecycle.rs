@@ -8,8 +8,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use shardcast_proto::error::close_code;
 use shardcast_proto::PreparedFrame;
 
+use crate::conn::partial::Held;
 use crate::conn::{flag, Enqueue, Phase};
 use crate::driver::ConnKey;
 use crate::shard::Core;
@@ -176,7 +178,7 @@ impl Core {
         // A closing connection reads no more: its incomplete message goes now.
         if let Some(c) = self.conns.get_mut(key) {
             let held = c.take_decoder().buffered_bytes();
-            self.partial_bytes_changed(held, 0);
+            self.partials.changed(held, 0);
         }
         if let Some(e) = self.conns.get_mut(key).and_then(|c| c.extra.as_mut()) {
             if std::mem::take(&mut e.user_counted) {
@@ -306,5 +308,29 @@ impl Core {
         }
         e.user_counted = true;
         true
+    }
+}
+
+/// Incomplete messages past their bounds (conn/partial.rs) are closed with 1008.
+impl Core {
+    /// After a read: enforce the shard's budget, and arm the connection's
+    /// deadline if it now holds an incomplete message.
+    pub(crate) fn partial_check(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if self.partials.check(conn, key, self.now) == Held::OverBudget {
+            ShardStats::inc(&self.stats.partial_budget_closes);
+            self.close_ws(key, close_code::POLICY, "partial message budget exceeded");
+        }
+    }
+
+    /// Close the connections still holding the incomplete message whose
+    /// deadline came.
+    pub(crate) fn frame_deadlines_due(&mut self) {
+        for key in self.partials.expired(&mut self.conns, self.now) {
+            ShardStats::inc(&self.stats.frame_timeout_closes);
+            self.close_ws(key, close_code::POLICY, "frame timeout");
+        }
     }
 }

@@ -26,11 +26,12 @@ use crate::channel::owner::Owner;
 use crate::channel::subscriptions::Subscriptions;
 use crate::config::{Config, Limits};
 use crate::conn::outbound::Outbound;
+use crate::conn::partial::Partials;
 use crate::conn::session::Session;
 use crate::conn::Slab;
 use crate::driver::{Completion, ConnKey, Driver};
 use crate::payload::ShardId;
-use crate::policy::timer::{wheel_tick, BeatClock, Beats, Wheel};
+use crate::policy::timer::{wheel_tick, BeatClock, Beats};
 use crate::shard::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
 use crate::shard::router::Router;
 use crate::shard::shared::Shared;
@@ -87,13 +88,8 @@ pub(crate) struct Core {
     pub now: Instant,
     pub beat_clock: BeatClock,
     pub beats: Beats,
-    pub due: Vec<crate::policy::timer::Entry>,
-    /// Deadlines of incomplete messages (`limits.frame_timeout_ms`, see `conn/partial.rs`),
-    /// in ticks of their own wheel; 0 ticks: no deadline.
-    pub frame_wheel: Wheel,
-    pub frame_ticks: u64,
-    /// Bytes all this shard's decoders hold for incomplete messages.
-    pub partial_bytes: usize,
+    /// Incomplete messages: their deadlines and the bytes they hold.
+    pub partials: Partials,
     /// Publication times of this turn's deliveries, recorded once their writes are submitted.
     pub delivered_at: Vec<Instant>,
     pub drain: Option<crate::policy::drain::DrainPlan>,
@@ -119,14 +115,11 @@ impl Shard {
             ..http::Limits::default()
         };
         let now = Instant::now();
-        let (beat_clock, beats, frame_wheel, frame_ticks) = clocks(&cfg.limits, now);
+        let (beat_clock, beats) = clocks(&cfg.limits, now);
         let core = Core {
-            frame_wheel,
-            frame_ticks,
-            partial_bytes: 0,
+            partials: Partials::new(&cfg.limits, shared.stats[id].clone(), now),
             beat_clock,
             beats,
-            due: Vec::new(),
             delivered_at: Vec::new(),
             drain: None,
             started: now,
@@ -259,9 +252,8 @@ impl Shard {
     }
 }
 
-/// The heartbeat's clock and periods in its ticks, and the wheel of
-/// incomplete messages' deadlines with `frame_timeout_ms` in its ticks (0: none).
-fn clocks(l: &Limits, now: Instant) -> (BeatClock, Beats, Wheel, u64) {
+/// The heartbeat's clock, and its periods in its ticks.
+fn clocks(l: &Limits, now: Instant) -> (BeatClock, Beats) {
     let tick = wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms);
     let beat_clock = BeatClock::new(tick, now);
     let beats = Beats {
@@ -273,19 +265,7 @@ fn clocks(l: &Limits, now: Instant) -> (BeatClock, Beats, Wheel, u64) {
             beat_clock.ticks(Duration::from_millis(l.idle_timeout_ms))
         },
     };
-    // A tenth of the timeout, as for heartbeats: closes come at most two ticks late.
-    let frame_ms = l.frame_timeout_ms;
-    let frame_wheel = Wheel::new(
-        wheel_tick(frame_ms, frame_ms, 0),
-        Duration::from_millis(frame_ms.max(1)),
-        now,
-    );
-    let frame_ticks = if frame_ms == 0 {
-        0
-    } else {
-        frame_wheel.ticks(Duration::from_millis(frame_ms))
-    };
-    (beat_clock, beats, frame_wheel, frame_ticks)
+    (beat_clock, beats)
 }
 
 impl Core {
@@ -306,7 +286,7 @@ impl Core {
         let next = next
             .into_iter()
             .chain((!self.conns.is_empty()).then(|| self.beat_clock.deadline()))
-            .chain(self.frame_wheel.next_deadline())
+            .chain(self.partials.next_deadline())
             .min();
         let mut wait = SNAPSHOT_EVERY;
         if let Some(t) = next {

@@ -25,7 +25,7 @@ impl Core {
         shrink_deque(&mut self.http_stalls);
         self.router.trim();
         self.out.trim();
-        shrink_vec(&mut self.due);
+        self.partials.trim();
         shrink_vec(&mut self.delivered_at);
     }
 
