@@ -487,7 +487,7 @@ impl Owner {
 
 /// Interest bits match the registries, the half the owner can see: a shard
 /// announces interest when its registry creates the channel and withdraws it
-/// when the registry drops it (`subscribe`, `release_channel`), one of each in
+/// when the registry drops it (`Subscriptions::want`, `Subscriptions::release`), one of each in
 /// turn, over a FIFO queue; so an announcement always flips the shard's bit.
 /// The same bit twice means the registry and this set disagree. (The other
 /// half, that a registry holds a channel only while it has subscribers or
