@@ -14,6 +14,7 @@ use shardcast_proto::PreparedFrame;
 use crate::conn::partial::Held;
 use crate::conn::{flag, Enqueue, Phase};
 use crate::driver::ConnKey;
+use crate::policy::timer::Deadline;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -202,7 +203,8 @@ impl Core {
             return;
         };
         if conn.phase != Phase::Closing {
-            self.lingers.push_back((deadline, key, conn.gen));
+            self.deadlines
+                .push(Deadline::Linger, deadline, key, conn.gen);
         }
         conn.phase = Phase::Closing;
         conn.set(flag::CLOSE_AFTER_FLUSH, true);
@@ -224,7 +226,7 @@ impl Core {
         let gen = conn.gen;
         self.out.shutdown_write(key);
         let deadline = self.now + Duration::from_millis(self.cfg.limits.close_linger_ms);
-        self.lingers.push_back((deadline, key, gen));
+        self.deadlines.push(Deadline::Linger, deadline, key, gen);
     }
 
     /// Close the socket now (peer gone, write failed, linger over).
@@ -253,7 +255,7 @@ impl Core {
         if let Some(h) = conn.http_mut() {
             h.deadline = Some(deadline);
         }
-        self.http_deadlines.push_back((deadline, key, gen));
+        self.deadlines.push(Deadline::Handshake, deadline, key, gen);
     }
 
     pub(crate) fn http_deadline_passed(&mut self, key: ConnKey, gen: u32) {

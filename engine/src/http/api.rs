@@ -15,6 +15,7 @@ use shardcast_proto::http::{self, HttpError, Request};
 use crate::conn::{Phase, Waiting};
 use crate::driver::ConnKey;
 use crate::payload::ConnRef;
+use crate::policy::timer::Deadline;
 use crate::shard::mesh::{owner_of, Published, ReplyTo, ShardMsg};
 use crate::shard::Core;
 use crate::stats::ShardStats;
@@ -143,7 +144,7 @@ impl Core {
         let Some(h) = conn.http_mut() else { return };
         if h.stalled.is_none() {
             h.stalled = Some(deadline);
-            self.http_stalls.push_back((deadline, key, gen));
+            self.deadlines.push(Deadline::Stall, deadline, key, gen);
             ShardStats::inc(&self.stats.http_backpressured);
         }
     }
@@ -171,7 +172,8 @@ impl Core {
         if still_full {
             // It reads, slowly: the timeout is for a client that reads nothing.
             h.stalled = Some(now + timeout);
-            self.http_stalls.push_back((now + timeout, key, gen));
+            self.deadlines
+                .push(Deadline::Stall, now + timeout, key, gen);
             return;
         }
         h.stalled = None;

@@ -4,7 +4,11 @@
 //! connection has, use no entries: the shard sweeps its slab once a tick of
 //! the [`BeatClock`] (the sweep is policy/heartbeat.rs).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use crate::alloc_trim::shrink_deque;
+use crate::driver::ConnKey;
 
 /// A scheduled visit: connection key and generation.
 pub type Entry = (u32, u32);
@@ -169,6 +173,82 @@ pub fn wheel_tick(ping_ms: u64, pong_ms: u64, idle_ms: u64) -> Duration {
     Duration::from_millis((shortest / 10).clamp(10, 1000))
 }
 
+/// A kind of [`Deadlines`] entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// An HTTP-phase connection must send a complete request by then
+    /// (`limits.handshake_timeout_ms`).
+    Handshake,
+    /// A backpressured HTTP connection must have read some answers by then
+    /// (`limits.http_write_timeout_ms`).
+    Stall,
+    /// A closing connection's socket is closed by then, peer or not
+    /// (`limits.close_linger_ms`).
+    Linger,
+}
+
+/// The deadlines that every connection of a kind gets with the same timeout,
+/// so each kind's queue is in deadline order: a FIFO per kind, no wheel. An
+/// entry may be stale (the connection moved on, or its deadline was re-armed):
+/// whoever pops it checks the connection's generation and state.
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    handshakes: VecDeque<(Instant, ConnKey, u32)>,
+    stalls: VecDeque<(Instant, ConnKey, u32)>,
+    lingers: VecDeque<(Instant, ConnKey, u32)>,
+}
+
+impl Deadlines {
+    fn queue(&mut self, kind: Deadline) -> &mut VecDeque<(Instant, ConnKey, u32)> {
+        match kind {
+            Deadline::Handshake => &mut self.handshakes,
+            Deadline::Stall => &mut self.stalls,
+            Deadline::Linger => &mut self.lingers,
+        }
+    }
+
+    /// Connection `key` (generation `gen`) has a `kind` deadline at `at`.
+    pub fn push(&mut self, kind: Deadline, at: Instant, key: ConnKey, gen: u32) {
+        self.queue(kind).push_back((at, key, gen));
+    }
+
+    /// The next `kind` entry due by `now`, taken out.
+    pub fn pop_due(&mut self, kind: Deadline, now: Instant) -> Option<(ConnKey, u32)> {
+        let q = self.queue(kind);
+        let &(at, key, gen) = q.front()?;
+        if at > now {
+            return None;
+        }
+        q.pop_front();
+        Some((key, gen))
+    }
+
+    /// The earliest deadline of any kind.
+    pub fn next(&self) -> Option<Instant> {
+        [
+            self.handshakes.front(),
+            self.lingers.front(),
+            self.stalls.front(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(t, _, _)| *t)
+        .min()
+    }
+
+    /// Keep only the handshake entries for which `keep` holds (order kept).
+    pub fn retain_handshakes(&mut self, mut keep: impl FnMut(Instant, ConnKey, u32) -> bool) {
+        self.handshakes.retain(|&(at, key, gen)| keep(at, key, gen));
+    }
+
+    /// Give back what a burst left in the queues.
+    pub fn trim(&mut self) {
+        shrink_deque(&mut self.handshakes);
+        shrink_deque(&mut self.lingers);
+        shrink_deque(&mut self.stalls);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +311,24 @@ mod tests {
         assert!(out.is_empty());
         w.advance(t0 + Duration::from_millis(115), &mut out);
         assert_eq!(out, vec![(9, 9)]);
+    }
+
+    #[test]
+    fn deadlines_come_due_in_order_per_kind() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Deadlines::default();
+        assert_eq!(d.next(), None);
+        d.push(Deadline::Handshake, t0 + ms(10), 1, 0);
+        d.push(Deadline::Handshake, t0 + ms(20), 2, 0);
+        d.push(Deadline::Linger, t0 + ms(5), 3, 7);
+        assert_eq!(d.next(), Some(t0 + ms(5)));
+        assert_eq!(d.pop_due(Deadline::Handshake, t0 + ms(5)), None);
+        assert_eq!(d.pop_due(Deadline::Linger, t0 + ms(5)), Some((3, 7)));
+        assert_eq!(d.pop_due(Deadline::Handshake, t0 + ms(15)), Some((1, 0)));
+        assert_eq!(d.pop_due(Deadline::Handshake, t0 + ms(15)), None);
+        d.retain_handshakes(|_, key, _| key != 2);
+        assert_eq!(d.next(), None);
+        assert_eq!(d.pop_due(Deadline::Stall, t0 + ms(100)), None);
     }
 }

@@ -15,7 +15,6 @@ pub mod shared;
 mod stop;
 pub(crate) mod trim;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,9 +28,9 @@ use crate::conn::outbound::Outbound;
 use crate::conn::partial::Partials;
 use crate::conn::session::Session;
 use crate::conn::Slab;
-use crate::driver::{Completion, ConnKey, Driver};
+use crate::driver::{Completion, Driver};
 use crate::payload::ShardId;
-use crate::policy::timer::{wheel_tick, BeatClock, Beats};
+use crate::policy::timer::{wheel_tick, BeatClock, Beats, Deadline, Deadlines};
 use crate::shard::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
 use crate::shard::router::Router;
 use crate::shard::shared::Shared;
@@ -72,10 +71,8 @@ pub(crate) struct Core {
     pub refusals: crate::shard::router::RefusalLog,
     /// What is queued for the connections: write lists, framings, byte count.
     pub out: Outbound,
-    pub http_deadlines: VecDeque<(Instant, ConnKey, u32)>,
-    pub lingers: VecDeque<(Instant, ConnKey, u32)>,
-    /// HTTP connections backpressured at `http_queue_bytes_max`, by write deadline.
-    pub http_stalls: VecDeque<(Instant, ConnKey, u32)>,
+    /// Handshake deadlines, HTTP write stalls and close lingers.
+    pub deadlines: Deadlines,
     pub stats: Arc<ShardStats>,
     pub shared: Arc<Shared>,
     pub next_req: u32,
@@ -141,9 +138,7 @@ impl Shard {
             refusals: Default::default(),
             inbox,
             out: Outbound::new(&cfg, shared.stats[id].clone()),
-            http_deadlines: VecDeque::new(),
-            lingers: VecDeque::new(),
-            http_stalls: VecDeque::new(),
+            deadlines: Deadlines::default(),
             stats: shared.stats[id].clone(),
             shared,
             next_req: 0,
@@ -274,16 +269,9 @@ impl Core {
         if self.router.has_pending() || self.out.has_dirty() {
             return Some(Duration::ZERO);
         }
-        let next = [
-            self.http_deadlines.front(),
-            self.lingers.front(),
-            self.http_stalls.front(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|(t, _, _)| *t)
-        .min();
-        let next = next
+        let next = self
+            .deadlines
+            .next()
             .into_iter()
             .chain((!self.conns.is_empty()).then(|| self.beat_clock.deadline()))
             .chain(self.partials.next_deadline())
@@ -348,25 +336,13 @@ impl Core {
 
     fn tick(&mut self) {
         let now = self.now;
-        while let Some(&(deadline, key, gen)) = self.http_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.http_deadlines.pop_front();
+        while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Handshake, now) {
             self.http_deadline_passed(key, gen);
         }
-        while let Some(&(deadline, key, gen)) = self.http_stalls.front() {
-            if deadline > now {
-                break;
-            }
-            self.http_stalls.pop_front();
+        while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Stall, now) {
             self.http_stall_passed(key, gen);
         }
-        while let Some(&(deadline, key, gen)) = self.lingers.front() {
-            if deadline > now {
-                break;
-            }
-            self.lingers.pop_front();
+        while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Linger, now) {
             if self.conns.get_gen(key, gen).is_some() {
                 self.abort(key);
             }
