@@ -25,9 +25,9 @@ pub struct Config {
     pub limits: Limits,
     pub io: IoConfig,
     /// Token verification keys; none configured means anonymous connections.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: crate::policy::auth::AuthConfig,
     /// Per-namespace options, by namespace name (`""` for channels without `:`).
-    pub namespaces: std::collections::HashMap<String, crate::auth::Namespace>,
+    pub namespaces: std::collections::HashMap<String, crate::policy::auth::Namespace>,
     /// Cluster mode (several nodes sharing channels through Redis); off by default.
     pub cluster: ClusterConfig,
     /// How recoveries (`since`) and `history` replies are paced and bounded.
@@ -154,7 +154,7 @@ pub struct Limits {
     /// After our close frame, how long to wait for the peer's before closing the socket.
     pub close_linger_ms: u64,
     /// The server pings a connection that has sent nothing for this long (the
-    /// first ping up to half of it later, spread by connection: heartbeat.rs).
+    /// first ping up to half of it later, spread by connection: policy/heartbeat.rs).
     pub ping_interval_ms: u64,
     /// After a ping, the time allowed for a pong (or any traffic) before closing with 4009.
     pub pong_timeout_ms: u64,
@@ -376,19 +376,22 @@ impl Config {
                 "limits.ping_interval_ms and limits.pong_timeout_ms must be positive".into(),
             );
         }
-        // Connections stamp heartbeat ticks in 16 bits (conn.rs): every period
+        // Connections stamp heartbeat ticks in 16 bits (conn/mod.rs): every period
         // must stay well inside that.
-        let tick_ms =
-            crate::heartbeat::wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms)
-                .as_millis() as u64;
+        let tick_ms = crate::policy::timer::wheel_tick(
+            l.ping_interval_ms,
+            l.pong_timeout_ms,
+            l.idle_timeout_ms,
+        )
+        .as_millis() as u64;
         let longest = (l.ping_interval_ms + l.pong_timeout_ms).max(l.idle_timeout_ms);
-        if longest / tick_ms > crate::heartbeat::PERIOD_TICKS_MAX {
+        if longest / tick_ms > crate::policy::timer::PERIOD_TICKS_MAX {
             return Err(format!(
                 "heartbeat periods reach {longest} ms: at most {} ticks of {tick_ms} ms \
                  (a tenth of the shortest of limits.ping_interval_ms, pong_timeout_ms and \
                  idle_timeout_ms, at most 1 s) fit, i.e. {} ms",
-                crate::heartbeat::PERIOD_TICKS_MAX,
-                crate::heartbeat::PERIOD_TICKS_MAX * tick_ms
+                crate::policy::timer::PERIOD_TICKS_MAX,
+                crate::policy::timer::PERIOD_TICKS_MAX * tick_ms
             ));
         }
         if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 || l.router_overflow_msgs_max == 0 {

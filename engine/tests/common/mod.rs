@@ -252,7 +252,7 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 pub fn channel_owned_by(prefix: &str, want: usize, shards: usize) -> String {
     (0..)
         .map(|i| format!("{prefix}{i}"))
-        .find(|c| shardcast::mesh::owner_of(c, shards) == want)
+        .find(|c| shardcast::shard::mesh::owner_of(c, shards) == want)
         .unwrap()
 }
 
