@@ -16,9 +16,11 @@ SERVERS = [
     ("tungstenite", "tokio-tungstenite"),
     ("ws", "Node ws"),
     ("socketio", "Socket.IO"),
+    ("before-uring", "shardcast before (io_uring)"),
+    ("before-epoll", "shardcast before (epoll)"),
 ]
 SHARDCAST = ["shardcast-uring", "shardcast-epoll"]
-PEERS = ["tungstenite", "ws", "socketio"]
+PEERS = ["tungstenite", "ws", "socketio", "before-uring", "before-epoll"]
 SCENARIOS = ["idle", "fanout-sat", "fanout-steady", "echo"]
 
 

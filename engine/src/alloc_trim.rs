@@ -29,7 +29,7 @@ pub(crate) fn trim() {
 const KEEP: usize = 256;
 
 /// Shrink `v` if it holds less than a quarter of its capacity. Here, beside
-/// the allocator hook, rather than with the shard's lists (`trim.rs`), so the
+/// the allocator hook, rather than with the shard's lists (`shard/trim.rs`), so the
 /// drivers can use it without importing the shard.
 pub(crate) fn shrink_vec<T>(v: &mut Vec<T>) {
     if v.capacity() > KEEP && v.len() < v.capacity() / 4 {

@@ -25,9 +25,9 @@ pub struct Config {
     pub limits: Limits,
     pub io: IoConfig,
     /// Token verification keys; none configured means anonymous connections.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: crate::policy::auth::AuthConfig,
     /// Per-namespace options, by namespace name (`""` for channels without `:`).
-    pub namespaces: std::collections::HashMap<String, crate::auth::Namespace>,
+    pub namespaces: std::collections::HashMap<String, crate::policy::auth::Namespace>,
     /// Cluster mode (several nodes sharing channels through Redis); off by default.
     pub cluster: ClusterConfig,
     /// How recoveries (`since`) and `history` replies are paced and bounded.
@@ -154,7 +154,7 @@ pub struct Limits {
     /// After our close frame, how long to wait for the peer's before closing the socket.
     pub close_linger_ms: u64,
     /// The server pings a connection that has sent nothing for this long (the
-    /// first ping up to half of it later, spread by connection: heartbeat.rs).
+    /// first ping up to half of it later, spread by connection: policy/heartbeat.rs).
     pub ping_interval_ms: u64,
     /// After a ping, the time allowed for a pong (or any traffic) before closing with 4009.
     pub pong_timeout_ms: u64,
@@ -230,6 +230,14 @@ pub struct IoConfig {
     /// measured memory per idle connection (docs/benchmarks.md). Off means
     /// `prctl(PR_SET_THP_DISABLE)` at start, which is process-wide.
     pub huge_pages: bool,
+    /// io_uring rings per shard (1..=64), each with its own listener and
+    /// direct-descriptor table, all driven by the shard's one thread. A ring's
+    /// table is capped by RLIMIT_NOFILE, so past that many connections per
+    /// shard add rings here rather than shards beyond the cores: the shards'
+    /// threads would then take turns on the cores (docs/ARCHITECTURE.md,
+    /// "Many rings on few cores"). `limits.conns_per_shard_max` is the shard's
+    /// total, shared evenly among its rings. Ignored by epoll.
+    pub rings_per_shard: u32,
     /// Testing only: with a seed other than 0, each shard's driver is wrapped
     /// in a fault injector (`driver/faulty.rs`: short writes, completions
     /// delayed and reordered across connections). 0, the default: no wrapper.
@@ -311,6 +319,7 @@ impl Default for IoConfig {
             cq_entries: 0,
             send_buffer_bytes: 64 * 1024,
             huge_pages: false,
+            rings_per_shard: 1,
             fault_seed: 0,
         }
     }
@@ -372,19 +381,22 @@ impl Config {
                 "limits.ping_interval_ms and limits.pong_timeout_ms must be positive".into(),
             );
         }
-        // Connections stamp heartbeat ticks in 16 bits (conn.rs): every period
+        // Connections stamp heartbeat ticks in 16 bits (conn/mod.rs): every period
         // must stay well inside that.
-        let tick_ms =
-            crate::heartbeat::wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms)
-                .as_millis() as u64;
+        let tick_ms = crate::policy::timer::wheel_tick(
+            l.ping_interval_ms,
+            l.pong_timeout_ms,
+            l.idle_timeout_ms,
+        )
+        .as_millis() as u64;
         let longest = (l.ping_interval_ms + l.pong_timeout_ms).max(l.idle_timeout_ms);
-        if longest / tick_ms > crate::heartbeat::PERIOD_TICKS_MAX {
+        if longest / tick_ms > crate::policy::timer::PERIOD_TICKS_MAX {
             return Err(format!(
                 "heartbeat periods reach {longest} ms: at most {} ticks of {tick_ms} ms \
                  (a tenth of the shortest of limits.ping_interval_ms, pong_timeout_ms and \
                  idle_timeout_ms, at most 1 s) fit, i.e. {} ms",
-                crate::heartbeat::PERIOD_TICKS_MAX,
-                crate::heartbeat::PERIOD_TICKS_MAX * tick_ms
+                crate::policy::timer::PERIOD_TICKS_MAX,
+                crate::policy::timer::PERIOD_TICKS_MAX * tick_ms
             ));
         }
         if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 || l.router_overflow_msgs_max == 0 {
@@ -422,6 +434,12 @@ impl Config {
                     .into(),
             );
         }
+        if !(1..=crate::driver::rings::RINGS_MAX as u32).contains(&self.io.rings_per_shard) {
+            return Err(format!(
+                "io.rings_per_shard must be 1..={}",
+                crate::driver::rings::RINGS_MAX
+            ));
+        }
         if self.shard_count() > 64 {
             return Err("at most 64 shards are supported".into());
         }
@@ -438,16 +456,29 @@ impl Config {
             return self.io.recv_bufs;
         }
         let per_shard = self.io.recv_pool_bytes
-            / self.shard_count().max(1) as u64
+            / (self.shard_count().max(1) as u64 * u64::from(self.rings_per_shard()))
             / u64::from(self.io.recv_buf_bytes.max(1));
         let n = per_shard.clamp(RECV_BUFS_AUTO_MIN, RECV_BUFS_AUTO_MAX);
         // Round down to a power of two (the provided-buffer ring needs one).
         (1u64 << (63 - n.leading_zeros())) as u16
     }
 
+    /// Rings each shard drives: `io.rings_per_shard`, 1 on epoll.
+    pub fn rings_per_shard(&self) -> u32 {
+        if self.driver == Some(crate::DriverKind::Epoll) {
+            1
+        } else {
+            self.io.rings_per_shard.max(1)
+        }
+    }
+
+    /// What each driver (each ring, with several per shard) is sized for.
     pub(crate) fn driver_config(&self) -> DriverConfig {
         DriverConfig {
-            conns_max: self.limits.conns_per_shard_max,
+            conns_max: self
+                .limits
+                .conns_per_shard_max
+                .div_ceil(self.rings_per_shard()),
             recv_bufs: self.recv_bufs_per_shard(),
             recv_buf_bytes: self.io.recv_buf_bytes,
             recv_incremental: self.io.recv_incremental,

@@ -11,40 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::authority::Authority;
+use crate::channel::authority::Authority;
 use crate::config::Config;
 use crate::driver::{self, DriverKind};
-use crate::mesh::{self, owner_of, Peer, Published, ReplyTo, ShardMsg};
+use crate::shard::mesh::{self, owner_of, Peer, Published, ReplyTo, ShardMsg};
+use crate::shard::shared::Shared;
 use crate::shard::Shard;
 use crate::stats::{ShardStats, Stats};
-
-/// Channels with their local subscriber counts, as one shard last saw them.
-pub type ChannelSnapshot = Vec<(Arc<str>, u32)>;
-
-/// State every shard can read (never on the per-message path).
-#[derive(Debug)]
-pub struct Shared {
-    pub stats: Vec<Arc<ShardStats>>,
-    /// Per shard: channels with local subscriber counts, refreshed a few times a second.
-    pub channels: Vec<Mutex<ChannelSnapshot>>,
-    /// Set while draining: `/ready` answers 503.
-    pub draining: AtomicBool,
-    /// Token verifier; None: anonymous connections.
-    pub verifier: Option<crate::auth::Verifier>,
-    /// Who orders each channel: the owner shard, or Redis in cluster mode.
-    pub authority: Authority,
-    /// Open connections per authenticated user (`limits.conns_per_user_max`).
-    pub users: crate::users::UserConns,
-}
-
-impl Shared {
-    pub fn ws_open_total(&self) -> u64 {
-        self.stats
-            .iter()
-            .map(|s| s.ws_open.load(std::sync::atomic::Ordering::Relaxed))
-            .sum()
-    }
-}
 
 /// Why a publication from the embedding API was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +58,7 @@ impl Engine {
     pub fn start(cfg: Config) -> io::Result<Handle> {
         cfg.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let verifier = crate::auth::Verifier::from_config(&cfg.auth)
+        let verifier = crate::policy::auth::Verifier::from_config(&cfg.auth)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         if !cfg.io.huge_pages {
             disable_huge_pages();
@@ -95,10 +68,15 @@ impl Engine {
         let mut listeners = Vec::with_capacity(n);
         let mut addr = cfg.listen;
         for _ in 0..n {
-            let l = listener(addr, cfg.io.send_buffer_bytes)?;
-            // Port 0: every shard must share the port the first one got.
-            addr = l.local_addr()?.as_socket().expect("inet socket");
-            listeners.push(l);
+            // One listener per ring (`io.rings_per_shard`).
+            let mut ls = Vec::new();
+            for _ in 0..cfg.rings_per_shard() {
+                let l = listener(addr, cfg.io.send_buffer_bytes)?;
+                // Port 0: every shard must share the port the first one got.
+                addr = l.local_addr()?.as_socket().expect("inet socket");
+                ls.push(l);
+            }
+            listeners.push(ls);
         }
         let mut peers = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);

@@ -55,6 +55,11 @@ struct Cli {
     /// Shard threads (0: one per CPU).
     #[arg(long)]
     shards: Option<usize>,
+    /// io_uring rings per shard, each with its own direct-descriptor table
+    /// (io.rings_per_shard): past the descriptor limit, more rings rather than
+    /// more shards than cores.
+    #[arg(long)]
+    rings_per_shard: Option<u32>,
     /// I/O driver; `auto` tries io_uring and falls back to epoll.
     #[arg(long, value_enum)]
     driver: Option<DriverArg>,
@@ -160,6 +165,9 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
     if let Some(v) = cli.shards {
         cfg.shards = v;
     }
+    if let Some(v) = cli.rings_per_shard {
+        cfg.io.rings_per_shard = v;
+    }
     if let Some(d) = cli.driver {
         cfg.driver = match d {
             DriverArg::Auto => None,
@@ -264,8 +272,12 @@ fn log_capacity(handle: &shardcast::Handle, cfg: &Config) {
     let probe = shardcast_tuning::HostProbe::live(&shardcast_tuning::sysctl::SysctlRoot::default());
     let direct = handle.driver() == DriverKind::Uring;
     // Design target per idle subscribed connection; docs/benchmarks.md has the measured figure.
-    let input =
-        shardcast_tuning::CapacityInput::from_probe(&probe, handle.shards() as u32, direct, 100);
+    let input = shardcast_tuning::CapacityInput::from_probe(
+        &probe,
+        handle.shards() as u32 * cfg.rings_per_shard(),
+        direct,
+        100,
+    );
     let cap = shardcast_tuning::capacity_estimate(&input);
     let configured = cfg.limits.conns_per_shard_max as u64 * handle.shards() as u64;
     tracing::info!(capacity = %cap, configured_max = configured, "connection capacity");

@@ -33,7 +33,7 @@ pub struct Member {
 
 /// The answer to a subscriber's `since`: whether what it missed can be told,
 /// the position it joins at, and the first page of the missed pushes (the
-/// rest is fetched page by page as the subscriber reads, see `replay.rs`).
+/// rest is fetched page by page as the subscriber reads, see `channel/replay.rs`).
 #[derive(Debug)]
 pub struct Recovery {
     pub epoch: Arc<str>,

@@ -45,12 +45,12 @@ use bytes::Bytes;
 use shardcast_proto::frame::{encode_frame, OpCode, Role};
 use shardcast_proto::{Decoder, DecoderConfig, Message};
 
-use crate::authority::Authority;
+use crate::channel::authority::Authority;
 use crate::clock::{Clock, VirtualClock};
 use crate::config::Config;
 use crate::driver::sim::{Faults, Net, Rng, SimDriver};
-use crate::engine::Shared;
-use crate::mesh::{self, owner_of, Peer, ReplyTo, ShardMsg};
+use crate::shard::mesh::{self, owner_of, Peer, ReplyTo, ShardMsg};
+use crate::shard::shared::Shared;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 
@@ -308,7 +308,7 @@ fn sim_config(rng: &mut Rng) -> Config {
     r.stall_timeout_ms = 3_000;
     c.namespaces.insert(
         "h".into(),
-        crate::auth::Namespace {
+        crate::policy::auth::Namespace {
             history_size: [4, 16, 100][rng.below(3) as usize],
             ..Default::default()
         },
@@ -848,16 +848,16 @@ impl Sim {
         if !core.conns.is_empty() {
             left.push(format!("{} connections", core.conns.len()));
         }
-        if core.partial_bytes != 0 {
-            left.push(format!("{} partial bytes", core.partial_bytes));
-        }
-        if !core.more_subs.is_empty() {
+        if core.subs.more_lists() != 0 {
             left.push("subscription lists".into());
         }
         let st = &self.shared.stats[i];
         let gauge = |g: &std::sync::atomic::AtomicU64| g.load(std::sync::atomic::Ordering::Relaxed);
         if gauge(&st.queued_bytes) != 0 {
             left.push(format!("queued_bytes gauge {}", gauge(&st.queued_bytes)));
+        }
+        if gauge(&st.partial_bytes) != 0 {
+            left.push(format!("{} partial bytes", gauge(&st.partial_bytes)));
         }
         if gauge(&st.conns_open) != 0 {
             left.push(format!("conns_open gauge {}", gauge(&st.conns_open)));
@@ -897,7 +897,8 @@ impl Sim {
             let i = core.id;
             let mut left = Vec::new();
             let held = core
-                .registry
+                .subs
+                .registry()
                 .iter()
                 .filter(|c| !c.subscribers.is_empty() || !c.waiters.is_empty())
                 .count();
@@ -1353,11 +1354,11 @@ impl Sim {
                     core.id, l.inbox_msgs_max
                 ));
             }
-            if core.partial_bytes > l.partial_bytes_per_shard_max {
-                return Err(format!(
-                    "shard {}: {} partial bytes",
-                    core.id, core.partial_bytes
-                ));
+            let partial = self.shared.stats[core.id]
+                .partial_bytes
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if partial as usize > l.partial_bytes_per_shard_max {
+                return Err(format!("shard {}: {partial} partial bytes", core.id));
             }
         }
         Ok(())

@@ -4,6 +4,9 @@
 //! direct descriptors (capped per ring by that limit, not per process), and
 //! 1,000 subscribed WebSockets each receive one publication.
 //!
+//! Then the same with one shard driving 8 rings (`--rings-per-shard 8`):
+//! one thread, eight direct-descriptor tables.
+//!
 //! The same child on epoll cannot hold them (ordinary descriptors are per
 //! process): the second test checks that, so the first one is known to be
 //! able to fail. Skipped (with a SKIPPED line) only where io_uring is
@@ -35,7 +38,7 @@ struct Engine {
 }
 
 impl Engine {
-    fn start(driver: &str) -> (Engine, SocketAddr) {
+    fn start(driver: &str, shards: &str, rings: &str) -> (Engine, SocketAddr) {
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -46,7 +49,8 @@ impl Engine {
             std::process::id()
         ));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardcast"));
-        cmd.args(["--listen", &addr.to_string(), "--shards", SHARDS])
+        cmd.args(["--listen", &addr.to_string(), "--shards", shards])
+            .args(["--rings-per-shard", rings])
             .args(["--driver", driver])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -173,8 +177,13 @@ fn publish(addr: SocketAddr) -> String {
 
 /// Connect `CLIENTS` subscribers to a child engine on `driver`, publish once,
 /// and count (subscribed, delivered). Every wait is bounded by `budget`.
-fn hold_and_deliver(driver: &str, budget: Duration) -> (usize, usize, Engine) {
-    let (engine, addr) = Engine::start(driver);
+fn hold_and_deliver(
+    driver: &str,
+    shards: &str,
+    rings: &str,
+    budget: Duration,
+) -> (usize, usize, Engine) {
+    let (engine, addr) = Engine::start(driver, shards, rings);
     let mut clients: Vec<Client> = (0..CLIENTS).filter_map(|_| Client::connect(addr)).collect();
     let until = Instant::now() + budget;
     let subscribed_reply = format!(r#""ok":{{"channel":"{CHANNEL}""#);
@@ -202,7 +211,8 @@ fn io_uring_holds_four_times_the_fd_limit_and_delivers_to_all() {
         println!("SKIPPED: io_uring is unavailable here");
         return;
     }
-    let (subscribed, delivered, engine) = hold_and_deliver("uring", Duration::from_secs(30));
+    let (subscribed, delivered, engine) =
+        hold_and_deliver("uring", SHARDS, "1", Duration::from_secs(30));
     assert_eq!(
         (subscribed, delivered),
         (CLIENTS, CLIENTS),
@@ -226,10 +236,40 @@ fn epoll_under_the_same_limit_cannot_hold_them() {
         );
         return;
     }
-    let (subscribed, delivered, _engine) = hold_and_deliver("epoll", Duration::from_secs(3));
+    let (subscribed, delivered, _engine) =
+        hold_and_deliver("epoll", SHARDS, "1", Duration::from_secs(3));
     println!("epoll under RLIMIT_NOFILE {NOFILE}: {subscribed} subscribed, {delivered} delivered");
     assert!(
         subscribed < CLIENTS && delivered < CLIENTS,
         "epoll held {subscribed} and delivered to {delivered} under RLIMIT_NOFILE {NOFILE}"
     );
+}
+
+#[test]
+fn one_shard_with_eight_rings_holds_four_times_the_fd_limit() {
+    if !uring_available() {
+        println!("SKIPPED: io_uring is unavailable here");
+        return;
+    }
+    let (subscribed, delivered, engine) =
+        hold_and_deliver("uring", "1", "8", Duration::from_secs(30));
+    assert_eq!(
+        (subscribed, delivered),
+        (CLIENTS, CLIENTS),
+        "engine log:\n{}",
+        engine.log_tail()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", engine.child.id())).unwrap();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(|v| v.trim().to_string());
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", engine.child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        fds < NOFILE as usize,
+        "{fds} ordinary descriptors open in the engine"
+    );
+    println!("1 shard x 8 rings: {delivered} delivered, {fds} descriptors, threads {threads:?}");
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use shardcast::auth::Namespace;
+use shardcast::policy::auth::Namespace;
 use shardcast::DriverKind;
 
 struct Redis {

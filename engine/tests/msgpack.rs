@@ -159,7 +159,7 @@ fn json_stays_the_default(d: DriverKind) {
 /// each replayed push converted, paced like JSON, in order.
 fn a_whole_history_recovers_in_messagepack(d: DriverKind) {
     let mut cfg = config(d);
-    let history = shardcast::auth::Namespace {
+    let history = shardcast::policy::auth::Namespace {
         history_size: 1000,
         ..Default::default()
     };

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shardcast::auth::Namespace;
+use shardcast::policy::auth::Namespace;
 use shardcast::DriverKind;
 
 fn start_with_history(d: DriverKind) -> shardcast::Handle {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardcast::auth::Namespace;
+use shardcast::policy::auth::Namespace;
 use shardcast::{Config, DriverKind};
 
 const HISTORY: usize = 1000;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use shardcast::auth::Namespace;
+use shardcast::policy::auth::Namespace;
 use shardcast::DriverKind;
 
 /// One event as a browser's EventSource would assemble it.

@@ -19,6 +19,7 @@
 //! from Redis, on whichever node they reach), refuses new ones (503) and
 //! publications until it is back, and reconnects every second.
 
+pub(crate) mod relay;
 pub mod resp;
 mod scripts;
 
@@ -32,8 +33,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::mesh::{owner_of, Peer, Published, ReplyTo, ShardMsg};
 use crate::payload::{BusEvent, ReadFor, Snapshot, Window};
+use crate::shard::mesh::{owner_of, Peer, Published, ReplyTo, ShardMsg};
 use resp::Resp;
 
 /// Requests waiting in the bus's queue at most; past it, publications fail at once.

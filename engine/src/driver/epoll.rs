@@ -184,6 +184,7 @@ impl EpollDriver {
                 conn,
                 buf: BufId {
                     id,
+                    ring: 0,
                     offset: offset as u32,
                 },
                 len: n as u32,

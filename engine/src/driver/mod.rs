@@ -28,6 +28,7 @@ pub mod epoll;
 pub mod faulty;
 pub(crate) mod mapping;
 pub(crate) mod recv_pool;
+pub mod rings;
 pub mod sim;
 pub mod uring;
 
@@ -43,6 +44,8 @@ pub struct Sock(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufId {
     pub id: u16,
+    /// Which ring of the shard lent it (`rings.rs`); 0 with one ring.
+    pub ring: u16,
     pub offset: u32,
 }
 
@@ -184,26 +187,54 @@ impl Drop for Waker {
 }
 
 /// Build the requested driver, falling back to epoll (with the reason logged)
-/// when io_uring cannot be set up and the choice was automatic.
+/// when io_uring cannot be set up and the choice was automatic. Several
+/// listeners: one io_uring ring on each, driven together (`rings.rs`); epoll
+/// uses the first.
 pub fn build(
     want: Option<DriverKind>,
-    listener: socket2::Socket,
+    mut listeners: Vec<socket2::Socket>,
     wake_fd: RawFd,
     cfg: &DriverConfig,
 ) -> io::Result<Box<dyn Driver>> {
+    let uring = |mut ls: Vec<socket2::Socket>| -> io::Result<Box<dyn Driver>> {
+        if ls.len() > 1 {
+            Ok(Box::new(rings::Rings::new(ls, wake_fd, cfg)?))
+        } else {
+            Ok(Box::new(uring::UringDriver::new(
+                ls.remove(0),
+                wake_fd,
+                cfg,
+            )?))
+        }
+    };
     match want {
-        Some(DriverKind::Epoll) => Ok(Box::new(epoll::EpollDriver::new(listener, wake_fd, cfg)?)),
-        Some(DriverKind::Uring) => Ok(Box::new(uring::UringDriver::new(listener, wake_fd, cfg)?)),
-        None => match uring::UringDriver::new(listener.try_clone()?, wake_fd, cfg) {
-            Ok(d) => Ok(Box::new(d)),
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    hint = uring::setup_failure_hint(&e),
-                    "io_uring unavailable, falling back to epoll"
-                );
-                Ok(Box::new(epoll::EpollDriver::new(listener, wake_fd, cfg)?))
+        Some(DriverKind::Epoll) => Ok(Box::new(epoll::EpollDriver::new(
+            listeners.swap_remove(0),
+            wake_fd,
+            cfg,
+        )?)),
+        Some(DriverKind::Uring) => uring(listeners),
+        None => {
+            let clones = listeners
+                .iter()
+                .map(|l| l.try_clone())
+                .collect::<io::Result<Vec<_>>>()?;
+            match uring(clones) {
+                Ok(d) => Ok(d),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        hint = uring::setup_failure_hint(&e),
+                        "io_uring unavailable, falling back to epoll"
+                    );
+                    // The other rings' listeners close here and leave the port's group.
+                    Ok(Box::new(epoll::EpollDriver::new(
+                        listeners.swap_remove(0),
+                        wake_fd,
+                        cfg,
+                    )?))
+                }
             }
-        },
+        }
     }
 }

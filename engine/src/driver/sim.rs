@@ -364,7 +364,11 @@ impl SimDriver {
                 }
                 self.ready.push_back(Completion::Recv {
                     conn,
-                    buf: BufId { id, offset: 0 },
+                    buf: BufId {
+                        id,
+                        ring: 0,
+                        offset: 0,
+                    },
                     len: n as u32,
                 });
             } else if p.client_fin {

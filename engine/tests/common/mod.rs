@@ -16,9 +16,18 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
 thread_local! {
+    /// io_uring rings per shard for the `config` of this test's thread.
+    static RINGS: std::cell::Cell<u32> = const { std::cell::Cell::new(1) };
     /// Set by `both_drivers!`'s `faults` variant: run the scenario's engine
     /// with the fault injector around its driver (`io.fault_seed`).
     pub static FAULTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Run `f` with engines from `config` driving `rings` io_uring rings per shard.
+pub fn with_rings(rings: u32, f: impl FnOnce()) {
+    RINGS.with(|r| r.set(rings));
+    f();
+    RINGS.with(|r| r.set(1));
 }
 
 /// Two shards on an ephemeral loopback port, unpinned (tests run in parallel).
@@ -33,6 +42,7 @@ pub fn config(driver: DriverKind) -> Config {
     c.io.recv_bufs = 64;
     c.io.ring_entries = 256;
     c.limits.conns_per_shard_max = 512;
+    c.io.rings_per_shard = RINGS.with(|r| r.get());
     c.io.fault_seed = FAULTS.with(|f| f.get());
     c
 }
@@ -246,13 +256,14 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 pub fn channel_owned_by(prefix: &str, want: usize, shards: usize) -> String {
     (0..)
         .map(|i| format!("{prefix}{i}"))
-        .find(|c| shardcast::mesh::owner_of(c, shards) == want)
+        .find(|c| shardcast::shard::mesh::owner_of(c, shards) == want)
         .unwrap()
 }
 
-/// Instantiate every listed scenario as a test on each driver, and once more
-/// on io_uring with the fault injector around it (`faults`: short writes,
-/// completions delayed and reordered across connections; driver/faulty.rs).
+/// Instantiate every listed scenario as a test on each driver, on io_uring
+/// with two rings per shard (`io.rings_per_shard`), and once more on io_uring
+/// with the fault injector around it (`faults`: short writes, completions
+/// delayed and reordered across connections; driver/faulty.rs).
 #[macro_export]
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -261,6 +272,11 @@ macro_rules! both_drivers {
         }
         mod uring {
             $(#[test] fn $name() { super::$name(shardcast::DriverKind::Uring) })*
+        }
+        mod uring_rings {
+            $(#[test] fn $name() {
+                $crate::common::with_rings(2, || super::$name(shardcast::DriverKind::Uring))
+            })*
         }
         mod faults {
             $(#[test] fn $name() {

@@ -128,7 +128,11 @@ impl UringDriver {
             fatal: None,
         };
         driver.arm_accept();
-        driver.arm_wake();
+        // A negative fd: no cross-thread wake-ups on this ring (another ring of
+        // the same shard watches the shard's eventfd, see `rings.rs`).
+        if wake_fd >= 0 {
+            driver.arm_wake();
+        }
         // Enter once now: a sandbox that allows io_uring_setup but not
         // io_uring_enter then fails here, while `build` can still fall back to
         // epoll, rather than at the shard's first poll.
@@ -152,6 +156,30 @@ impl UringDriver {
 
     pub fn fixed_file_slots(&self) -> u32 {
         self.fixed_slots
+    }
+
+    /// Signal `fd` (an eventfd) whenever the ring has new work: completion
+    /// work queued for this thread, or CQEs posted (`IORING_REGISTER_EVENTFD`).
+    pub(crate) fn register_eventfd(&self, fd: RawFd) -> io::Result<()> {
+        self.ring.submitter().register_eventfd(fd)
+    }
+
+    /// Whether a `poll` now would find something: completions kept from a
+    /// flush, CQEs in the ring, or completion work the kernel queued for this
+    /// thread (`IORING_SQ_TASKRUN`, set from the first queued item until the
+    /// work is run). While this is false, the next new work signals the
+    /// registered eventfd.
+    pub(crate) fn has_work(&mut self) -> bool {
+        !self.backlog.is_empty()
+            || !self.ring.completion().is_empty()
+            || self.ring.submission().taskrun()
+            // SQEs pushed and not yet submitted (re-arms pushed at the end of `poll`).
+            || !self.ring.submission().is_empty()
+            || self.accept.rearm
+            || self.accept.timer_wanted
+            || self.wake.rearm
+            || !self.rearm_recv.is_empty()
+            || !self.deferred_close.is_empty()
     }
 
     /// Push one SQE; when the SQ is full, flush it to the kernel and retry.

@@ -90,7 +90,11 @@ impl UringDriver {
                 Some(bid) => {
                     out.push(Completion::Recv {
                         conn,
-                        buf: BufId { id: bid, offset },
+                        buf: BufId {
+                            id: bid,
+                            ring: 0,
+                            offset,
+                        },
                         len: res as u32,
                     });
                     if !more {

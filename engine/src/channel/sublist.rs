@@ -4,14 +4,12 @@
 //! into by index, so neither the record nor its rarely-needed box grows for
 //! the common case.
 
-use crate::registry::{ChannelId, Slot};
+use crate::channel::registry::{ChannelId, Slot, CHANNEL_ID_END};
 
 /// `SubRef::pair.0` when the connection has no subscription.
 const NONE: ChannelId = ChannelId::MAX;
 /// `SubRef::pair.0` when its subscriptions are in `MoreSubs` at `pair.1`.
-const MANY: ChannelId = ChannelId::MAX - 1;
-/// Channel ids stay below this, so the two markers above are never real ids.
-pub const CHANNEL_ID_END: ChannelId = MANY;
+const MANY: ChannelId = CHANNEL_ID_END;
 
 /// In the connection's record: its one subscription (channel, slot in the
 /// channel's subscriber list), none, or where its list is in `MoreSubs`.

@@ -8,10 +8,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use shardcast_proto::error::close_code;
 use shardcast_proto::PreparedFrame;
 
+use crate::conn::partial::Held;
 use crate::conn::{flag, Enqueue, Phase};
 use crate::driver::ConnKey;
+use crate::policy::timer::Deadline;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -48,9 +51,7 @@ impl Core {
         };
         match result {
             Ok(n) => {
-                ShardStats::add(&self.stats.bytes_out, n as u64);
-                ShardStats::sub(&self.stats.queued_bytes, n as u64);
-                conn.consume(n);
+                self.out.written(conn, n);
                 if self.replays.has(key) {
                     // A replay is paced by its reader: refill as the queue drains.
                     self.replays.progressed(key, self.now);
@@ -61,7 +62,7 @@ impl Core {
                 };
                 let http = conn.phase == Phase::Http;
                 if !conn.out.is_empty() {
-                    self.mark_dirty(key);
+                    self.out.mark_dirty(conn, key);
                 } else if conn.has(flag::CLOSE_AFTER_FLUSH) {
                     self.flushed_before_close(key);
                 } else if conn.has(flag::RELEASE_WHEN_DRAINED) {
@@ -86,17 +87,8 @@ impl Core {
             return;
         };
         ShardStats::sub(&self.stats.conns_open, 1);
-        ShardStats::sub(&self.stats.queued_bytes, conn.queued_bytes() as u64);
-        debug_assert!(self.more_subs.get(&conn.subs).is_empty());
-    }
-
-    pub(crate) fn mark_dirty(&mut self, key: ConnKey) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.has(flag::DIRTY) {
-                conn.set(flag::DIRTY, true);
-                self.dirty.push(key);
-            }
-        }
+        self.out.dropped(&conn);
+        debug_assert!(self.subs.of(&conn).is_empty());
     }
 
     /// Queue a data frame; a connection past its byte budget is closed with 4008.
@@ -108,86 +100,23 @@ impl Core {
 
     /// Queue a data frame, reporting backpressure to the caller, who must then
     /// call [`Core::slow_consumer`] (done later when the caller is iterating a channel).
+    #[inline]
     pub(crate) fn send_frame_no_close(&mut self, key: ConnKey, frame: Bytes) -> Enqueue {
-        let (limit, frames) = (
-            self.cfg.limits.queue_bytes_max,
-            self.cfg.limits.queue_frames_max,
-        );
-        let Some(conn) = self.conns.get_mut(key) else {
-            return Enqueue::Ok;
-        };
-        if conn.phase != Phase::Ws {
-            return Enqueue::Ok;
-        }
-        // One slab lookup for a WebSocket speaking JSON (the hot path); SSE streams
-        // and MessagePack connections get the frame converted (once per shard).
-        let framing = conn.flags & (flag::SSE | flag::MSGPACK);
-        let (conn, frame) = if framing == 0 || (framing == flag::MSGPACK && self.cfg.echo) {
-            (conn, frame)
-        } else {
-            let converted = if framing & flag::SSE != 0 {
-                self.sse_event(&frame)
-            } else {
-                self.msgpack_frame(&frame)
-            };
-            let (Some(frame), Some(conn)) = (converted, self.conns.get_mut(key)) else {
-                return Enqueue::Ok;
-            };
-            (conn, frame)
-        };
-        let len = frame.len() as u64;
-        let r = conn.enqueue(frame, limit, frames);
-        if r == Enqueue::Ok {
-            ShardStats::inc(&self.stats.frames_out);
-            ShardStats::add(&self.stats.queued_bytes, len);
-            self.mark_dirty(key);
-        }
-        r
+        self.out.queue_frame(&mut self.conns, key, frame)
     }
 
     /// Queue a control frame (ping, pong, SSE heartbeat) ahead of queued data,
     /// counted like data; past `control_bytes_max` the connection is a slow
     /// consumer. False when it was closed for that (or is gone).
     pub(crate) fn send_control(&mut self, key: ConnKey, frame: Bytes) -> bool {
-        let limit = self.control_bytes_max();
-        let Some(conn) = self.conns.get_mut(key) else {
-            return false;
-        };
-        let len = frame.len() as u64;
-        if conn.enqueue_control(frame, limit) == Enqueue::Backpressure {
-            self.slow_consumer(key);
-            return false;
+        match self.out.queue_control(&mut self.conns, key, frame) {
+            Some(Enqueue::Ok) => true,
+            Some(Enqueue::Backpressure) => {
+                self.slow_consumer(key);
+                false
+            }
+            None => false,
         }
-        ShardStats::add(&self.stats.queued_bytes, len);
-        self.mark_dirty(key);
-        true
-    }
-
-    /// The shard's queued-bytes gauge equals what its connections' queues
-    /// hold: every byte is added where it is queued and subtracted where it is
-    /// written or dropped. Debug builds check it once a heartbeat tick (a walk
-    /// over the slab, like the heartbeat's own), so a frame counted on one
-    /// side only fails the tests instead of drifting the metric.
-    pub(crate) fn check_queued_gauge(&self) {
-        if cfg!(debug_assertions) {
-            let held: u64 = self
-                .conns
-                .keys()
-                .filter_map(|k| self.conns.get(k))
-                .map(|c| c.queued_bytes() as u64)
-                .sum();
-            let gauge = self
-                .stats
-                .queued_bytes
-                .load(std::sync::atomic::Ordering::Relaxed);
-            debug_assert_eq!(gauge, held, "queued-bytes gauge drifted from the queues");
-        }
-    }
-
-    /// Control frames may pass the data budget by a little, so a heartbeat ping
-    /// still fits when data filled the queue; a pong flood cannot grow past it.
-    pub(crate) fn control_bytes_max(&self) -> usize {
-        self.cfg.limits.queue_bytes_max + 4096
     }
 
     /// Queue a reply (JSON text) for a WebSocket client.
@@ -208,23 +137,13 @@ impl Core {
     /// while `http_queue_bytes_max` bytes are unsent (`process_http`), and the
     /// others (101, SSE head, 408, 503) are one-off replies that end the phase.
     pub(crate) fn send_raw(&mut self, key: ConnKey, bytes: Vec<u8>) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        ShardStats::add(&self.stats.queued_bytes, bytes.len() as u64);
-        conn.out.push_back(Bytes::from(bytes));
-        self.mark_dirty(key);
+        self.out.queue_raw(&mut self.conns, key, Bytes::from(bytes));
     }
 
     pub(crate) fn slow_consumer(&mut self, key: ConnKey) {
         ShardStats::inc(&self.stats.slow_consumer_closes);
         if let Some(conn) = self.conns.get_mut(key) {
-            let before = conn.queued_bytes();
-            conn.discard_unsent();
-            ShardStats::sub(
-                &self.stats.queued_bytes,
-                (before - conn.queued_bytes()) as u64,
-            );
+            self.out.discard_unsent(conn);
         }
         self.close_ws(
             key,
@@ -249,8 +168,7 @@ impl Core {
         } else {
             PreparedFrame::close(code, reason).into_bytes()
         };
-        ShardStats::add(&self.stats.queued_bytes, frame.len() as u64);
-        conn.out.push_back(frame);
+        self.out.queue_last(conn, frame);
         self.leave_ws(key);
         self.close_after_response(key);
     }
@@ -261,7 +179,7 @@ impl Core {
         // A closing connection reads no more: its incomplete message goes now.
         if let Some(c) = self.conns.get_mut(key) {
             let held = c.take_decoder().buffered_bytes();
-            self.partial_bytes_changed(held, 0);
+            self.partials.changed(held, 0);
         }
         if let Some(e) = self.conns.get_mut(key).and_then(|c| c.extra.as_mut()) {
             if std::mem::take(&mut e.user_counted) {
@@ -285,14 +203,15 @@ impl Core {
             return;
         };
         if conn.phase != Phase::Closing {
-            self.lingers.push_back((deadline, key, conn.gen));
+            self.deadlines
+                .push(Deadline::Linger, deadline, key, conn.gen);
         }
         conn.phase = Phase::Closing;
         conn.set(flag::CLOSE_AFTER_FLUSH, true);
         if conn.out.is_empty() && !conn.has(flag::SENDING) {
             self.flushed_before_close(key);
         } else {
-            self.mark_dirty(key);
+            self.out.mark_dirty(conn, key);
         }
     }
 
@@ -313,9 +232,9 @@ impl Core {
         }
         conn.set(flag::CLOSE_AFTER_FLUSH, false);
         let gen = conn.gen;
-        self.to_shutdown.push(key);
+        self.out.shutdown_write(key);
         let deadline = self.now + Duration::from_millis(self.cfg.limits.close_linger_ms);
-        self.lingers.push_back((deadline, key, gen));
+        self.deadlines.push(Deadline::Linger, deadline, key, gen);
     }
 
     /// Close the socket now (peer gone, write failed, linger over).
@@ -331,7 +250,7 @@ impl Core {
             }
             _ => conn.phase = Phase::Dead,
         }
-        self.to_close.push(key);
+        self.out.close(key);
     }
 
     /// (Re)start the time a connection has to send a complete HTTP request.
@@ -344,7 +263,7 @@ impl Core {
         if let Some(h) = conn.http_mut() {
             h.deadline = Some(deadline);
         }
-        self.http_deadlines.push_back((deadline, key, gen));
+        self.deadlines.push(Deadline::Handshake, deadline, key, gen);
     }
 
     pub(crate) fn http_deadline_passed(&mut self, key: ConnKey, gen: u32) {
@@ -399,5 +318,29 @@ impl Core {
         }
         e.user_counted = true;
         true
+    }
+}
+
+/// Incomplete messages past their bounds (conn/partial.rs) are closed with 1008.
+impl Core {
+    /// After a read: enforce the shard's budget, and arm the connection's
+    /// deadline if it now holds an incomplete message.
+    pub(crate) fn partial_check(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if self.partials.check(conn, key, self.now) == Held::OverBudget {
+            ShardStats::inc(&self.stats.partial_budget_closes);
+            self.close_ws(key, close_code::POLICY, "partial message budget exceeded");
+        }
+    }
+
+    /// Close the connections still holding the incomplete message whose
+    /// deadline came.
+    pub(crate) fn frame_deadlines_due(&mut self) {
+        for key in self.partials.expired(&mut self.conns, self.now) {
+            ShardStats::inc(&self.stats.frame_timeout_closes);
+            self.close_ws(key, close_code::POLICY, "frame timeout");
+        }
     }
 }

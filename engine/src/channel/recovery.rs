@@ -5,21 +5,21 @@
 //! missed pushes plus the live ones after it form one gap-free, duplicate-free
 //! sequence. The connection joins the channel when the answer arrives, right
 //! after its reply; the missed pushes are then replayed page by page as the
-//! connection drains its queue, with live pushes held behind them (`replay.rs`),
+//! connection drains its queue, with live pushes held behind them (`channel/replay.rs`),
 //! so a whole history is recovered without tripping the slow-consumer rule.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use shardcast_proto::command::{error_code, Since};
 use shardcast_proto::reply;
 
+use crate::channel::registry::{ChannelId, Position};
+use crate::channel::replay::{Queued, Replay};
+use crate::channel::subscriptions::waiter_done;
 use crate::conn::{Enqueue, Phase};
 use crate::driver::ConnKey;
-use crate::mesh::{owner_of, ShardMsg};
 use crate::payload::{ConnRef, Member, Page, Recovery};
-use crate::registry::{ChannelId, Position, Waiter};
-use crate::replay::{Queued, Replay};
+use crate::shard::mesh::{owner_of, ShardMsg};
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -27,7 +27,7 @@ use crate::stats::ShardStats;
 const HISTORY_LIMIT_MAX: usize = 1000;
 
 impl Core {
-    pub(crate) fn namespace_of(&self, channel: &str) -> crate::auth::Namespace {
+    pub(crate) fn namespace_of(&self, channel: &str) -> crate::policy::auth::Namespace {
         let ns = shardcast_proto::command::namespace(channel);
         self.cfg.namespaces.get(ns).cloned().unwrap_or_default()
     }
@@ -41,46 +41,13 @@ impl Core {
         })
     }
 
-    /// The connection becomes a subscriber of `ch`: record it, reply, announce
-    /// it. False when the connection is gone.
-    pub(crate) fn join_channel(
-        &mut self,
-        ch: ChannelId,
-        w: &Waiter,
-        epoch: &str,
-        offset: u64,
-        recovered: Option<bool>,
-    ) -> bool {
-        let Some(conn) = self.conns.get_gen(w.key, w.gen) else {
-            return false;
-        };
-        if conn.phase != Phase::Ws {
-            return false;
-        }
-        let slot = self.registry.add(ch, w.key);
-        if let Some(conn) = self.conns.get_mut(w.key) {
-            self.more_subs.push(&mut conn.subs, (ch, slot));
-        }
-        let name = self.registry.get(ch).expect("exists").name.clone();
-        self.send_json(
-            w.key,
-            &reply::ok_subscribe(w.id, &name, epoch, offset, recovered),
-        );
-        self.presence_change(&name, w.key, true);
-        // The reply may have found the queue full and closed the connection
-        // (4008), which left the channel again.
-        self.conns
-            .get_gen(w.key, w.gen)
-            .is_some_and(|c| c.phase == Phase::Ws)
-    }
-
     /// Ask the owner what the connection missed since `since` (it waits
     /// meanwhile), once one of the shard's replay slots is free.
     pub(crate) fn request_recovery(&mut self, ch: ChannelId, key: ConnKey, since: Since) {
         let Some(conn) = self.conn_ref(key) else {
             return;
         };
-        let channel = self.registry.get(ch).expect("exists").name.clone();
+        let channel = self.subs.name(ch);
         if self
             .replays
             .take_slot(self.cfg.recovery.replays_per_shard_max)
@@ -114,14 +81,14 @@ impl Core {
         self.replays.release_slot();
         while let Some(q) = self.replays.next_queued() {
             let alive = self.conns.get_gen(q.key, q.gen).is_some();
-            let Some(ch) = self.registry.lookup(&q.channel) else {
+            let Some(ch) = self.subs.lookup(&q.channel) else {
                 continue;
             };
             if !alive {
                 self.drop_waiter(ch, q.key, q.gen);
                 continue;
             }
-            let waits = self.registry.get(ch).is_some_and(|c| {
+            let waits = self.subs.channel(ch).is_some_and(|c| {
                 c.waiters
                     .iter()
                     .any(|w| w.key == q.key && w.gen == q.gen && w.since.is_some())
@@ -148,7 +115,7 @@ impl Core {
     /// nothing else holds it).
     fn drop_waiter(&mut self, ch: ChannelId, key: ConnKey, gen: u32) {
         let mut gone = Vec::new();
-        if let Some(c) = self.registry.get_mut(ch) {
+        if let Some(c) = self.subs.channel_mut(ch) {
             c.waiters.retain(|w| {
                 let mine = w.key == key && w.gen == gen;
                 if mine {
@@ -158,19 +125,9 @@ impl Core {
             });
         }
         for w in &gone {
-            self.waiter_done(w);
+            waiter_done(&mut self.conns, w);
         }
-        self.release_if_unused(ch);
-    }
-
-    fn release_if_unused(&mut self, ch: ChannelId) {
-        if self
-            .registry
-            .get(ch)
-            .is_some_and(|c| c.subscribers.is_empty() && c.waiters.is_empty())
-        {
-            self.release_channel(ch);
-        }
+        self.subs.release_if_unused(ch, &mut self.router);
     }
 
     fn replay_gauges(&self) {
@@ -192,10 +149,10 @@ impl Core {
 
     /// True when a replay now holds the slot of this recovery.
     fn begin_replay(&mut self, channel: &str, conn: ConnRef, r: Recovery) -> bool {
-        let Some(ch) = self.registry.lookup(channel) else {
+        let Some(ch) = self.subs.lookup(channel) else {
             return false;
         };
-        let c = self.registry.get_mut(ch).expect("looked up");
+        let c = self.subs.channel_mut(ch).expect("looked up");
         let Some(i) = c
             .waiters
             .iter()
@@ -205,12 +162,12 @@ impl Core {
         };
         let w = c.waiters.swap_remove(i);
         let active = matches!(c.position, Position::Active { .. });
-        self.waiter_done(&w);
+        waiter_done(&mut self.conns, &w);
         let mut started = false;
         if active && self.join_channel(ch, &w, &r.epoch, r.offset, Some(r.recovered)) {
             let since = w.since.as_ref().map_or(r.offset, |s| s.offset);
             if r.recovered && since < r.offset {
-                self.registry.get_mut(ch).expect("joined").replaying += 1;
+                self.subs.channel_mut(ch).expect("joined").replaying += 1;
                 let replay = Replay {
                     ch,
                     gen: w.gen,
@@ -228,7 +185,7 @@ impl Core {
                 started = true;
             }
         }
-        self.release_if_unused(ch);
+        self.subs.release_if_unused(ch, &mut self.router);
         started
     }
 
@@ -299,7 +256,7 @@ impl Core {
         if r.fetching {
             return;
         }
-        let Some(channel) = self.registry.get(r.ch).map(|c| c.name.clone()) else {
+        let Some(channel) = self.subs.channel(r.ch).map(|c| c.name.clone()) else {
             return;
         };
         r.fetching = true;
@@ -330,7 +287,7 @@ impl Core {
         if self.replays.remove(key, ch).is_none() {
             return;
         }
-        if let Some(c) = self.registry.get_mut(ch) {
+        if let Some(c) = self.subs.channel_mut(ch) {
             c.replaying -= 1;
         }
         self.release_replay_slot();
@@ -343,7 +300,7 @@ impl Core {
         conn: ConnRef,
         frames: Option<Vec<shardcast_proto::PreparedFrame>>,
     ) {
-        let Some(ch) = self.registry.lookup(channel) else {
+        let Some(ch) = self.subs.lookup(channel) else {
             return;
         };
         let Some(r) = self
@@ -373,8 +330,8 @@ impl Core {
 
     /// The owner could not read what a `since` missed (cluster bus down).
     pub(crate) fn on_recover_failed(&mut self, channel: &str, conn: ConnRef) {
-        if let Some(ch) = self.registry.lookup(channel) {
-            let id = self.registry.get(ch).and_then(|c| {
+        if let Some(ch) = self.subs.lookup(channel) {
+            let id = self.subs.channel(ch).and_then(|c| {
                 c.waiters
                     .iter()
                     .find(|w| w.key == conn.key && w.gen == conn.gen)
@@ -412,7 +369,7 @@ impl Core {
     }
 
     /// Send a recovery's answer to the subscriber's shard (from the owner's
-    /// history, or from Redis's in cluster mode: `relay.rs`).
+    /// history, or from Redis's in cluster mode: `cluster/relay.rs`).
     pub(crate) fn answer_recovery(&mut self, channel: Arc<str>, conn: ConnRef, recovery: Recovery) {
         let msg = ShardMsg::Recovered {
             channel,
@@ -544,7 +501,7 @@ impl Core {
 
     /// A query the owner's shard has no room for: error 111, try again later.
     fn refuse_request(&mut self, key: ConnKey, id: Option<u64>) {
-        self.refused(crate::router::Refused::Request);
+        self.refused(crate::shard::router::Refused::Request);
         let e = reply::error(id, error_code::TOO_MANY_REQUESTS, crate::shard::OVERLOADED);
         self.send_json(key, &e);
     }
@@ -585,44 +542,5 @@ impl Core {
                 join,
             },
         );
-    }
-
-    /// Give `frame` to every local subscriber of the channel; close the ones that cannot keep up.
-    pub(crate) fn fan_local(&mut self, ch: ChannelId, bytes: Bytes) {
-        let Some(c) = self.registry.get_mut(ch) else {
-            return;
-        };
-        let subscribers = std::mem::take(&mut c.subscribers);
-        let replaying = c.replaying > 0;
-        let held_max = self.cfg.recovery.held_bytes_max;
-        let mut slow = Vec::new();
-        let mut held = Vec::new();
-        for &key in &subscribers {
-            if replaying {
-                // Behind a replay, a live push waits its turn (bounded).
-                if let Some(r) = self.replays.get_mut(key, ch) {
-                    r.held_bytes += bytes.len();
-                    r.held.push_back(bytes.clone());
-                    if r.held_bytes > held_max {
-                        slow.push(key);
-                    } else {
-                        held.push(key);
-                    }
-                    continue;
-                }
-            }
-            if self.send_frame_no_close(key, bytes.clone()) == Enqueue::Backpressure {
-                slow.push(key);
-            }
-        }
-        if let Some(c) = self.registry.get_mut(ch) {
-            c.subscribers = subscribers;
-        }
-        for key in held {
-            self.pump_replays(key);
-        }
-        for key in slow {
-            self.slow_consumer(key);
-        }
     }
 }

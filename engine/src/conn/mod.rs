@@ -6,12 +6,23 @@
 //! live in the `Extra` box, which an anonymous connection between messages
 //! does not have.
 
+pub(crate) mod commands;
+pub(crate) mod convert;
+pub(crate) mod lifecycle;
+pub(crate) mod outbound;
+pub mod outq;
+pub(crate) mod partial;
+pub(crate) mod session;
+pub(crate) mod sse;
+
+use std::sync::Arc;
+
 use bytes::Bytes;
 use shardcast_proto::Decoder;
 
+use crate::channel::sublist::SubRef;
+use crate::conn::outq::OutQueue;
 use crate::driver::{ConnKey, Sock, SEND_IOVECS_MAX};
-use crate::outq::OutQueue;
-use crate::sublist::SubRef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -33,12 +44,24 @@ pub struct HttpState {
     pub deadline: Option<std::time::Instant>,
     /// Pipelined API requests in arrival order: publishes waiting for owner
     /// shards, and responses ready but held behind them (answers keep order).
-    pub waiting: std::collections::VecDeque<crate::http_api::Waiting>,
+    pub waiting: std::collections::VecDeque<Waiting>,
     /// Set while the unsent responses are at `http_queue_bytes_max` and requests
     /// wait (backpressure): when the client must have read some of them by.
     pub stalled: Option<std::time::Instant>,
     /// `100 Continue` was sent for the request being received.
     pub continued: bool,
+}
+
+/// A pipelined API request: waiting for owner shards to assign offsets, or
+/// already answered (`ready`) but held until the requests before it are.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    pub req: u32,
+    pub broadcast: bool,
+    pub keep_alive: bool,
+    pub channels: Vec<Arc<str>>,
+    pub results: Vec<Option<crate::shard::mesh::Published>>,
+    pub ready: Option<Vec<u8>>,
 }
 
 /// Outcome of queueing bytes for a connection.
@@ -74,7 +97,7 @@ pub mod flag {
     /// The connection's token has an expiry (the heartbeat sweep checks it).
     pub const EXPIRES: u16 = 1 << 9;
     /// Pinged at least once: later pings come a whole interval after the last
-    /// bytes, the first one after a delay spread by key (see heartbeat.rs).
+    /// bytes, the first one after a delay spread by key (see policy/heartbeat.rs).
     pub const PINGED: u16 = 1 << 10;
 }
 
@@ -96,12 +119,12 @@ pub struct Conn {
     /// sent since (`PING_OUTSTANDING`); and of the last data message (for an
     /// SSE stream, of the last comment sent). 16 bits are enough: the sweep
     /// acts on every connection within `ping + pong` ticks of the first, and
-    /// the idle timeout is bounded below 2^16 ticks (config.rs). See heartbeat.rs.
+    /// the idle timeout is bounded below 2^16 ticks (config.rs). See policy/heartbeat.rs.
     pub last_rx_tick: u16,
     pub last_msg_tick: u16,
     pub out: OutQueue,
     /// The subscriptions: the one most connections hold, or where the shard's
-    /// `MoreSubs` keeps two or more (sublist.rs).
+    /// `MoreSubs` keeps two or more (channel/sublist.rs).
     pub subs: SubRef,
     /// Rarely needed state, boxed so an anonymous idle WebSocket pays one null pointer.
     pub extra: Option<Box<Extra>>,
@@ -111,7 +134,7 @@ pub struct Conn {
 #[derive(Debug, Default)]
 pub struct Extra {
     pub http: Option<HttpState>,
-    pub claims: Option<crate::auth::Claims>,
+    pub claims: Option<crate::policy::auth::Claims>,
     /// Counted in the per-user connection limit (released when it closes).
     pub user_counted: bool,
     /// A message cut off by the end of a read, held until the rest arrives
@@ -277,11 +300,11 @@ impl Conn {
         self.extra.as_ref()?.decoder.incomplete_since()
     }
 
-    pub fn claims(&self) -> Option<&crate::auth::Claims> {
+    pub fn claims(&self) -> Option<&crate::policy::auth::Claims> {
         self.extra.as_ref().and_then(|e| e.claims.as_ref())
     }
 
-    pub fn set_claims(&mut self, c: crate::auth::Claims) {
+    pub fn set_claims(&mut self, c: crate::policy::auth::Claims) {
         self.set(flag::EXPIRES, c.exp.is_some());
         self.extra_mut().claims = Some(c);
     }
@@ -479,7 +502,11 @@ mod tests {
         assert_eq!(size_of::<Entry>(), size_of::<Option<Conn>>(), "gen fits in");
         assert_eq!(size_of::<OutQueue>(), 8, "an idle queue is a null pointer");
         assert_eq!(size_of::<Option<Box<Extra>>>(), 8);
-        assert_eq!(size_of::<crate::registry::Slot>(), 4, "the registry entry");
+        assert_eq!(
+            size_of::<crate::channel::registry::Slot>(),
+            4,
+            "the registry entry"
+        );
     }
 
     #[test]

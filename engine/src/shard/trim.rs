@@ -1,6 +1,6 @@
 //! Giving back what a burst left in the shard's own work lists.
 //!
-//! Every accepted connection puts an entry in `http_deadlines` (24 bytes), and a
+//! Every accepted connection puts a handshake entry in `deadlines` (24 bytes), and a
 //! heartbeat round puts every connection in `due` and `dirty`. A ramp of 7,500
 //! connections per shard left those vectors at their peak capacity for good:
 //! about 30 bytes per idle connection, resident, holding nothing. About once a
@@ -12,7 +12,7 @@
 //! stayed resident for 10 s after it, 26 bytes per connection on the idle
 //! benchmark's first sample. The trim drops the stale ones first.
 
-use crate::alloc_trim::{shrink_deque, shrink_vec};
+use crate::alloc_trim::shrink_vec;
 use crate::conn::Phase;
 use crate::shard::Core;
 
@@ -20,14 +20,10 @@ impl Core {
     /// Shrink the shard's work lists that a burst left mostly empty.
     pub(crate) fn trim_lists(&mut self) {
         self.drop_stale_deadlines();
-        shrink_deque(&mut self.http_deadlines);
-        shrink_deque(&mut self.lingers);
-        shrink_deque(&mut self.http_stalls);
+        self.deadlines.trim();
         self.router.trim();
-        shrink_vec(&mut self.dirty);
-        shrink_vec(&mut self.to_shutdown);
-        shrink_vec(&mut self.to_close);
-        shrink_vec(&mut self.due);
+        self.out.trim();
+        self.partials.trim();
         shrink_vec(&mut self.delivered_at);
     }
 
@@ -36,7 +32,7 @@ impl Core {
     /// front is still the earliest; O(entries), once a second.
     fn drop_stale_deadlines(&mut self) {
         let conns = &self.conns;
-        self.http_deadlines.retain(|&(deadline, key, gen)| {
+        self.deadlines.retain_handshakes(|deadline, key, gen| {
             conns.get(key).is_some_and(|c| {
                 c.gen == gen
                     && c.phase == Phase::Http

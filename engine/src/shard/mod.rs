@@ -8,22 +8,32 @@
 //! 5. every connection with queued bytes and no send in flight gets one vectored write;
 //! 6. messages for other shards are flushed and sleeping shards woken once.
 
-use std::collections::VecDeque;
+pub(crate) mod inbox;
+pub mod mesh;
+pub(crate) mod router;
+pub mod shared;
+mod stop;
+pub(crate) mod trim;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shardcast_proto::{http, DecoderConfig, Role};
+use shardcast_proto::http;
 
-use crate::config::Config;
-use crate::conn::{flag, Phase, Slab};
-use crate::driver::{Completion, ConnKey, Driver};
-use crate::engine::Shared;
-use crate::fanout::Owner;
-use crate::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
+use crate::channel::owner::Owner;
+use crate::channel::subscriptions::Subscriptions;
+use crate::config::{Config, Limits};
+use crate::conn::outbound::Outbound;
+use crate::conn::partial::Partials;
+use crate::conn::session::Session;
+use crate::conn::Slab;
+use crate::driver::{Completion, Driver};
 use crate::payload::ShardId;
-use crate::registry::Registry;
-use crate::router::Router;
+use crate::policy::timer::{wheel_tick, BeatClock, Beats, Deadline, Deadlines};
+use crate::shard::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
+use crate::shard::router::Router;
+use crate::shard::shared::Shared;
 use crate::stats::ShardStats;
 
 /// Inbox messages handled per loop turn, so sockets are served between bursts.
@@ -51,27 +61,24 @@ pub(crate) struct Core {
     pub id: ShardId,
     pub shards: usize,
     pub cfg: Arc<Config>,
-    pub dec_cfg: DecoderConfig,
+    /// WebSocket messages in, commands out.
+    pub session: Session,
     pub http_limits: http::Limits,
     pub conns: Slab,
-    pub registry: Registry,
+    /// Who here subscribes to what, and where each channel stands.
+    pub subs: Subscriptions,
     pub owner: Owner,
     pub inbox: Inbox,
-    /// Messages to other shards and to itself (`router.rs`).
+    /// Messages to other shards and to itself (`shard/router.rs`).
     pub router: Router,
     /// When a refusal by the router was last logged, and those since.
-    pub refusals: crate::router::RefusalLog,
-    /// Connections with bytes queued and possibly no send in flight.
-    pub dirty: Vec<ConnKey>,
-    pub to_shutdown: Vec<ConnKey>,
-    pub to_close: Vec<ConnKey>,
-    pub http_deadlines: VecDeque<(Instant, ConnKey, u32)>,
-    pub lingers: VecDeque<(Instant, ConnKey, u32)>,
-    /// HTTP connections backpressured at `http_queue_bytes_max`, by write deadline.
-    pub http_stalls: VecDeque<(Instant, ConnKey, u32)>,
+    pub refusals: crate::shard::router::RefusalLog,
+    /// What is queued for the connections: write lists, framings, byte count.
+    pub out: Outbound,
+    /// Handshake deadlines, HTTP write stalls and close lingers.
+    pub deadlines: Deadlines,
     pub stats: Arc<ShardStats>,
     pub shared: Arc<Shared>,
-    pub scratch: Vec<u8>,
     /// Where `now` comes from: the real clock, or the simulation's (`clock.rs`).
     pub clock: crate::clock::Clock,
     pub next_req: u32,
@@ -82,27 +89,17 @@ pub(crate) struct Core {
     pub snapshot_version: u64,
     pub snapshot_at: Instant,
     pub now: Instant,
-    pub beat_clock: crate::heartbeat::BeatClock,
-    pub beats: crate::heartbeat::Beats,
-    pub due: Vec<crate::timer::Entry>,
-    /// Deadlines of incomplete messages (`limits.frame_timeout_ms`, see `partial.rs`),
-    /// in ticks of their own wheel; 0 ticks: no deadline.
-    pub frame_wheel: crate::timer::Wheel,
-    pub frame_ticks: u64,
-    /// Bytes all this shard's decoders hold for incomplete messages.
-    pub partial_bytes: usize,
+    pub beat_clock: BeatClock,
+    pub beats: Beats,
+    /// Incomplete messages: their deadlines and the bytes they hold.
+    pub partials: Partials,
     /// Publication times of this turn's deliveries, recorded once their writes are submitted.
     pub delivered_at: Vec<Instant>,
-    pub drain: Option<crate::drain::DrainPlan>,
+    pub drain: Option<crate::policy::drain::DrainPlan>,
     pub started: Instant,
-    pub accept_budget: crate::ratelimit::AcceptBudget,
-    /// The last frame turned into an SSE event, and into MessagePack, on this shard.
-    pub sse_cache: crate::convert::FrameCache,
-    pub msgpack_cache: crate::convert::FrameCache,
+    pub accept_budget: crate::policy::ratelimit::AcceptBudget,
     /// Recoveries being replayed to this shard's subscribers, and those waiting.
-    pub replays: crate::replay::Replays,
-    /// Subscription lists of the connections holding two or more.
-    pub more_subs: crate::sublist::MoreSubs,
+    pub replays: crate::channel::replay::Replays,
 }
 
 impl Shard {
@@ -128,56 +125,22 @@ impl Shard {
         clock: crate::clock::Clock,
     ) -> Shard {
         let shards = peers.len();
-        let dec_cfg = DecoderConfig {
-            role: Role::Server,
-            message_bytes_max: cfg.limits.message_bytes_max,
-        };
         let http_limits = http::Limits {
             header_bytes_max: cfg.limits.header_bytes_max,
             body_bytes_max: cfg.limits.http_body_bytes_max,
             ..http::Limits::default()
         };
         let now = clock.now();
-        let l = &cfg.limits;
-        let tick =
-            crate::heartbeat::wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms);
-        let beat_clock = crate::heartbeat::BeatClock::new(tick, now);
-        let beats = crate::heartbeat::Beats {
-            ping: beat_clock.ticks(Duration::from_millis(l.ping_interval_ms)),
-            pong: beat_clock.ticks(Duration::from_millis(l.pong_timeout_ms)),
-            idle: if l.idle_timeout_ms == 0 {
-                0
-            } else {
-                beat_clock.ticks(Duration::from_millis(l.idle_timeout_ms))
-            },
-        };
-        // A tenth of the timeout, as for heartbeats: closes come at most two ticks late.
-        let frame_ms = l.frame_timeout_ms;
-        let frame_wheel = crate::timer::Wheel::new(
-            crate::heartbeat::wheel_tick(frame_ms, frame_ms, 0),
-            Duration::from_millis(frame_ms.max(1)),
-            now,
-        );
-        let frame_ticks = if frame_ms == 0 {
-            0
-        } else {
-            frame_wheel.ticks(Duration::from_millis(frame_ms))
-        };
+        let (beat_clock, beats) = clocks(&cfg.limits, now);
         let core = Core {
-            frame_wheel,
-            frame_ticks,
-            partial_bytes: 0,
+            partials: Partials::new(&cfg.limits, shared.stats[id].clone(), now),
             beat_clock,
             beats,
-            due: Vec::new(),
             delivered_at: Vec::new(),
             drain: None,
             started: now,
-            accept_budget: crate::ratelimit::AcceptBudget::new(now),
-            sse_cache: Default::default(),
-            msgpack_cache: Default::default(),
+            accept_budget: crate::policy::ratelimit::AcceptBudget::new(now),
             replays: Default::default(),
-            more_subs: Default::default(),
             id,
             shards,
             owner: Owner::new(
@@ -186,22 +149,17 @@ impl Shard {
                 Arc::new(cfg.namespaces.clone()),
                 shared.authority.positions(),
             ),
-            dec_cfg,
+            session: Session::new(&cfg),
             http_limits,
             conns: Slab::with_capacity(cfg.limits.conns_per_shard_max as usize),
-            registry: Registry::default(),
+            subs: Subscriptions::new(id, shards),
             router: Router::new(id, peers, cfg.limits.router_overflow_msgs_max),
             refusals: Default::default(),
             inbox,
-            dirty: Vec::new(),
-            to_shutdown: Vec::new(),
-            to_close: Vec::new(),
-            http_deadlines: VecDeque::new(),
-            lingers: VecDeque::new(),
-            http_stalls: VecDeque::new(),
+            out: Outbound::new(&cfg, shared.stats[id].clone()),
+            deadlines: Deadlines::default(),
             stats: shared.stats[id].clone(),
             shared,
-            scratch: Vec::new(),
             clock,
             next_req: 0,
             stopping: false,
@@ -317,53 +275,38 @@ impl Shard {
     /// Step 5 of the loop: one vectored write per connection with queued bytes.
     fn flush(&mut self, batch: &mut Vec<Bytes>) {
         let core = &mut self.core;
-        for key in core.dirty.drain(..) {
-            let Some(conn) = core.conns.get_mut(key) else {
-                continue;
-            };
-            conn.set(flag::DIRTY, false);
-            if conn.has(flag::SENDING) || conn.phase == Phase::Dead {
-                continue;
-            }
-            if conn.out.is_empty() {
-                continue;
-            }
-            conn.next_batch(batch);
-            self.driver.send(conn.sock, key, batch);
-        }
-        batch.clear();
-        for key in core.to_shutdown.drain(..) {
-            if let Some(conn) = core.conns.get(key) {
-                self.driver.shutdown_write(conn.sock, key);
-            }
-        }
-        for key in core.to_close.drain(..) {
-            if let Some(conn) = core.conns.get(key) {
-                self.driver.close(conn.sock, key);
-            }
-        }
+        core.out.flush(&mut core.conns, self.driver.as_mut(), batch);
     }
+}
+
+/// The heartbeat's clock, and its periods in its ticks.
+fn clocks(l: &Limits, now: Instant) -> (BeatClock, Beats) {
+    let tick = wheel_tick(l.ping_interval_ms, l.pong_timeout_ms, l.idle_timeout_ms);
+    let beat_clock = BeatClock::new(tick, now);
+    let beats = Beats {
+        ping: beat_clock.ticks(Duration::from_millis(l.ping_interval_ms)),
+        pong: beat_clock.ticks(Duration::from_millis(l.pong_timeout_ms)),
+        idle: if l.idle_timeout_ms == 0 {
+            0
+        } else {
+            beat_clock.ticks(Duration::from_millis(l.idle_timeout_ms))
+        },
+    };
+    (beat_clock, beats)
 }
 
 impl Core {
     /// How long the loop may block: zero when work is pending, else until the next timer.
     pub(crate) fn poll_timeout(&self) -> Option<Duration> {
-        if self.router.has_pending() || !self.dirty.is_empty() {
+        if self.router.has_pending() || self.out.has_dirty() {
             return Some(Duration::ZERO);
         }
-        let next = [
-            self.http_deadlines.front(),
-            self.lingers.front(),
-            self.http_stalls.front(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|(t, _, _)| *t)
-        .min();
-        let next = next
+        let next = self
+            .deadlines
+            .next()
             .into_iter()
             .chain((!self.conns.is_empty()).then(|| self.beat_clock.deadline()))
-            .chain(self.frame_wheel.next_deadline())
+            .chain(self.partials.next_deadline())
             .min();
         let mut wait = SNAPSHOT_EVERY;
         if let Some(t) = next {
@@ -376,20 +319,20 @@ impl Core {
     }
 
     /// Queue a message for shard `to` (possibly this one) that must not be
-    /// lost: never refused (see `router.rs` for the kinds and their bounds).
+    /// lost: never refused (see `shard/router.rs` for the kinds and their bounds).
     pub fn send_to(&mut self, to: ShardId, msg: ShardMsg) {
         self.router.send(to, msg);
     }
 
     /// Count (and log, at most once a second) something the router refused.
-    pub(crate) fn refused(&mut self, kind: crate::router::Refused) {
+    pub(crate) fn refused(&mut self, kind: crate::shard::router::Refused) {
         self.refusals.record(&self.stats, self.id, kind, self.now);
     }
 
     /// Refuse a publication with error 111 (HTTP 503): a shard on its way has
     /// a full inbox and overflow. Nothing waits for a fire-and-forget one, and
     /// an embedding-API caller sees its reply channel close.
-    pub(crate) fn refuse_publish(&mut self, reply: ReplyTo, kind: crate::router::Refused) {
+    pub(crate) fn refuse_publish(&mut self, reply: ReplyTo, kind: crate::shard::router::Refused) {
         self.refused(kind);
         let code = shardcast_proto::command::error_code::TOO_MANY_REQUESTS;
         match reply {
@@ -425,25 +368,13 @@ impl Core {
 
     fn tick(&mut self) {
         let now = self.now;
-        while let Some(&(deadline, key, gen)) = self.http_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.http_deadlines.pop_front();
+        while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Handshake, now) {
             self.http_deadline_passed(key, gen);
         }
-        while let Some(&(deadline, key, gen)) = self.http_stalls.front() {
-            if deadline > now {
-                break;
-            }
-            self.http_stalls.pop_front();
+        while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Stall, now) {
             self.http_stall_passed(key, gen);
         }
-        while let Some(&(deadline, key, gen)) = self.lingers.front() {
-            if deadline > now {
-                break;
-            }
-            self.lingers.pop_front();
+        while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Linger, now) {
             if self.conns.get_gen(key, gen).is_some() {
                 self.abort(key);
             }
@@ -458,18 +389,18 @@ impl Core {
             self.close_stalled_replays();
             // O(channels), so in debug builds and a few times a second only.
             if cfg!(debug_assertions) {
-                self.registry.assert_held_while_wanted();
+                self.subs.registry().assert_held_while_wanted();
             }
         }
     }
 
     fn publish_snapshot(&mut self) {
-        if self.snapshot_version == self.registry.version {
+        let registry = self.subs.registry();
+        if self.snapshot_version == registry.version {
             return;
         }
-        self.snapshot_version = self.registry.version;
-        let snap: Vec<(Arc<str>, u32)> = self
-            .registry
+        self.snapshot_version = registry.version;
+        let snap: Vec<(Arc<str>, u32)> = registry
             .iter()
             .filter(|c| !c.subscribers.is_empty())
             .map(|c| (c.name.clone(), c.subscribers.len() as u32))
@@ -477,20 +408,5 @@ impl Core {
         *self.shared.channels[self.id]
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = snap;
-    }
-
-    /// Begin a graceful stop: close every connection with 1001.
-    pub fn stop(&mut self) {
-        self.stopping = true;
-        let bound = Duration::from_millis(2 * self.cfg.limits.close_linger_ms + 1_000);
-        self.stop_by = Some(self.now + bound);
-        let keys: Vec<ConnKey> = self.conns.keys().collect();
-        for key in keys {
-            self.close_ws(
-                key,
-                shardcast_proto::error::close_code::GOING_AWAY,
-                "server shutting down",
-            );
-        }
     }
 }

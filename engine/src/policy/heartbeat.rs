@@ -5,72 +5,19 @@
 //! connection's pong is never mistaken for silence; any received byte counts
 //! as life, since a client streaming data to us is evidently there.
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use shardcast_proto::error::close_code;
 use shardcast_proto::sse;
 
-use crate::auth::unix_now;
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
+use crate::policy::auth::unix_now;
+use crate::policy::timer::PERIOD_TICKS_MAX;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
 /// An empty unmasked ping frame, shared by every connection.
 static PING_FRAME: [u8; 2] = [0x89, 0x00];
-
-/// Heartbeat settings in ticks, derived once from the config.
-#[derive(Debug, Clone, Copy)]
-pub struct Beats {
-    pub ping: u64,
-    pub pong: u64,
-    /// 0: no idle timeout.
-    pub idle: u64,
-}
-
-/// The heartbeat's clock. Every tick the shard sweeps its slab once; a
-/// connection's deadlines are computed from the ticks it keeps (`last_rx_tick`,
-/// `last_msg_tick`), so it holds no timer entry at all.
-///
-/// Why a sweep and not a timer wheel: a wheel entry cost every idle connection
-/// 8 bytes plus its slot's spare capacity (about 12 bytes in all), a third of
-/// what was left above the 100-byte target. A sweep reads the slab in order,
-/// which the prefetcher streams: at 83,000 connections a shard (1M on 12
-/// shards) that is 4.6 MB a second with the default 1 s tick, well under a
-/// millisecond, against one cache miss per visit for the wheel.
-#[derive(Debug)]
-pub struct BeatClock {
-    start: Instant,
-    tick: Duration,
-    /// The next tick to sweep.
-    next: u64,
-}
-
-impl BeatClock {
-    pub fn new(tick: Duration, start: Instant) -> BeatClock {
-        BeatClock {
-            start,
-            tick: tick.max(Duration::from_millis(1)),
-            next: 1,
-        }
-    }
-
-    /// The tick number of `now`.
-    pub fn tick_of(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.start).as_nanos() / self.tick.as_nanos()) as u64
-    }
-
-    /// Whole ticks in `d` (at least one).
-    pub fn ticks(&self, d: Duration) -> u64 {
-        (d.as_nanos() / self.tick.as_nanos()).max(1) as u64
-    }
-
-    /// When the next sweep is due.
-    pub fn deadline(&self) -> Instant {
-        self.start + self.tick * self.next as u32
-    }
-}
 
 /// What one sweep step decided for a connection.
 enum Beat {
@@ -120,7 +67,7 @@ impl Core {
             return;
         }
         self.beat_clock.next = t + 1;
-        self.check_queued_gauge();
+        self.out.check_queued_gauge(&self.conns);
         let now_unix = unix_now();
         for key in 0..self.conns.key_end() {
             match self.heartbeat_check(key, t, now_unix) {
@@ -229,23 +176,9 @@ fn first_ping_delay(key: ConnKey, ping: u64) -> u64 {
     h % (max + 1)
 }
 
-/// The longest period (ping + pong, or idle) in ticks the config may set:
-/// stamps are 16 bits, with room to spare for a late sweep.
-pub const PERIOD_TICKS_MAX: u64 = 60_000;
-
 /// Ticks from a 16-bit stamp to tick `t` (right while fewer than 2^16 passed).
 fn ago(t: u64, stamp: u16) -> u64 {
     u64::from((t as u16).wrapping_sub(stamp))
-}
-
-/// Tick length: a tenth of the shortest heartbeat period, 10 ms to 1 s.
-pub fn wheel_tick(ping_ms: u64, pong_ms: u64, idle_ms: u64) -> Duration {
-    let shortest = [ping_ms, pong_ms, idle_ms]
-        .into_iter()
-        .filter(|&v| v > 0)
-        .min()
-        .unwrap_or(1000);
-    Duration::from_millis((shortest / 10).clamp(10, 1000))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::engine::Shared;
+use crate::shard::shared::Shared;
 use crate::stats::{ShardStats, LATENCY_BOUNDS_S};
 
 #[derive(Debug)]

@@ -9,13 +9,14 @@ use shardcast_proto::command::{self, CommandError};
 use shardcast_proto::error::close_code;
 use shardcast_proto::handshake::{self, Subprotocol};
 
-use crate::auth::AuthError;
+use crate::policy::auth::AuthError;
 use shardcast_proto::http::{self, HttpError, Request};
 
-use crate::conn::Phase;
+use crate::conn::{Phase, Waiting};
 use crate::driver::ConnKey;
-use crate::mesh::{owner_of, Published, ReplyTo, ShardMsg};
 use crate::payload::ConnRef;
+use crate::policy::timer::Deadline;
+use crate::shard::mesh::{owner_of, Published, ReplyTo, ShardMsg};
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -27,18 +28,6 @@ const PIPELINE_MAX: usize = 64;
 /// Request-buffer capacity a keep-alive connection keeps between requests (one
 /// receive buffer's worth); more, left by a burst, is given back.
 const HTTP_BUF_KEEP: usize = 16 * 1024;
-
-/// A pipelined API request: waiting for owner shards to assign offsets, or
-/// already answered (`ready`) but held until the requests before it are.
-#[derive(Debug, Default)]
-pub struct Waiting {
-    pub req: u32,
-    pub broadcast: bool,
-    pub keep_alive: bool,
-    pub channels: Vec<Arc<str>>,
-    pub results: Vec<Option<Published>>,
-    pub ready: Option<Vec<u8>>,
-}
 
 impl Core {
     pub(crate) fn on_http_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
@@ -155,7 +144,7 @@ impl Core {
         let Some(h) = conn.http_mut() else { return };
         if h.stalled.is_none() {
             h.stalled = Some(deadline);
-            self.http_stalls.push_back((deadline, key, gen));
+            self.deadlines.push(Deadline::Stall, deadline, key, gen);
             ShardStats::inc(&self.stats.http_backpressured);
         }
     }
@@ -183,7 +172,8 @@ impl Core {
         if still_full {
             // It reads, slowly: the timeout is for a client that reads nothing.
             h.stalled = Some(now + timeout);
-            self.http_stalls.push_back((now + timeout, key, gen));
+            self.deadlines
+                .push(Deadline::Stall, now + timeout, key, gen);
             return;
         }
         h.stalled = None;
@@ -233,7 +223,7 @@ impl Core {
                 }
             }
             ("GET", "/metrics") => {
-                let body = crate::metrics::render(&self.shared);
+                let body = crate::http::metrics::render(&self.shared);
                 let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
                 self.respond(key, 200, ct, body.as_bytes(), keep_alive);
             }
@@ -398,7 +388,7 @@ impl Core {
             .header("authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        given.is_some_and(|g| crate::auth::constant_time_eq(g.as_bytes(), want.as_bytes()))
+        given.is_some_and(|g| crate::policy::auth::constant_time_eq(g.as_bytes(), want.as_bytes()))
     }
 
     fn api_authorized(&mut self, key: ConnKey, req: &Request) -> bool {
@@ -444,7 +434,7 @@ impl Core {
             }
         };
         if !self.owners_have_room(&channels) {
-            self.refused(crate::router::Refused::Publish);
+            self.refused(crate::shard::router::Refused::Publish);
             let code = command::error_code::TOO_MANY_REQUESTS;
             let body = shardcast_proto::reply::error(None, code, crate::shard::OVERLOADED);
             let answer = http::response(

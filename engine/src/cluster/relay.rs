@@ -1,14 +1,14 @@
 //! The owner side in cluster mode: Redis assigns offsets, keeps history and
 //! answers reads; this node's owner shard relays between the bus and the
-//! node's shards, in Redis's order. Reached through `authority.rs`.
+//! node's shards, in Redis's order. Reached through `channel/authority.rs`.
 
 use std::sync::Arc;
 
+use crate::channel::owner::Watch;
 use crate::cluster::BusReq;
-use crate::fanout::Watch;
-use crate::mesh::{ReplyTo, ShardMsg};
 use crate::payload::{BusEvent, ReadFor, Snapshot, Window};
-use crate::router::Refused;
+use crate::shard::mesh::{ReplyTo, ShardMsg};
+use crate::shard::router::Refused;
 use crate::shard::Core;
 
 impl Core {
@@ -150,17 +150,17 @@ impl Core {
     fn on_read(&mut self, channel: Arc<str>, snapshot: &Snapshot, then: ReadFor) {
         match then {
             ReadFor::Recover { since, conn } => {
-                let recovery = crate::fanout::recover_from(&channel, snapshot, &since);
+                let recovery = crate::channel::owner::recover_from(&channel, snapshot, &since);
                 self.answer_recovery(channel, conn, recovery);
             }
             ReadFor::Replay { since, conn, .. } => {
-                let frames = crate::fanout::replay_from(&channel, snapshot, &since);
+                let frames = crate::channel::owner::replay_from(&channel, snapshot, &since);
                 self.answer_replay_page(channel, conn, frames);
             }
             ReadFor::History {
                 since, conn, id, ..
             } => {
-                let page = crate::fanout::history_from(snapshot, since.as_ref());
+                let page = crate::channel::owner::history_from(snapshot, since.as_ref());
                 self.send_to(conn.shard, ShardMsg::HistoryPage { conn, id, page });
             }
         }

@@ -1,6 +1,6 @@
 //! The router: how a shard hands messages to other shards (and to itself).
 //!
-//! A message goes straight into the destination's inbox (`mesh.rs`, bounded
+//! A message goes straight into the destination's inbox (`shard/mesh.rs`, bounded
 //! at `limits.inbox_msgs_max`); when that inbox is full it waits here, in a
 //! per-destination overflow, and is retried in order at the end of each loop
 //! turn. Order per destination is kept: once a destination has an overflow,
@@ -20,8 +20,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::alloc_trim::shrink_deque;
-use crate::mesh::{Peer, ShardMsg};
 use crate::payload::ShardId;
+use crate::shard::mesh::{Peer, ShardMsg};
 use crate::stats::ShardStats;
 
 /// A burst past the bound refuses thousands of messages a second; one line a
@@ -206,7 +206,7 @@ impl RefusalLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::inbox;
+    use crate::shard::mesh::inbox;
 
     fn msg(n: u64) -> ShardMsg {
         ShardMsg::InterestAck {
@@ -224,7 +224,7 @@ mod tests {
     }
 
     /// Shard 0's router to a shard 1 whose inbox holds one message.
-    fn pair(overflow_max: usize) -> (Router, crate::mesh::Inbox) {
+    fn pair(overflow_max: usize) -> (Router, crate::shard::mesh::Inbox) {
         let (p0, _i0) = inbox(1).unwrap();
         let (p1, i1) = inbox(1).unwrap();
         (Router::new(0, vec![p0, p1], overflow_max), i1)

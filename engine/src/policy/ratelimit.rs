@@ -3,14 +3,6 @@
 
 use std::time::Instant;
 
-use shardcast_proto::command::error_code;
-use shardcast_proto::error::close_code;
-use shardcast_proto::reply;
-
-use crate::driver::ConnKey;
-use crate::shard::Core;
-use crate::stats::ShardStats;
-
 /// Outcome of taking one token.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Take {
@@ -77,47 +69,6 @@ impl AcceptBudget {
             true
         } else {
             false
-        }
-    }
-}
-
-impl Core {
-    /// Milliseconds since the shard started (wraps after 49 days; used with wrapping math).
-    pub(crate) fn now_ms(&self) -> u32 {
-        self.now.saturating_duration_since(self.started).as_millis() as u32
-    }
-
-    /// Charge one command to the connection; false when it must not run.
-    pub(crate) fn admit_command(&mut self, key: ConnKey, id: Option<u64>) -> bool {
-        let (per_sec, burst) = (
-            self.cfg.limits.commands_per_sec,
-            self.cfg.limits.commands_burst,
-        );
-        let now_ms = self.now_ms();
-        let Some(conn) = self.conns.get_mut(key) else {
-            return false;
-        };
-        match take(
-            &mut conn.rl_tokens,
-            &mut conn.rl_stamp_ms,
-            now_ms,
-            per_sec,
-            burst,
-        ) {
-            Take::Ok => true,
-            Take::Refused => {
-                ShardStats::inc(&self.stats.rate_limited);
-                self.send_json(
-                    key,
-                    &reply::error(id, error_code::TOO_MANY_REQUESTS, "too many requests"),
-                );
-                false
-            }
-            Take::Abusive => {
-                ShardStats::inc(&self.stats.rate_limited);
-                self.close_ws(key, close_code::POLICY, "command rate limit exceeded");
-                false
-            }
         }
     }
 }

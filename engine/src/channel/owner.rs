@@ -9,8 +9,8 @@ use bytes::Bytes;
 use shardcast_proto::command::Since;
 use shardcast_proto::{reply, PreparedFrame};
 
-use crate::auth::Namespace;
 use crate::payload::{Member, Page, Recovery, ShardId, Snapshot, Window};
+use crate::policy::auth::Namespace;
 
 /// A publication kept for recovery and the `history` command.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ pub enum Watch {
 }
 
 /// Where a new channel's position (offset and epoch) comes from, as the
-/// channel's authority decides (`authority.rs`).
+/// channel's authority decides (`channel/authority.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Positions {
     /// This owner assigns every offset: a new channel starts at 0 in a fresh epoch.
@@ -493,7 +493,7 @@ impl Owner {
 
 /// Interest bits match the registries, the half the owner can see: a shard
 /// announces interest when its registry creates the channel and withdraws it
-/// when the registry drops it (`subscribe`, `release_channel`), one of each in
+/// when the registry drops it (`Subscriptions::want`, `Subscriptions::release`), one of each in
 /// turn, over a FIFO queue; so an announcement always flips the shard's bit.
 /// The same bit twice means the registry and this set disagree. (The other
 /// half, that a registry holds a channel only while it has subscribers or

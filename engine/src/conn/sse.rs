@@ -4,7 +4,7 @@
 //! with the `SSE` flag, joins channels through the same registry, and gets the
 //! same shared push frames. Only the last step differs: a frame queued for a
 //! stream is turned into an SSE event (`proto::sse`) instead, once per shard
-//! and publication (`crate::convert`).
+//! and publication (`crate::conn::convert`).
 //!
 //! Everything that can be refused is refused before the stream starts, with an
 //! HTTP status (401, 403, 400, 503): browsers' EventSource does not retry a
@@ -16,9 +16,9 @@ use shardcast_proto::error::close_code;
 use shardcast_proto::http::{self, Request};
 use shardcast_proto::sse;
 
-use crate::auth::{self, AuthError};
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
+use crate::policy::auth::{self, AuthError};
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -28,39 +28,10 @@ impl Core {
     pub(crate) fn sse_open(&mut self, key: ConnKey, req: Request) {
         let list = req.query_param("channels").unwrap_or_default();
         let channels: Vec<&str> = list.split(',').filter(|c| !c.is_empty()).collect();
-        let max = self.cfg.limits.channels_per_conn_max;
-        if channels.is_empty() {
-            return self.refuse(key, 400, "channels: at least one channel is needed");
-        }
-        if channels.len() > max {
-            let why = format!("channels: at most {max} per stream (limits.channels_per_conn_max)");
-            return self.refuse(key, 400, &why);
-        }
-        if let Some(bad) = channels.iter().find(|c| !command::is_valid_channel(c)) {
-            return self.refuse(key, 400, &format!("bad channel name: {bad}"));
-        }
-        let claims = match self.shared.verifier.as_ref() {
-            None => None,
-            Some(v) => {
-                let token = req.query_param("token").or_else(|| {
-                    req.header("authorization")
-                        .and_then(|v| v.strip_prefix("Bearer "))
-                        .map(|t| t.trim().to_string())
-                });
-                match token.ok_or(AuthError::Invalid).and_then(|t| v.verify(&t)) {
-                    Ok(c) => Some(c),
-                    Err(AuthError::Invalid) => return self.refuse(key, 401, "unauthorized"),
-                    Err(AuthError::Expired) => return self.refuse(key, 401, "token expired"),
-                }
-            }
+        let claims = match self.sse_admissible(&req, &channels) {
+            Ok(claims) => claims,
+            Err((status, why)) => return self.refuse(key, status, &why),
         };
-        let ns = &self.cfg.namespaces;
-        if let Some(denied) = channels
-            .iter()
-            .find(|c| !auth::allowed(claims.as_ref(), ns, c, false))
-        {
-            return self.refuse(key, 403, &format!("permission denied: {denied}"));
-        }
         if self.over_capacity() {
             ShardStats::inc(&self.stats.rejected_full);
             let resp = http::response(
@@ -73,19 +44,7 @@ impl Core {
             self.send_raw(key, resp);
             return self.close_after_response(key);
         }
-        // EventSource resends the id of the last event it saw; a first connection may
-        // pass one in the query instead.
-        let last = req
-            .header("last-event-id")
-            .map(str::to_string)
-            .or_else(|| req.query_param("last_event_id"));
-        let resume = last.as_deref().and_then(sse::parse_event_id).map(|id| {
-            let since = Since {
-                epoch: id.epoch.to_string(),
-                offset: id.offset,
-            };
-            (id.channel.to_string(), since)
-        });
+        let resume = resume_from(&req);
         let channels: Vec<String> = channels.into_iter().map(str::to_string).collect();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -118,23 +77,55 @@ impl Core {
         }
     }
 
+    /// The stream's channels and token checked, in the order a client fixes
+    /// them: its claims (None: anonymous), or the status and reason to refuse.
+    fn sse_admissible(
+        &self,
+        req: &Request,
+        channels: &[&str],
+    ) -> Result<Option<auth::Claims>, (u16, String)> {
+        let max = self.cfg.limits.channels_per_conn_max;
+        if channels.is_empty() {
+            return Err((400, "channels: at least one channel is needed".into()));
+        }
+        if channels.len() > max {
+            let why = format!("channels: at most {max} per stream (limits.channels_per_conn_max)");
+            return Err((400, why));
+        }
+        if let Some(bad) = channels.iter().find(|c| !command::is_valid_channel(c)) {
+            return Err((400, format!("bad channel name: {bad}")));
+        }
+        let claims = match self.shared.verifier.as_ref() {
+            None => None,
+            Some(v) => {
+                let token = req.query_param("token").or_else(|| {
+                    req.header("authorization")
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .map(|t| t.trim().to_string())
+                });
+                match token.ok_or(AuthError::Invalid).and_then(|t| v.verify(&t)) {
+                    Ok(c) => Some(c),
+                    Err(AuthError::Invalid) => return Err((401, "unauthorized".into())),
+                    Err(AuthError::Expired) => return Err((401, "token expired".into())),
+                }
+            }
+        };
+        let ns = &self.cfg.namespaces;
+        if let Some(denied) = channels
+            .iter()
+            .find(|c| !auth::allowed(claims.as_ref(), ns, c, false))
+        {
+            return Err((403, format!("permission denied: {denied}")));
+        }
+        Ok(claims)
+    }
+
     /// Refuse a stream before it starts.
     fn refuse(&mut self, key: ConnKey, status: u16, message: &str) {
         ShardStats::inc(&self.stats.rejected_bad_request);
         let resp = http::response(status, "text/plain", &[], message.as_bytes(), false);
         self.send_raw(key, resp);
         self.close_after_response(key);
-    }
-
-    /// The event a frame becomes on a stream (converted once per shard, see
-    /// [`crate::convert`]); None for anything but a whole data frame.
-    pub(crate) fn sse_event(&mut self, frame: &Bytes) -> Option<Bytes> {
-        self.sse_cache.get(frame, |f| {
-            let json = shardcast_proto::prepared::payload_of(f)?;
-            let mut out = Vec::with_capacity(json.len() + 48);
-            sse::write_event(&mut out, json);
-            Some(Bytes::from(out))
-        })
     }
 
     /// The stream's last event: `close` with the code and reason a WebSocket would
@@ -146,6 +137,22 @@ impl Core {
             .and_then(|ms| ms.parse().ok());
         Bytes::from(sse::close_event(code, reason, retry))
     }
+}
+
+/// Where a stream resumes: EventSource resends the id of the last event it
+/// saw; a first connection may pass one in the query instead.
+fn resume_from(req: &Request) -> Option<(String, Since)> {
+    let last = req
+        .header("last-event-id")
+        .map(str::to_string)
+        .or_else(|| req.query_param("last_event_id"));
+    last.as_deref().and_then(sse::parse_event_id).map(|id| {
+        let since = Since {
+            epoch: id.epoch.to_string(),
+            offset: id.offset,
+        };
+        (id.channel.to_string(), since)
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ use std::sync::Arc;
 pub type ChannelId = u32;
 /// Position of a subscriber inside a channel's list.
 pub type Slot = u32;
+/// Channel ids stay below this: the two ids at the top mark a connection's
+/// subscription list (channel/sublist.rs), never a channel.
+pub const CHANNEL_ID_END: ChannelId = ChannelId::MAX - 1;
 
 /// Where a channel stands with its owner shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +40,7 @@ pub struct Channel {
     pub position: Position,
     pub waiters: Vec<Waiter>,
     /// Subscribers still replaying what they missed (their live pushes wait
-    /// behind the replay, see `replay.rs`); 0 keeps the fan-out loop plain.
+    /// behind the replay, see `channel/replay.rs`); 0 keeps the fan-out loop plain.
     pub replaying: u32,
 }
 
@@ -95,9 +98,9 @@ impl Registry {
                 (self.channels.len() - 1) as ChannelId
             }
         };
-        // Two ids at the top mark a connection's subscription list (sublist.rs);
+        // Two ids at the top mark a connection's subscription list (channel/sublist.rs);
         // `channels_per_shard_max` keeps the registry far below them.
-        assert!(id < crate::sublist::CHANNEL_ID_END, "channel ids exhausted");
+        assert!(id < CHANNEL_ID_END, "channel ids exhausted");
         self.by_name.insert(name, id);
         self.version += 1;
         (id, true)
@@ -135,7 +138,7 @@ impl Registry {
 
     /// Interest bits match the registry, this shard's half: the registry holds
     /// a channel (and so this shard's interest bit is set at its owner, see
-    /// `debug_assert_alternates` in fanout.rs) only while someone here wants
+    /// `debug_assert_alternates` in channel/owner.rs) only while someone here wants
     /// it. An active channel with nobody left would receive every publication
     /// for nothing, its release lost; a pending one with subscribers joined
     /// them before the owner said where they start. The owner's bits live on

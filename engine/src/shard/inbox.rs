@@ -1,38 +1,102 @@
-//! Messages from the inbox: the owner's side of fan-out and the answers it sends back.
+//! Messages from the inbox (`handle_msg`): to a channel's owner (its side of
+//! fan-out, routed by the authority) and to the subscribers' shard (joins,
+//! deliveries, answers).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use shardcast_proto::{reply, PreparedFrame};
 
-use crate::fanout::Fanned;
-use crate::mesh::{Published, ReplyTo, ShardMsg};
-use crate::payload::Member;
-use crate::registry::Position;
-use crate::router::Refused;
+use crate::channel::authority::Authority;
+use crate::channel::owner::Fanned;
+use crate::channel::registry::ChannelId;
+use crate::channel::subscriptions::waiter_done;
+use crate::payload::{ConnRef, Member, ReadFor};
+use crate::shard::mesh::{Published, ReplyTo, ShardMsg};
+use crate::shard::router::Refused;
 use crate::shard::Core;
 use crate::stats::ShardStats;
+use shardcast_proto::command::Since;
 
 impl Core {
+    /// One message from the inbox: to this shard as a channel's owner, as
+    /// the shard of subscribers and publishers, or about the shard itself.
     pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
         match msg {
+            m @ (ShardMsg::Interest { .. }
+            | ShardMsg::Publish { .. }
+            | ShardMsg::Recover { .. }
+            | ShardMsg::History { .. }
+            | ShardMsg::ReplayPage { .. }
+            | ShardMsg::PresenceQuery { .. }
+            | ShardMsg::PresenceChange { .. }) => self.owner_msg(m),
+            m @ (ShardMsg::InterestAck { .. }
+            | ShardMsg::Deliver { .. }
+            | ShardMsg::Event { .. }
+            | ShardMsg::Published { .. }
+            | ShardMsg::PublishFailed { .. }
+            | ShardMsg::Recovered { .. }
+            | ShardMsg::RecoverFailed { .. }
+            | ShardMsg::HistoryPage { .. }
+            | ShardMsg::ReplayPageReady { .. }
+            | ShardMsg::PresenceList { .. }) => self.subscriber_msg(m),
             ShardMsg::Bus { channel, event } => self.on_bus(channel, *event),
             ShardMsg::BusLost => self.bus_lost(),
-            ShardMsg::PublishFailed {
-                reply,
-                code,
-                message,
-            } => self.publish_failed(reply, code, &message),
+            ShardMsg::Shutdown => self.stop(),
+            ShardMsg::Drain { window } => self.begin_drain(window),
+        }
+    }
+
+    /// A message to the owner of a channel, answered by the [`Authority`].
+    fn owner_msg(&mut self, msg: ShardMsg) {
+        match msg {
             ShardMsg::Interest { channel, from, on } => self.authority_interest(channel, from, on),
-            ShardMsg::InterestAck {
-                channel,
-                epoch,
-                offset,
-            } => self.interest_ack(channel, epoch, offset),
             ShardMsg::Publish {
                 channel,
                 data,
                 reply,
             } => self.authority_publish(channel, data, reply),
+            ShardMsg::Recover {
+                channel,
+                since,
+                conn,
+            } => self.authority_recover(channel, since, conn),
+            ShardMsg::History {
+                channel,
+                since,
+                limit,
+                conn,
+                id,
+            } => self.authority_history(channel, since, limit, conn, id),
+            ShardMsg::ReplayPage {
+                channel,
+                since,
+                upto,
+                conn,
+            } => self.authority_replay_page(channel, since, upto, conn),
+            ShardMsg::PresenceQuery { channel, conn, id } => {
+                let members = self.owner.members(&channel);
+                self.send_to(conn.shard, ShardMsg::PresenceList { conn, id, members });
+            }
+            ShardMsg::PresenceChange {
+                channel,
+                member,
+                join,
+            } => self.owner_presence_change(channel, member, join),
+            other => unreachable!("not for an owner: {other:?}"),
+        }
+    }
+
+    /// A message to this shard's subscribers or publishers: what an owner
+    /// sends out and answers.
+    fn subscriber_msg(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::InterestAck {
+                channel,
+                epoch,
+                offset,
+            } => self.interest_ack(channel, epoch, offset),
             ShardMsg::Deliver {
                 channel,
                 offset,
@@ -44,56 +108,33 @@ impl Core {
                     self.delivered_at.push(published_at);
                 }
             }
+            ShardMsg::Event { channel, frame } => {
+                if let Some(ch) = self.subs.lookup(&channel) {
+                    self.fan_local(ch, frame.into_bytes());
+                }
+            }
             ShardMsg::Published { reply, result } => self.on_published(reply, result),
-            ShardMsg::Recover {
-                channel,
-                since,
-                conn,
-            } => self.authority_recover(channel, since, conn),
+            ShardMsg::PublishFailed {
+                reply,
+                code,
+                message,
+            } => self.publish_failed(reply, code, &message),
             ShardMsg::Recovered {
                 channel,
                 conn,
                 recovery,
             } => self.on_recovered(&channel, conn, recovery),
-            ShardMsg::History {
-                channel,
-                since,
-                limit,
-                conn,
-                id,
-            } => self.authority_history(channel, since, limit, conn, id),
+            ShardMsg::RecoverFailed { channel, conn } => self.on_recover_failed(&channel, conn),
             ShardMsg::HistoryPage { conn, id, page } => self.on_history_page(conn, id, page),
-            ShardMsg::ReplayPage {
-                channel,
-                since,
-                upto,
-                conn,
-            } => self.authority_replay_page(channel, since, upto, conn),
             ShardMsg::ReplayPageReady {
                 channel,
                 conn,
                 frames,
             } => self.on_replay_page(&channel, conn, frames),
-            ShardMsg::RecoverFailed { channel, conn } => self.on_recover_failed(&channel, conn),
-            ShardMsg::PresenceQuery { channel, conn, id } => {
-                let members = self.owner.members(&channel);
-                self.send_to(conn.shard, ShardMsg::PresenceList { conn, id, members });
-            }
             ShardMsg::PresenceList { conn, id, members } => {
                 self.on_presence_list(conn, id, members)
             }
-            ShardMsg::PresenceChange {
-                channel,
-                member,
-                join,
-            } => self.owner_presence_change(channel, member, join),
-            ShardMsg::Event { channel, frame } => {
-                if let Some(ch) = self.registry.lookup(&channel) {
-                    self.fan_local(ch, frame.into_bytes());
-                }
-            }
-            ShardMsg::Shutdown => self.stop(),
-            ShardMsg::Drain { window } => self.begin_drain(window),
+            other => unreachable!("not for subscribers: {other:?}"),
         }
     }
 
@@ -171,40 +212,14 @@ impl Core {
 
     /// The owner acknowledged this shard's interest: waiting subscribers join at `offset`.
     fn interest_ack(&mut self, channel: Arc<str>, epoch: Arc<str>, offset: u64) {
-        let Some(ch) = self.registry.lookup(&channel) else {
+        let Some(ch) = self.subs.acknowledged(&channel, &epoch, offset) else {
             return;
         };
-        let c = self.registry.get_mut(ch).expect("looked up");
-        c.position = Position::Active {
-            epoch: epoch.clone(),
-            offset,
-        };
-        // Waiters with `since` keep waiting for their recovery answer. The
-        // others join in order, each staying a waiter until its turn: a join
-        // can close its own connection (its reply finds the queue full: 4008),
-        // and a channel with no subscriber and no waiter left is released, so
-        // the ones still to join must keep it (the simulation found a shard
-        // panicking here when they had all been taken out first).
-        let (plain, recovering): (Vec<_>, Vec<_>) = std::mem::take(&mut c.waiters)
-            .into_iter()
-            .partition(|w| w.since.is_none());
-        c.waiters = recovering;
-        c.waiters.extend(plain.into_iter().rev());
-        while let Some(w) = self
-            .registry
-            .get_mut(ch)
-            .and_then(|c| c.waiters.pop_if(|w| w.since.is_none()))
-        {
-            self.waiter_done(&w);
+        while let Some(w) = self.subs.next_joining(ch) {
+            waiter_done(&mut self.conns, &w);
             self.join_channel(ch, &w, &epoch, offset, None);
         }
-        if self
-            .registry
-            .get(ch)
-            .is_some_and(|c| c.subscribers.is_empty() && c.waiters.is_empty())
-        {
-            self.release_channel(ch);
-        }
+        self.subs.release_if_unused(ch, &mut self.router);
     }
 
     /// Hand one shared frame to every local subscriber; close the ones that cannot keep up.
@@ -216,36 +231,38 @@ impl Core {
         epoch: Arc<str>,
         frame: PreparedFrame,
     ) -> bool {
-        let Some(ch) = self.registry.lookup(channel) else {
+        let Some(ch) = self.subs.advance(channel, epoch, offset) else {
             return false;
         };
-        let c = self.registry.get_mut(ch).expect("looked up");
-        match &c.position {
-            // Sent before our interest was acknowledged: older than the ack's offset.
-            Position::Pending => return false,
-            Position::Active {
-                offset: last,
-                epoch: e,
-            } if *e == epoch && *last >= offset => return false,
-            Position::Active {
-                offset: last,
-                epoch: e,
-            } => {
-                // Offsets rise by exactly one within an epoch: a gap here would be
-                // a lost publication that no subscriber could notice.
-                debug_assert!(
-                    *e != epoch || offset == *last + 1,
-                    "channel {channel}: offset {offset} after {last}"
-                );
-            }
-        }
-        c.position = Position::Active { epoch, offset };
         self.fan_local(ch, frame.into_bytes());
         true
     }
+
+    /// Give `bytes` to every local subscriber of the channel
+    /// ([`Subscriptions::fan_local`]); pump the replays that hold it, close
+    /// the subscribers that cannot keep up.
+    ///
+    /// [`Subscriptions::fan_local`]: crate::channel::subscriptions::Subscriptions::fan_local
+    fn fan_local(&mut self, ch: ChannelId, bytes: Bytes) {
+        let held_max = self.cfg.recovery.held_bytes_max;
+        let lag = self.subs.fan_local(
+            ch,
+            &bytes,
+            &mut self.conns,
+            &mut self.out,
+            &mut self.replays,
+            held_max,
+        );
+        for key in lag.held {
+            self.pump_replays(key);
+        }
+        for key in lag.slow {
+            self.slow_consumer(key);
+        }
+    }
 }
 
-/// What the owner sends out in both modes (`relay.rs` is cluster mode's own part).
+/// What the owner sends out in both modes (`cluster/relay.rs` is cluster mode's own part).
 impl Core {
     /// Hand one publication, framed once, to every shard with subscribers.
     pub(crate) fn fan_out(&mut self, channel: &Arc<str>, fanned: Fanned) {
@@ -291,6 +308,74 @@ impl Core {
                     };
                     self.send_to(shard, msg);
                 }
+            }
+        }
+    }
+}
+
+/// The owner's side of each message whose answer depends on who orders the
+/// channel ([`Authority`]): the owner shard's own (above, and
+/// `channel/recovery.rs`), or its relay to Redis (`cluster/relay.rs`).
+impl Core {
+    /// A shard's interest in a channel changed; it learns where to join.
+    pub(crate) fn authority_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
+        match self.shared.authority {
+            Authority::Local => self.owner_interest(channel, from, on),
+            Authority::Redis(_) => self.cluster_interest(channel, from, on),
+        }
+    }
+
+    /// A publication gets its offset, is kept and fanned out.
+    pub(crate) fn authority_publish(&mut self, channel: Arc<str>, data: Bytes, reply: ReplyTo) {
+        match self.shared.authority {
+            Authority::Local => self.owner_publish(channel, data, reply),
+            Authority::Redis(_) => self.cluster_publish(channel, data, reply),
+        }
+    }
+
+    /// A subscribe with `since`: where to join and the first page it missed.
+    pub(crate) fn authority_recover(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
+        match self.shared.authority {
+            Authority::Local => self.serve_recovery(channel, since, conn),
+            Authority::Redis(_) => self.cluster_read(channel, ReadFor::Recover { since, conn }),
+        }
+    }
+
+    /// The next page of a replay, up to `upto`.
+    pub(crate) fn authority_replay_page(
+        &mut self,
+        channel: Arc<str>,
+        since: Since,
+        upto: u64,
+        conn: ConnRef,
+    ) {
+        match self.shared.authority {
+            Authority::Local => self.serve_replay_page(channel, since, upto, conn),
+            Authority::Redis(_) => {
+                self.cluster_read(channel, ReadFor::Replay { since, upto, conn })
+            }
+        }
+    }
+
+    /// A `history` command's page.
+    pub(crate) fn authority_history(
+        &mut self,
+        channel: Arc<str>,
+        since: Option<Since>,
+        limit: usize,
+        conn: ConnRef,
+        id: Option<u64>,
+    ) {
+        match self.shared.authority {
+            Authority::Local => self.serve_history(channel, since, limit, conn, id),
+            Authority::Redis(_) => {
+                let then = ReadFor::History {
+                    since,
+                    limit,
+                    conn,
+                    id,
+                };
+                self.cluster_read(channel, then)
             }
         }
     }

@@ -15,8 +15,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use shardcast_proto::command::Since;
 
+use crate::channel::registry::ChannelId;
 use crate::driver::ConnKey;
-use crate::registry::ChannelId;
 
 #[derive(Debug)]
 pub struct Replay {

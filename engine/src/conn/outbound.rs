@@ -1,0 +1,275 @@
+//! What a shard has to write: the connections' queues as seen from the shard.
+//!
+//! Every byte queued for a connection enters here and is counted here: data
+//! frames (converted on the way for SSE streams and MessagePack connections,
+//! once per shard and publication), control frames, raw HTTP responses and
+//! close frames; bytes leave the count here when they are written, discarded
+//! or dropped with their connection. The dirty list (connections with bytes
+//! to write), the write-side shutdowns and the socket closes wait here for the
+//! loop's step 5 ([`Outbound::flush`]), which hands them to the driver.
+//!
+//! The queues themselves live in each connection's record ([`Conn::out`]), so
+//! the methods take the slab (or the connection) from their caller.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use shardcast_proto::{msgpack, sse, PreparedFrame};
+
+use crate::alloc_trim::shrink_vec;
+use crate::config::Config;
+use crate::conn::convert::FrameCache;
+use crate::conn::{flag, Conn, Enqueue, Phase, Slab};
+use crate::driver::{ConnKey, Driver};
+use crate::stats::ShardStats;
+
+/// A shard's outbound side: its write work lists, framing caches and byte count.
+pub(crate) struct Outbound {
+    /// Connections with bytes queued and possibly no send in flight.
+    dirty: Vec<ConnKey>,
+    /// Connections whose write side is shut once the loop turn ends.
+    to_shutdown: Vec<ConnKey>,
+    /// Connections whose socket is closed once the loop turn ends.
+    to_close: Vec<ConnKey>,
+    /// The last frame turned into an SSE event, and into MessagePack, on this shard.
+    sse_cache: FrameCache,
+    msgpack_cache: FrameCache,
+    stats: Arc<ShardStats>,
+    /// `limits.queue_bytes_max` and `limits.queue_frames_max`.
+    bytes_max: usize,
+    frames_max: usize,
+    /// `echo`: MessagePack connections get JSON frames as they are.
+    echo: bool,
+}
+
+impl Outbound {
+    pub(crate) fn new(cfg: &Config, stats: Arc<ShardStats>) -> Outbound {
+        Outbound {
+            dirty: Vec::new(),
+            to_shutdown: Vec::new(),
+            to_close: Vec::new(),
+            sse_cache: FrameCache::default(),
+            msgpack_cache: FrameCache::default(),
+            stats,
+            bytes_max: cfg.limits.queue_bytes_max,
+            frames_max: cfg.limits.queue_frames_max,
+            echo: cfg.echo,
+        }
+    }
+
+    /// Put `key` in the dirty list unless it is there already.
+    #[inline]
+    pub(crate) fn mark_dirty(&mut self, conn: &mut Conn, key: ConnKey) {
+        if !conn.has(flag::DIRTY) {
+            conn.set(flag::DIRTY, true);
+            self.dirty.push(key);
+        }
+    }
+
+    /// Whether some connection waits for step 5 to write.
+    pub(crate) fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Queue a data frame for a WebSocket (or SSE stream), converted to its
+    /// framing; anything else is ignored. Backpressure means the connection is
+    /// past its budget: the caller closes it (`Core::slow_consumer`).
+    #[inline]
+    pub(crate) fn queue_frame(&mut self, conns: &mut Slab, key: ConnKey, frame: Bytes) -> Enqueue {
+        let Some(conn) = conns.get_mut(key) else {
+            return Enqueue::Ok;
+        };
+        if conn.phase != Phase::Ws {
+            return Enqueue::Ok;
+        }
+        // One slab lookup for a WebSocket speaking JSON (the hot path); SSE streams
+        // and MessagePack connections get the frame converted (once per shard).
+        let framing = conn.flags & (flag::SSE | flag::MSGPACK);
+        let frame = if framing == 0 || (framing == flag::MSGPACK && self.echo) {
+            frame
+        } else {
+            let converted = if framing & flag::SSE != 0 {
+                self.sse_event(&frame)
+            } else {
+                self.msgpack_frame(&frame)
+            };
+            let Some(frame) = converted else {
+                return Enqueue::Ok;
+            };
+            frame
+        };
+        let len = frame.len() as u64;
+        let r = conn.enqueue(frame, self.bytes_max, self.frames_max);
+        if r == Enqueue::Ok {
+            ShardStats::inc(&self.stats.frames_out);
+            ShardStats::add(&self.stats.queued_bytes, len);
+            self.mark_dirty(conn, key);
+        }
+        r
+    }
+
+    /// Queue a control frame (ping, pong, SSE heartbeat) ahead of queued data,
+    /// counted like data; past [`Outbound::control_bytes_max`] it is refused
+    /// (backpressure, and the caller closes the connection). A connection
+    /// that is gone is `None`.
+    pub(crate) fn queue_control(
+        &mut self,
+        conns: &mut Slab,
+        key: ConnKey,
+        frame: Bytes,
+    ) -> Option<Enqueue> {
+        let limit = self.control_bytes_max();
+        let conn = conns.get_mut(key)?;
+        let len = frame.len() as u64;
+        if conn.enqueue_control(frame, limit) == Enqueue::Backpressure {
+            return Some(Enqueue::Backpressure);
+        }
+        ShardStats::add(&self.stats.queued_bytes, len);
+        self.mark_dirty(conn, key);
+        Some(Enqueue::Ok)
+    }
+
+    /// Control frames may pass the data budget by a little, so a heartbeat ping
+    /// still fits when data filled the queue; a pong flood cannot grow past it.
+    pub(crate) fn control_bytes_max(&self) -> usize {
+        self.bytes_max + 4096
+    }
+
+    /// Queue raw bytes (HTTP responses); not subject to the WebSocket budget
+    /// (the callers bound them, see `Core::send_raw`).
+    pub(crate) fn queue_raw(&mut self, conns: &mut Slab, key: ConnKey, bytes: Bytes) {
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        ShardStats::add(&self.stats.queued_bytes, bytes.len() as u64);
+        conn.out.push_back(bytes);
+        self.mark_dirty(conn, key);
+    }
+
+    /// Queue a connection's last frame (a close frame or event) behind its data,
+    /// whatever the budget. The caller then closes it after the flush.
+    pub(crate) fn queue_last(&mut self, conn: &mut Conn, frame: Bytes) {
+        ShardStats::add(&self.stats.queued_bytes, frame.len() as u64);
+        conn.out.push_back(frame);
+    }
+
+    /// Drop what the connection has not started writing (a slow consumer).
+    pub(crate) fn discard_unsent(&mut self, conn: &mut Conn) {
+        let before = conn.queued_bytes();
+        conn.discard_unsent();
+        ShardStats::sub(
+            &self.stats.queued_bytes,
+            (before - conn.queued_bytes()) as u64,
+        );
+    }
+
+    /// `n` bytes of the connection's queue were written.
+    pub(crate) fn written(&mut self, conn: &mut Conn, n: usize) {
+        ShardStats::add(&self.stats.bytes_out, n as u64);
+        ShardStats::sub(&self.stats.queued_bytes, n as u64);
+        conn.consume(n);
+    }
+
+    /// The connection is gone with what it still had queued.
+    pub(crate) fn dropped(&mut self, conn: &Conn) {
+        ShardStats::sub(&self.stats.queued_bytes, conn.queued_bytes() as u64);
+    }
+
+    /// Shut the connection's write side at the end of this loop turn.
+    pub(crate) fn shutdown_write(&mut self, key: ConnKey) {
+        self.to_shutdown.push(key);
+    }
+
+    /// Close the connection's socket at the end of this loop turn.
+    pub(crate) fn close(&mut self, key: ConnKey) {
+        self.to_close.push(key);
+    }
+
+    /// Step 5 of the loop: one vectored write per connection with queued bytes
+    /// and no write in flight, then the shutdowns and closes.
+    pub(crate) fn flush(
+        &mut self,
+        conns: &mut Slab,
+        driver: &mut dyn Driver,
+        batch: &mut Vec<Bytes>,
+    ) {
+        for key in self.dirty.drain(..) {
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            conn.set(flag::DIRTY, false);
+            if conn.has(flag::SENDING) || conn.phase == Phase::Dead {
+                continue;
+            }
+            if conn.out.is_empty() {
+                continue;
+            }
+            conn.next_batch(batch);
+            driver.send(conn.sock, key, batch);
+        }
+        batch.clear();
+        for key in self.to_shutdown.drain(..) {
+            if let Some(conn) = conns.get(key) {
+                driver.shutdown_write(conn.sock, key);
+            }
+        }
+        for key in self.to_close.drain(..) {
+            if let Some(conn) = conns.get(key) {
+                driver.close(conn.sock, key);
+            }
+        }
+    }
+
+    /// Give back what a burst left in the work lists (see `shard/trim.rs`).
+    pub(crate) fn trim(&mut self) {
+        shrink_vec(&mut self.dirty);
+        shrink_vec(&mut self.to_shutdown);
+        shrink_vec(&mut self.to_close);
+    }
+
+    /// The shard's queued-bytes gauge equals what its connections' queues
+    /// hold: every byte is added where it is queued and subtracted where it is
+    /// written or dropped. Debug builds check it once a heartbeat tick (a walk
+    /// over the slab, like the heartbeat's own), so a frame counted on one
+    /// side only fails the tests instead of drifting the metric.
+    pub(crate) fn check_queued_gauge(&self, conns: &Slab) {
+        if cfg!(debug_assertions) {
+            let held: u64 = conns
+                .keys()
+                .filter_map(|k| conns.get(k))
+                .map(|c| c.queued_bytes() as u64)
+                .sum();
+            let gauge = self.stats.queued_bytes.load(Ordering::Relaxed);
+            debug_assert_eq!(gauge, held, "queued-bytes gauge drifted from the queues");
+        }
+    }
+
+    /// The event a frame becomes on a stream (converted once per shard, see
+    /// [`crate::conn::convert`]); None for anything but a whole data frame.
+    fn sse_event(&mut self, frame: &Bytes) -> Option<Bytes> {
+        self.sse_cache.get(frame, |f| {
+            let json = shardcast_proto::prepared::payload_of(f)?;
+            let mut out = Vec::with_capacity(json.len() + 48);
+            sse::write_event(&mut out, json);
+            Some(Bytes::from(out))
+        })
+    }
+
+    /// The binary MessagePack frame a JSON frame becomes for a `shardcast.v1.msgpack`
+    /// connection (converted once per shard, see [`crate::conn::convert`]).
+    fn msgpack_frame(&mut self, frame: &Bytes) -> Option<Bytes> {
+        self.msgpack_cache.get(frame, |f| {
+            let json = shardcast_proto::prepared::payload_of(f)?;
+            let mut mp = Vec::with_capacity(json.len());
+            match msgpack::json_to_msgpack(json, &mut mp) {
+                Ok(()) => Some(PreparedFrame::binary(&mp).into_bytes()),
+                Err(e) => {
+                    // Every JSON the engine queues is its own or validated: a bug.
+                    tracing::warn!(error = %e, "frame not converted to MessagePack; dropped");
+                    None
+                }
+            }
+        })
+    }
+}
