@@ -4,8 +4,9 @@
 # it started:
 #   1. host: `shardcast tune --apply --target N` (prints what changed), then
 #      `shardcast doctor` predicts the memory of the run;
-#   2. engine: SHARDS io_uring shards on direct descriptors (each ring under the
-#      20,000-descriptor limit); its RSS at start;
+#   2. engine: SHARDS io_uring shards of RINGS rings each on direct descriptors
+#      (each ring under the 20,000-descriptor limit; one thread per shard drives
+#      its rings, docs/ARCHITECTURE.md "Many rings on few cores"); its RSS at start;
 #   3. loadgen: WORKERS processes (each under the limit), 60 source addresses,
 #      ramp at RAMP/s with live progress, then the suite on the same connections:
 #      (a) 10 paced broadcasts of 1 KiB and 10 back to back, (b) 500 publications/s
@@ -14,13 +15,14 @@
 #   4. the figures: results in $OUT, and (for N >= 1,000,000 or DOCS=1) the
 #      "One million connections" section of docs/benchmarks.md.
 # Usage: bench/scale/million.sh [N]      (N defaults to 1000000)
-# Environment: SHARDS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
+# Environment: SHARDS, RINGS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
 #              SKIP_TUNE=1, DOCS=0|1, HOLD (s), STEADY (s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 N=${1:-${N:-1000000}}
-SHARDS=${SHARDS:-56}
+SHARDS=${SHARDS:-2}
+RINGS=${RINGS:-28}
 WORKERS=${WORKERS:-$(( (N + 17999) / 18000 ))}
 RAMP=${RAMP:-10000}
 PORT=${PORT:-28800}
@@ -51,7 +53,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== million.sh: N=$N shards=$SHARDS workers=$WORKERS ramp=$RAMP/s port=$PORT out=$OUT (bound ${BOUND}s)"
+echo "== million.sh: N=$N shards=$SHARDS rings/shard=$RINGS workers=$WORKERS ramp=$RAMP/s port=$PORT out=$OUT (bound ${BOUND}s)"
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release -q -p shardcast -p shardcast-loadgen
 fi
@@ -78,15 +80,22 @@ if [ "${SKIP_TUNE:-0}" != 1 ]; then
     | tee "$OUT/tune-loadgen.txt" || true
 fi
 cat /proc/sys/net/ipv4/tcp_mem > "$OUT/tcp_mem.txt"
-echo "== shardcast doctor --target $N --shards $SHARDS --loopback --processes $WORKERS"
-"$B/shardcast" doctor --target "$N" --shards "$SHARDS" --loopback --processes "$WORKERS" \
+# The doctor's fixed cost and descriptor tables are per ring.
+RINGS_ALL=$(( SHARDS * RINGS ))
+echo "== shardcast doctor --target $N --shards $RINGS_ALL --loopback --processes $WORKERS"
+"$B/shardcast" doctor --target "$N" --shards "$RINGS_ALL" --loopback --processes "$WORKERS" \
   | tee "$OUT/doctor.txt" || true
-"$B/shardcast" doctor --target "$N" --shards "$SHARDS" --loopback --processes "$WORKERS" --json \
+"$B/shardcast" doctor --target "$N" --shards "$RINGS_ALL" --loopback --processes "$WORKERS" --json \
   > "$OUT/doctor.json" || true
 
 # -- 2. engine ---------------------------------------------------------------
-ENGINE_ARGS=(--listen "127.0.0.1:$PORT" --shards "$SHARDS" --driver uring)
-if [ -n "${CONFIG:-}" ]; then ENGINE_ARGS+=(--config "$CONFIG"); fi
+ENGINE_ARGS=(--listen "127.0.0.1:$PORT" --shards "$SHARDS" --rings-per-shard "$RINGS" --driver uring)
+if [ -z "${CONFIG:-}" ]; then
+  # Each ring takes up to the descriptor limit; the shard's cap is their sum.
+  CONFIG=$OUT/engine.toml
+  printf '[limits]\nconns_per_shard_max = %d\n' $(( RINGS * $(ulimit -Sn) )) > "$CONFIG"
+fi
+ENGINE_ARGS+=(--config "$CONFIG")
 echo "== $B/shardcast ${ENGINE_ARGS[*]}"
 "$B/shardcast" "${ENGINE_ARGS[@]}" > "$OUT/engine.log" 2>&1 &
 EPID=$!
