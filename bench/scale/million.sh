@@ -15,7 +15,11 @@
 #   4. the figures: results in $OUT, and (for N >= 1,000,000 or DOCS=1) the
 #      "One million connections" section of docs/benchmarks.md.
 # Usage: bench/scale/million.sh [N]      (N defaults to 1000000)
-# Environment: SHARDS, RINGS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
+# By default (NETNS=1) it runs inside a network namespace of its own, created
+# with an established-connections hash of 4 x N buckets: the host's table
+# (262,144 here, sized at boot) holds both ends of every loopback connection,
+# and at 560,000 connections its chains made lookups the top kernel cost.
+# Environment: NETNS=0|1, SOURCE_PORTS (LO-HI, or empty), SHARDS, RINGS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
 #              SKIP_TUNE=1, DOCS=0|1, HOLD (s), STEADY (s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,10 +34,30 @@ HOLD=${HOLD:-60}
 STEADY=${STEADY:-30}
 SPREAD=${SPREAD:-10000}
 SOURCES=127.0.0.2-127.0.0.61
+# Source ports the load generator assigns itself (empty: the kernel's choice
+# at connect, whose search grows with the connections a source address holds).
+SOURCE_PORTS=${SOURCE_PORTS-10000-60999}
 OUT=${OUT:-$ROOT/target/million}
 DOCS=${DOCS:-$([ "$N" -ge 1000000 ] && echo 1 || echo 0)}
 BOUND=${BOUND:-900}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+if [ "${NETNS:-1}" = 1 ] && [ -z "${SHARDCAST_NETNS:-}" ]; then
+  NS=shardcast-million-$$
+  EHASH=1
+  while [ "$EHASH" -lt $(( N * 4 )) ] && [ "$EHASH" -lt 16777216 ]; do EHASH=$(( EHASH * 2 )); done
+  # Read by the kernel when a namespace is created: set, create, restore.
+  OLD=$(cat /proc/sys/net/ipv4/tcp_child_ehash_entries)
+  sysctl -qw net.ipv4.tcp_child_ehash_entries="$EHASH"
+  ip netns add "$NS"
+  sysctl -qw net.ipv4.tcp_child_ehash_entries="$OLD"
+  trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
+  ip netns exec "$NS" ip link set lo up
+  echo "== network namespace $NS: tcp_ehash_entries $(ip netns exec "$NS" cat /proc/sys/net/ipv4/tcp_ehash_entries)"
+  set +e
+  SHARDCAST_NETNS=$NS ip netns exec "$NS" "$0" "$@"
+  RC=$?
+  exit $RC
+fi
 B=$CARGO_TARGET_DIR/release
 mkdir -p "$OUT"
 T0=$(date +%s)
@@ -67,6 +91,8 @@ fi
   echo "memtotal_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
   echo "kernel=$(uname -r)"
   echo "nofile=$(ulimit -Sn)/$(ulimit -Hn)"
+  echo "netns=${SHARDCAST_NETNS:-none}"
+  echo "tcp_ehash_entries=$(cat /proc/sys/net/ipv4/tcp_ehash_entries)"
   echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/machine.env"
 cat "$OUT/machine.env"
@@ -79,7 +105,8 @@ if [ "${SKIP_TUNE:-0}" != 1 ]; then
   "$B/shardcast" tune --apply --target "$N" --role loadgen --source-ips 60 --processes "$WORKERS" \
     | tee "$OUT/tune-loadgen.txt" || true
 fi
-cat /proc/sys/net/ipv4/tcp_mem > "$OUT/tcp_mem.txt"
+# Host-wide: not visible inside a network namespace.
+cat /proc/sys/net/ipv4/tcp_mem > "$OUT/tcp_mem.txt" 2>/dev/null || true
 # The doctor's fixed cost and descriptor tables are per ring.
 RINGS_ALL=$(( SHARDS * RINGS ))
 echo "== shardcast doctor --target $N --shards $RINGS_ALL --loopback --processes $WORKERS"
@@ -116,7 +143,7 @@ cat "$OUT/engine.env"
 MAXS=$(( $(left) - 60 ))
 [ "$MAXS" -gt 840 ] && MAXS=840
 LOADGEN_ARGS=(suite -n "$N" --ramp "$RAMP" --workers "$WORKERS" --threads 1
-  --source-ips "$SOURCES" --targets "127.0.0.1:$PORT" --target-pid "$EPID"
+  --source-ips "$SOURCES" ${SOURCE_PORTS:+--source-ports "$SOURCE_PORTS"} --targets "127.0.0.1:$PORT" --target-pid "$EPID"
   --connect-timeout 60 --settle 5
   --broadcasts 10 --broadcast-timeout 20 --payload-bytes 1024
   --spread-channels "$SPREAD" --rate 500 --duration "$STEADY" --drain 20

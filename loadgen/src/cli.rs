@@ -97,6 +97,13 @@ pub struct Opts {
     /// Local source addresses, e.g. 127.0.0.2-127.0.0.60 or a comma list; connections round-robin over them.
     #[arg(long)]
     pub source_ips: Option<String>,
+    /// With --source-ips: source ports LO-HI the load generator assigns itself
+    /// (connection g gets address g mod A and port LO + (g / A) mod (HI - LO + 1)),
+    /// instead of the kernel's choice at connect (IP_BIND_ADDRESS_NO_PORT). The
+    /// kernel's search walks the ports its address already uses; past about
+    /// 450,000 loopback connections it took most of this machine's CPU.
+    #[arg(long)]
+    pub source_ports: Option<String>,
     /// Request path of the WebSocket upgrade [default: /ws; socketio: /socket.io/?EIO=4&transport=websocket].
     #[arg(long)]
     pub path: Option<String>,
@@ -183,6 +190,8 @@ pub struct Plan {
     pub opts: Opts,
     pub targets: Vec<SocketAddr>,
     pub sources: Vec<IpAddr>,
+    /// `--source-ports`: the first port and how many.
+    pub source_ports: Option<(u16, u32)>,
     pub publish_target: SocketAddr,
     /// The upgrade path: `--path`, or the protocol's default.
     pub path: String,
@@ -213,6 +222,13 @@ impl Opts {
         let sources = match &self.source_ips {
             Some(s) => parse_sources(s)?,
             None => Vec::new(),
+        };
+        let source_ports = match &self.source_ports {
+            Some(_) if sources.is_empty() => {
+                return Err("--source-ports needs --source-ips".into());
+            }
+            Some(r) => Some(parse_port_range(r)?),
+            None => None,
         };
         if !(self.max_seconds > 0.0 && self.max_seconds <= MAX_SECONDS_LIMIT) {
             return Err(format!("--max-seconds must be in (0, {MAX_SECONDS_LIMIT}]"));
@@ -305,6 +321,7 @@ impl Opts {
             opts: self.clone(),
             targets,
             sources,
+            source_ports,
             publish_target,
             path,
             connections,
@@ -352,6 +369,18 @@ pub fn parse_loopback(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// `127.0.0.2-127.0.0.60`, `127.0.0.2,127.0.0.3`, or a mix; IPv4 ranges only.
+/// `LO-HI` (inclusive, LO >= 1024) as (LO, count).
+pub fn parse_port_range(s: &str) -> Result<(u16, u32), String> {
+    let bad = || format!("--source-ports: expected LO-HI with 1024 <= LO <= HI, got {s:?}");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo < 1024 || hi < lo {
+        return Err(bad());
+    }
+    Ok((lo, u32::from(hi - lo) + 1))
+}
+
 pub fn parse_sources(s: &str) -> Result<Vec<IpAddr>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {

@@ -418,6 +418,9 @@ fn opts_to_args(o: &Opts) -> Vec<String> {
     if let Some(s) = &o.source_ips {
         flag("source-ips", s.clone());
     }
+    if let Some(s) = &o.source_ports {
+        flag("source-ports", s.clone());
+    }
     if let Some(p) = &o.path {
         flag("path", p.clone());
     }

@@ -91,9 +91,11 @@ impl Epoll {
     }
 }
 
-/// Start a non-blocking connect from `source` (port chosen at connect time, so one
-/// source address serves every destination with its own ephemeral range) to `dest`.
-/// `Ok` means connected or in progress; the socket becomes writable when it is done.
+/// Start a non-blocking connect from `source` to `dest`. Port 0 in `source`: the
+/// port is chosen at connect time, so one source address serves every
+/// destination with its own ephemeral range; a port that is taken (a socket
+/// of an earlier run in TIME_WAIT, say) falls back to that. `Ok` means
+/// connected or in progress; the socket becomes writable when it is done.
 pub fn start_connect(source: Option<SocketAddr>, dest: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(
         Domain::for_address(dest),
@@ -105,7 +107,10 @@ pub fn start_connect(source: Option<SocketAddr>, dest: SocketAddr) -> io::Result
         if src.is_ipv4() {
             set_bind_no_port(&s)?;
         }
-        s.bind(&SockAddr::from(src))?;
+        let explicit = src.port() != 0 && s.bind(&SockAddr::from(src)).is_ok();
+        if !explicit {
+            s.bind(&SockAddr::from(SocketAddr::new(src.ip(), 0)))?;
+        }
     }
     match s.connect(&SockAddr::from(dest)) {
         Ok(()) => Ok(s),

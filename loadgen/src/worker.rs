@@ -184,8 +184,14 @@ impl Worker {
     fn addrs(&self, g: u64) -> (Option<SocketAddr>, SocketAddr) {
         let p = &self.plan;
         let dest = p.targets[(g % p.targets.len() as u64) as usize];
-        let src = (!p.sources.is_empty())
-            .then(|| SocketAddr::new(p.sources[(g % p.sources.len() as u64) as usize], 0));
+        let n = p.sources.len() as u64;
+        let src = (n > 0).then(|| {
+            // Port 0: the kernel picks one at connect (IP_BIND_ADDRESS_NO_PORT).
+            let port = p
+                .source_ports
+                .map_or(0, |(lo, count)| lo + ((g / n) % u64::from(count)) as u16);
+            SocketAddr::new(p.sources[(g % n) as usize], port)
+        });
         (src, dest)
     }
 

@@ -66,22 +66,44 @@ impl UringDriver {
             return;
         }
         // An idle connection's multishot recv is often all that is in flight,
-        // as at a mass disconnect or a drain. Matched by its user_data, the
-        // kernel finds it with one hash lookup; matched by descriptor, it scans
-        // every request pending on the ring, so closing n connections costs n²
-        // (a 23 s soft lockup closing 19,000 connections of one ring).
-        let only_recv = st.has(RECV_ARMED) && st.pending() == 1;
+        // as at a mass disconnect or a drain, with at most a send beside it.
+        // Matched by their user_data, the kernel finds each with one hash
+        // lookup; matched by descriptor, it scans every request pending on
+        // the ring, so closing n connections costs n² (a 23 s soft lockup
+        // closing 19,000 connections of one ring). The descriptor is the
+        // fallback for anything else in flight (a shutdown).
+        let recv = st.has(RECV_ARMED);
+        let queued = st.has(SEND_QUEUED);
+        let pending = st.pending();
         st.set(CLOSE_DEFERRED);
-        st.add_pending();
-        let builder = if only_recv {
-            types::CancelBuilder::user_data(token::encode(Kind::Recv, conn))
+        let send = self.conns.send_of(conn);
+        let named = u32::from(recv) + u32::from(send.is_some()) + u32::from(queued);
+        let mut cancels = Vec::with_capacity(2);
+        if named == pending {
+            if recv {
+                cancels.push(types::CancelBuilder::user_data(token::encode(
+                    Kind::Recv,
+                    conn,
+                )));
+            }
+            if let Some(id) = send {
+                cancels.push(types::CancelBuilder::user_data(token::encode(
+                    Kind::Send,
+                    id,
+                )));
+            }
         } else {
-            types::CancelBuilder::fd(types::Fixed(sock.0)).all()
-        };
-        let cancel = opcode::AsyncCancel2::new(builder)
-            .build()
-            .user_data(token::encode(Kind::Cancel, conn));
-        self.push(&cancel);
+            cancels.push(types::CancelBuilder::fd(types::Fixed(sock.0)).all());
+        }
+        // A send still in the driver's queue is failed by `pump`; nothing in
+        // the kernel to cancel then, and the close follows from `op_done`.
+        for builder in cancels {
+            self.conns.get_mut(conn).add_pending();
+            let cancel = opcode::AsyncCancel2::new(builder)
+                .build()
+                .user_data(token::encode(Kind::Cancel, conn));
+            self.push(&cancel);
+        }
     }
 
     /// Close the slot now (nothing else is in flight on it).

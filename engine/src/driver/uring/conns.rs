@@ -84,6 +84,12 @@ impl ConnState {
 
 pub(super) struct ConnTable {
     states: Vec<ConnState>,
+    /// By key: 1 + the send-slab id of the send in the kernel, or 0. With it
+    /// `close` cancels that send by its user_data (one hash lookup in the
+    /// kernel) instead of by descriptor, which scans every request pending
+    /// on the ring: at 560,000 connections a close storm spent 75% of the
+    /// machine in that scan.
+    sends: Vec<u32>,
 }
 
 impl ConnTable {
@@ -95,6 +101,24 @@ impl ConnTable {
     pub(super) fn new(conns_max: u32) -> ConnTable {
         ConnTable {
             states: Vec::with_capacity(conns_max as usize),
+            sends: Vec::with_capacity(conns_max as usize),
+        }
+    }
+
+    /// `conn` has send `id` in the kernel (`None`: no longer).
+    pub(super) fn set_send(&mut self, conn: ConnKey, id: Option<u32>) {
+        let i = conn as usize;
+        if i >= self.sends.len() {
+            self.sends.resize(i + 1, 0);
+        }
+        self.sends[i] = id.map_or(0, |id| id + 1);
+    }
+
+    /// The send of `conn` in the kernel, if any.
+    pub(super) fn send_of(&self, conn: ConnKey) -> Option<u32> {
+        match self.sends.get(conn as usize) {
+            Some(&v) if v > 0 => Some(v - 1),
+            _ => None,
         }
     }
 

@@ -126,6 +126,11 @@ impl SendSlab {
     }
 
     /// The op finished: drop its `Bytes` and recycle the entry. Returns its connection.
+    /// The connection of op `id`.
+    fn conn_of(&self, id: u32) -> Option<ConnKey> {
+        self.ops.get(id as usize).map(|op| op.conn)
+    }
+
     fn remove(&mut self, id: u32) -> Option<ConnKey> {
         let op = self.ops.get_mut(id as usize)?;
         if !op.in_use() {
@@ -223,6 +228,9 @@ impl UringDriver {
 
     fn push_send(&mut self, id: u32, slot: u32, payload: Payload) {
         self.sends_in_kernel += 1;
+        if let Some(conn) = self.sends.conn_of(id) {
+            self.conns.set_send(conn, Some(id));
+        }
         let sqe = match payload {
             Payload::One(ptr, len) => opcode::Send::new(types::Fixed(slot), ptr, len)
                 .flags(libc::MSG_NOSIGNAL)
@@ -293,6 +301,7 @@ impl UringDriver {
             tracing::error!(id, res, "send CQE for an unknown op");
             return;
         };
+        self.conns.set_send(conn, None);
         let result = if res >= 0 {
             Ok(res as usize)
         } else {
