@@ -87,8 +87,8 @@ pub(super) struct ConnTable {
     /// By key: 1 + the send-slab id of the send in the kernel, or 0. With it
     /// `close` cancels that send by its user_data (one hash lookup in the
     /// kernel) instead of by descriptor, which scans every request pending
-    /// on the ring: at 560,000 connections a close storm spent 75% of the
-    /// machine in that scan.
+    /// on the ring. (Every cancel also scans the io-wq work of the thread,
+    /// which only write shutdowns create: docs/ARCHITECTURE.md, "Orderly close".)
     sends: Vec<u32>,
 }
 
