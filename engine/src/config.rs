@@ -343,7 +343,14 @@ impl Config {
 
     /// Reject combinations that cannot work, with a message naming the field.
     pub fn validate(&self) -> Result<(), String> {
-        let l = &self.limits;
+        self.validate_cluster_io()?;
+        self.validate_limits()?;
+        self.validate_heartbeat()?;
+        self.validate_sizes()
+    }
+
+    /// Cluster settings and the receive pool.
+    fn validate_cluster_io(&self) -> Result<(), String> {
         self.cluster.redis_addr()?;
         if self
             .cluster
@@ -359,6 +366,12 @@ impl Config {
                 self.io.recv_bufs
             ));
         }
+        Ok(())
+    }
+
+    /// Message, queue and command limits.
+    fn validate_limits(&self) -> Result<(), String> {
+        let l = &self.limits;
         if l.message_bytes_max < 125 {
             return Err("limits.message_bytes_max must be at least 125".into());
         }
@@ -381,6 +394,12 @@ impl Config {
                 "limits.ping_interval_ms and limits.pong_timeout_ms must be positive".into(),
             );
         }
+        Ok(())
+    }
+
+    /// Heartbeat periods fit the connections' 16-bit tick stamps.
+    fn validate_heartbeat(&self) -> Result<(), String> {
+        let l = &self.limits;
         // Connections stamp heartbeat ticks in 16 bits (conn/mod.rs): every period
         // must stay well inside that.
         let tick_ms = crate::policy::timer::wheel_tick(
@@ -399,6 +418,12 @@ impl Config {
                 crate::policy::timer::PERIOD_TICKS_MAX * tick_ms
             ));
         }
+        Ok(())
+    }
+
+    /// Table sizes, recovery, HTTP bounds, rings and shards.
+    fn validate_sizes(&self) -> Result<(), String> {
+        let l = &self.limits;
         if l.conns_per_shard_max == 0 || l.inbox_msgs_max == 0 || l.router_overflow_msgs_max == 0 {
             return Err("limits.conns_per_shard_max, limits.inbox_msgs_max and \
                  limits.router_overflow_msgs_max must be positive"

@@ -65,19 +65,7 @@ impl Engine {
         }
         let cfg = Arc::new(cfg);
         let n = cfg.shard_count();
-        let mut listeners = Vec::with_capacity(n);
-        let mut addr = cfg.listen;
-        for _ in 0..n {
-            // One listener per ring (`io.rings_per_shard`).
-            let mut ls = Vec::new();
-            for _ in 0..cfg.rings_per_shard() {
-                let l = listener(addr, cfg.io.send_buffer_bytes)?;
-                // Port 0: every shard must share the port the first one got.
-                addr = l.local_addr()?.as_socket().expect("inet socket");
-                ls.push(l);
-            }
-            listeners.push(ls);
-        }
+        let (listeners, addr) = bind_all(&cfg)?;
         let mut peers = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);
         for _ in 0..n {
@@ -102,7 +90,6 @@ impl Engine {
         let pin = cfg.pin_cores && n <= cores.len();
         let dcfg = cfg.driver_config();
         let mut threads = Vec::with_capacity(n);
-        let mut kind = DriverKind::Epoll;
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(n);
         for (id, (l, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
             let (cfg, peers, shared, dcfg, ready_tx) = (
@@ -135,19 +122,7 @@ impl Engine {
                 })?;
             threads.push(t);
         }
-        for _ in 0..n {
-            match ready_rx.recv() {
-                Ok(Ok(k)) => kind = k,
-                Ok(Err(e)) => {
-                    for p in &peers {
-                        let _ = p.try_send(ShardMsg::Shutdown);
-                        p.wake();
-                    }
-                    return Err(e);
-                }
-                Err(_) => return Err(io::Error::other("shard thread died during start")),
-            }
-        }
+        let kind = wait_ready(n, &ready_rx, &peers)?;
         Ok(Handle {
             peers,
             shared,
@@ -157,6 +132,48 @@ impl Engine {
             shards: n,
         })
     }
+}
+
+/// One listener per ring of every shard (`io.rings_per_shard`), by shard,
+/// and the address they share (with port 0, the one the first was given).
+fn bind_all(cfg: &Config) -> io::Result<(Vec<Vec<Socket>>, SocketAddr)> {
+    let mut listeners = Vec::with_capacity(cfg.shard_count());
+    let mut addr = cfg.listen;
+    for _ in 0..cfg.shard_count() {
+        let mut ls = Vec::new();
+        for _ in 0..cfg.rings_per_shard() {
+            let l = listener(addr, cfg.io.send_buffer_bytes)?;
+            // Port 0: every shard must share the port the first one got.
+            addr = l.local_addr()?.as_socket().expect("inet socket");
+            ls.push(l);
+        }
+        listeners.push(ls);
+    }
+    Ok((listeners, addr))
+}
+
+/// Wait until all `n` shards have built their drivers: the driver kind, or
+/// the first error (the shards that did start are told to stop).
+fn wait_ready(
+    n: usize,
+    ready: &crossbeam_channel::Receiver<io::Result<DriverKind>>,
+    peers: &[Peer],
+) -> io::Result<DriverKind> {
+    let mut kind = DriverKind::Epoll;
+    for _ in 0..n {
+        match ready.recv() {
+            Ok(Ok(k)) => kind = k,
+            Ok(Err(e)) => {
+                for p in peers {
+                    let _ = p.try_send(ShardMsg::Shutdown);
+                    p.wake();
+                }
+                return Err(e);
+            }
+            Err(_) => return Err(io::Error::other("shard thread died during start")),
+        }
+    }
+    Ok(kind)
 }
 
 fn listener(addr: SocketAddr, send_buffer_bytes: u32) -> io::Result<Socket> {
