@@ -50,16 +50,6 @@ pub struct FaultyDriver {
     cut: Vec<Bytes>,
 }
 
-fn key_of(c: &Completion) -> Option<ConnKey> {
-    match c {
-        Completion::Accepted { .. } | Completion::Wake => None,
-        Completion::Recv { conn, .. }
-        | Completion::RecvClosed { conn, .. }
-        | Completion::Sent { conn, .. }
-        | Completion::Closed { conn } => Some(*conn),
-    }
-}
-
 impl Driver for FaultyDriver {
     fn kind(&self) -> DriverKind {
         self.inner.kind()
@@ -77,7 +67,7 @@ impl Driver for FaultyDriver {
         out.extend(self.held.drain(..));
         let mut holding: BTreeSet<ConnKey> = BTreeSet::new();
         for c in self.fresh.drain(..) {
-            match key_of(&c) {
+            match c.conn() {
                 Some(k) if holding.contains(&k) || self.rng.chance(DELAY) => {
                     holding.insert(k);
                     self.held.push_back(c);

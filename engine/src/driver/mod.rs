@@ -73,6 +73,19 @@ pub enum Completion {
     Wake,
 }
 
+impl Completion {
+    /// The connection a completion is for (`Accepted` and `Wake` have none yet).
+    pub fn conn(&self) -> Option<ConnKey> {
+        match self {
+            Completion::Accepted { .. } | Completion::Wake => None,
+            Completion::Recv { conn, .. }
+            | Completion::RecvClosed { conn, .. }
+            | Completion::Sent { conn, .. }
+            | Completion::Closed { conn } => Some(*conn),
+        }
+    }
+}
+
 /// Which backend is running (for logs and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

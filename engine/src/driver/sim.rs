@@ -285,16 +285,6 @@ impl SimDriver {
         }
     }
 
-    fn key_of(c: &Completion) -> Option<ConnKey> {
-        match c {
-            Completion::Accepted { .. } | Completion::Wake => None,
-            Completion::Recv { conn, .. }
-            | Completion::RecvClosed { conn, .. }
-            | Completion::Sent { conn, .. }
-            | Completion::Closed { conn } => Some(*conn),
-        }
-    }
-
     /// Move what the network allows into `ready`.
     fn produce(&mut self) {
         let mut net = self.net.borrow_mut();
@@ -416,7 +406,7 @@ impl Driver for SimDriver {
         let mut held: BTreeSet<Option<ConnKey>> = BTreeSet::new();
         let mut keep = VecDeque::new();
         for c in self.ready.drain(..) {
-            let key = Self::key_of(&c);
+            let key = c.conn();
             // Accepts are one stream of their own (the listener's).
             if held.contains(&key) || self.rng.chance(self.faults.delay) {
                 held.insert(key);

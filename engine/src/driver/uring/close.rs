@@ -78,26 +78,27 @@ impl UringDriver {
         st.set(CLOSE_DEFERRED);
         let send = self.conns.send_of(conn);
         let named = u32::from(recv) + u32::from(send.is_some()) + u32::from(queued);
-        let mut cancels = Vec::with_capacity(2);
-        if named == pending {
-            if recv {
-                cancels.push(types::CancelBuilder::user_data(token::encode(
-                    Kind::Recv,
-                    conn,
-                )));
-            }
-            if let Some(id) = send {
-                cancels.push(types::CancelBuilder::user_data(token::encode(
-                    Kind::Send,
-                    id,
-                )));
-            }
+        // At most two cancels, without allocating on the close path.
+        let by_user_data =
+            |kind, id| Some(types::CancelBuilder::user_data(token::encode(kind, id)));
+        let cancels = if named == pending {
+            [
+                if recv {
+                    by_user_data(Kind::Recv, conn)
+                } else {
+                    None
+                },
+                send.and_then(|id| by_user_data(Kind::Send, id)),
+            ]
         } else {
-            cancels.push(types::CancelBuilder::fd(types::Fixed(sock.0)).all());
-        }
+            [
+                Some(types::CancelBuilder::fd(types::Fixed(sock.0)).all()),
+                None,
+            ]
+        };
         // A send still in the driver's queue is failed by `pump`; nothing in
         // the kernel to cancel then, and the close follows from `op_done`.
-        for builder in cancels {
+        for builder in cancels.into_iter().flatten() {
             self.conns.get_mut(conn).add_pending();
             let cancel = opcode::AsyncCancel2::new(builder)
                 .build()
