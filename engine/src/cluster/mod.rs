@@ -259,7 +259,7 @@ impl Link {
     /// Encode a request and note what its reply is for (pushes take no slot).
     fn encode(&self, req: BusReq, out: &mut Vec<u8>) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match req {
+        let awaits = match req {
             BusReq::Publish {
                 channel,
                 data,
@@ -268,28 +268,9 @@ impl Link {
                 epoch,
                 reply,
             } => {
-                let (m, h, t) = (
-                    self.meta_key(&channel),
-                    self.hist_key(&channel),
-                    self.topic(&channel),
-                );
-                let (size, ttl) = (history_size.to_string(), history_ttl_ms.to_string());
-                resp::command(
-                    out,
-                    &[
-                        b"EVAL",
-                        scripts::PUBLISH.as_bytes(),
-                        b"2",
-                        &m,
-                        &h,
-                        &data,
-                        size.as_bytes(),
-                        ttl.as_bytes(),
-                        epoch.as_bytes(),
-                        &t,
-                    ],
-                );
-                pending.push_back(Pending::Published { reply });
+                let history = (history_size, history_ttl_ms);
+                self.encode_publish(&channel, &data, history, &epoch, out);
+                Some(Pending::Published { reply })
             }
             BusReq::Watch {
                 channel,
@@ -297,24 +278,8 @@ impl Link {
                 epoch,
                 seq,
             } => {
-                let t = self.topic(&channel);
-                if on {
-                    resp::command(out, &[b"SUBSCRIBE", &t]);
-                    let m = self.meta_key(&channel);
-                    resp::command(
-                        out,
-                        &[
-                            b"EVAL",
-                            scripts::POSITION.as_bytes(),
-                            b"1",
-                            &m,
-                            epoch.as_bytes(),
-                        ],
-                    );
-                    pending.push_back(Pending::Watched { channel, seq });
-                } else {
-                    resp::command(out, &[b"UNSUBSCRIBE", &t]);
-                }
+                self.encode_watch(&channel, on, &epoch, out);
+                on.then_some(Pending::Watched { channel, seq })
             }
             BusReq::Read {
                 channel,
@@ -322,30 +287,91 @@ impl Link {
                 window,
                 then,
             } => {
-                let (m, h) = (self.meta_key(&channel), self.hist_key(&channel));
-                let ttl = history_ttl_ms.to_string();
-                let after = window.after.map(|a| a.to_string()).unwrap_or_default();
-                let (count, bytes) = (window.count.to_string(), window.page_bytes.to_string());
-                resp::command(
-                    out,
-                    &[
-                        b"EVAL",
-                        scripts::READ.as_bytes(),
-                        b"2",
-                        &m,
-                        &h,
-                        ttl.as_bytes(),
-                        after.as_bytes(),
-                        count.as_bytes(),
-                        bytes.as_bytes(),
-                    ],
-                );
-                pending.push_back(Pending::Read {
+                self.encode_read(&channel, history_ttl_ms, &window, out);
+                Some(Pending::Read {
                     channel,
                     then: *then,
-                });
+                })
             }
+        };
+        if let Some(p) = awaits {
+            pending.push_back(p);
         }
+    }
+
+    /// The publish script: the next offset, kept in history, published on the topic.
+    fn encode_publish(
+        &self,
+        channel: &str,
+        data: &[u8],
+        (history_size, history_ttl_ms): (usize, u64),
+        epoch: &str,
+        out: &mut Vec<u8>,
+    ) {
+        let (m, h, t) = (
+            self.meta_key(channel),
+            self.hist_key(channel),
+            self.topic(channel),
+        );
+        let (size, ttl) = (history_size.to_string(), history_ttl_ms.to_string());
+        resp::command(
+            out,
+            &[
+                b"EVAL",
+                scripts::PUBLISH.as_bytes(),
+                b"2",
+                &m,
+                &h,
+                data,
+                size.as_bytes(),
+                ttl.as_bytes(),
+                epoch.as_bytes(),
+                &t,
+            ],
+        );
+    }
+
+    /// Subscribe to the topic and read the position (which the reply answers),
+    /// or unsubscribe (no reply awaited).
+    fn encode_watch(&self, channel: &str, on: bool, epoch: &str, out: &mut Vec<u8>) {
+        let t = self.topic(channel);
+        if !on {
+            return resp::command(out, &[b"UNSUBSCRIBE", &t]);
+        }
+        resp::command(out, &[b"SUBSCRIBE", &t]);
+        let m = self.meta_key(channel);
+        resp::command(
+            out,
+            &[
+                b"EVAL",
+                scripts::POSITION.as_bytes(),
+                b"1",
+                &m,
+                epoch.as_bytes(),
+            ],
+        );
+    }
+
+    /// The read script: one page of history after `window.after`.
+    fn encode_read(&self, channel: &str, history_ttl_ms: u64, window: &Window, out: &mut Vec<u8>) {
+        let (m, h) = (self.meta_key(channel), self.hist_key(channel));
+        let ttl = history_ttl_ms.to_string();
+        let after = window.after.map(|a| a.to_string()).unwrap_or_default();
+        let (count, bytes) = (window.count.to_string(), window.page_bytes.to_string());
+        resp::command(
+            out,
+            &[
+                b"EVAL",
+                scripts::READ.as_bytes(),
+                b"2",
+                &m,
+                &h,
+                ttl.as_bytes(),
+                after.as_bytes(),
+                count.as_bytes(),
+                bytes.as_bytes(),
+            ],
+        );
     }
 
     fn read_loop(&self, mut s: TcpStream) {

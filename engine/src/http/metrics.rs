@@ -147,19 +147,7 @@ fn load(c: &AtomicU64) -> u64 {
 impl Collector for EngineCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let shards = &self.0.stats;
-        let label = |i: usize| [("shard", i.to_string())];
-        for (name, help, pick) in COUNTERS {
-            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (i, s) in shards.iter().enumerate() {
-                ConstCounter::new(load(pick(s))).encode(m.encode_family(&label(i))?)?;
-            }
-        }
-        for (name, help, pick) in GAUGES {
-            let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (i, s) in shards.iter().enumerate() {
-                ConstGauge::new(load(pick(s)) as i64).encode(m.encode_family(&label(i))?)?;
-            }
-        }
+        encode_per_shard(&mut enc, shards)?;
         let help = "Upgrades and requests refused, by reason.";
         let rejections = ("shardcast_rejections", help, "reason");
         encode_by_label(&mut enc, rejections, REJECTIONS, shards)?;
@@ -167,59 +155,107 @@ impl Collector for EngineCollector {
                     overflow (limits.router_overflow_msgs_max) were full, by kind.";
         let refusals = ("shardcast_router_refused", help, "kind");
         encode_by_label(&mut enc, refusals, ROUTER_REFUSALS, shards)?;
-        let help =
-            "From the owner assigning a publication's offset to this shard submitting the write.";
-        let mut m = enc.encode_descriptor(
-            "shardcast_publish_to_write_seconds",
-            help,
-            None,
-            MetricType::Histogram,
-        )?;
+        encode_latency(&mut enc, shards)?;
+        encode_drivers(&mut enc, shards)?;
+        encode_node(&mut enc, &self.0)
+    }
+}
+
+/// The label of a shard's sample.
+fn shard_label(i: usize) -> [(&'static str, String); 1] {
+    [("shard", i.to_string())]
+}
+
+/// Every counter and gauge of [`COUNTERS`] and [`GAUGES`], one sample per shard.
+fn encode_per_shard(
+    enc: &mut DescriptorEncoder,
+    shards: &[Arc<ShardStats>],
+) -> Result<(), std::fmt::Error> {
+    for (name, help, pick) in COUNTERS {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (i, s) in shards.iter().enumerate() {
-            let mut cumulative = 0;
-            let mut buckets = Vec::with_capacity(LATENCY_BOUNDS_S.len() + 1);
-            for (j, b) in s.latency.buckets.iter().enumerate() {
-                cumulative += load(b);
-                buckets.push((
-                    LATENCY_BOUNDS_S.get(j).copied().unwrap_or(f64::INFINITY),
-                    cumulative,
-                ));
-            }
-            let sum = load(&s.latency.sum_ns) as f64 / 1e9;
-            let count = load(&s.latency.count);
-            m.encode_family(&label(i))?
-                .encode_histogram::<Vec<(String, String)>>(sum, count, &buckets, None)?;
+            ConstCounter::new(load(pick(s))).encode(m.encode_family(&shard_label(i))?)?;
         }
-        let help = "The I/O driver each shard runs (value 1).";
-        let mut m = enc.encode_descriptor("shardcast_driver", help, None, MetricType::Gauge)?;
+    }
+    for (name, help, pick) in GAUGES {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
         for (i, s) in shards.iter().enumerate() {
-            let driver = if load(&s.uring) == 1 {
-                "uring"
-            } else {
-                "epoll"
-            };
-            let labels = [("shard", i.to_string()), ("driver", driver.to_string())];
-            ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
+            ConstGauge::new(load(pick(s)) as i64).encode(m.encode_family(&shard_label(i))?)?;
         }
-        let draining = self.0.draining.load(Ordering::Relaxed) as i64;
+    }
+    Ok(())
+}
+
+/// The publish-to-write latency histogram, per shard.
+fn encode_latency(
+    enc: &mut DescriptorEncoder,
+    shards: &[Arc<ShardStats>],
+) -> Result<(), std::fmt::Error> {
+    let help =
+        "From the owner assigning a publication's offset to this shard submitting the write.";
+    let mut m = enc.encode_descriptor(
+        "shardcast_publish_to_write_seconds",
+        help,
+        None,
+        MetricType::Histogram,
+    )?;
+    for (i, s) in shards.iter().enumerate() {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BOUNDS_S.len() + 1);
+        for (j, b) in s.latency.buckets.iter().enumerate() {
+            cumulative += load(b);
+            buckets.push((
+                LATENCY_BOUNDS_S.get(j).copied().unwrap_or(f64::INFINITY),
+                cumulative,
+            ));
+        }
+        let sum = load(&s.latency.sum_ns) as f64 / 1e9;
+        let count = load(&s.latency.count);
+        m.encode_family(&shard_label(i))?
+            .encode_histogram::<Vec<(String, String)>>(sum, count, &buckets, None)?;
+    }
+    Ok(())
+}
+
+/// Which driver each shard runs.
+fn encode_drivers(
+    enc: &mut DescriptorEncoder,
+    shards: &[Arc<ShardStats>],
+) -> Result<(), std::fmt::Error> {
+    let help = "The I/O driver each shard runs (value 1).";
+    let mut m = enc.encode_descriptor("shardcast_driver", help, None, MetricType::Gauge)?;
+    for (i, s) in shards.iter().enumerate() {
+        let driver = if load(&s.uring) == 1 {
+            "uring"
+        } else {
+            "epoll"
+        };
+        let labels = [("shard", i.to_string()), ("driver", driver.to_string())];
+        ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The node's own state: draining, and the cluster bus's link.
+fn encode_node(enc: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt::Error> {
+    let draining = shared.draining.load(Ordering::Relaxed) as i64;
+    let m = enc.encode_descriptor(
+        "shardcast_draining",
+        "1 while draining.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(draining).encode(m)?;
+    if let Some(up) = shared.authority.link_up() {
         let m = enc.encode_descriptor(
-            "shardcast_draining",
-            "1 while draining.",
+            "shardcast_cluster_bus_up",
+            "Cluster mode: 1 while the link to Redis is up.",
             None,
             MetricType::Gauge,
         )?;
-        ConstGauge::new(draining).encode(m)?;
-        if let Some(up) = self.0.authority.link_up() {
-            let m = enc.encode_descriptor(
-                "shardcast_cluster_bus_up",
-                "Cluster mode: 1 while the link to Redis is up.",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(up as i64).encode(m)?;
-        }
-        Ok(())
+        ConstGauge::new(up as i64).encode(m)?;
     }
+    Ok(())
 }
 
 /// One counter family with a label besides `shard`: `(name, help, label)`,
