@@ -341,6 +341,20 @@ impl Config {
         }
     }
 
+    /// The rules of a channel's namespace (the defaults when none is configured).
+    pub(crate) fn namespace_of(&self, channel: &str) -> crate::policy::auth::Namespace {
+        let ns = shardcast_proto::command::namespace(channel);
+        self.namespaces.get(ns).cloned().unwrap_or_default()
+    }
+
+    /// Data bytes one `history` reply holds: a page, and never more than half
+    /// the outbound queue, so the reply is not mistaken for a slow consumer.
+    pub(crate) fn history_page_bytes(&self) -> usize {
+        self.recovery
+            .page_bytes_max
+            .min(self.limits.queue_bytes_max / 2)
+    }
+
     /// Reject combinations that cannot work, with a message naming the field.
     pub fn validate(&self) -> Result<(), String> {
         self.validate_cluster_io()?;

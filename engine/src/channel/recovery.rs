@@ -27,24 +27,10 @@ use crate::stats::ShardStats;
 const HISTORY_LIMIT_MAX: usize = 1000;
 
 impl Core {
-    pub(crate) fn namespace_of(&self, channel: &str) -> crate::policy::auth::Namespace {
-        let ns = shardcast_proto::command::namespace(channel);
-        self.cfg.namespaces.get(ns).cloned().unwrap_or_default()
-    }
-
-    fn conn_ref(&self, key: ConnKey) -> Option<ConnRef> {
-        let conn = self.conns.get(key)?;
-        Some(ConnRef {
-            shard: self.id,
-            key,
-            gen: conn.gen,
-        })
-    }
-
     /// Ask the owner what the connection missed since `since` (it waits
     /// meanwhile), once one of the shard's replay slots is free.
     pub(crate) fn request_recovery(&mut self, ch: ChannelId, key: ConnKey, since: Since) {
-        let Some(conn) = self.conn_ref(key) else {
+        let Some(conn) = self.conns.conn_ref(self.id, key) else {
             return;
         };
         let channel = self.subs.name(ch);
@@ -61,7 +47,7 @@ impl Core {
                 since,
             });
         }
-        self.replay_gauges();
+        self.replays.gauges(&self.stats);
     }
 
     fn send_recover(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
@@ -85,7 +71,8 @@ impl Core {
                 continue;
             };
             if !alive {
-                self.drop_waiter(ch, q.key, q.gen);
+                self.subs
+                    .drop_waiter(ch, q.key, q.gen, &mut self.conns, &mut self.router);
                 continue;
             }
             let waits = self.subs.channel(ch).is_some_and(|c| {
@@ -108,35 +95,7 @@ impl Core {
             self.send_recover(q.channel, q.since, conn);
             break;
         }
-        self.replay_gauges();
-    }
-
-    /// Forget a closed connection's pending subscription (and the channel, if
-    /// nothing else holds it).
-    fn drop_waiter(&mut self, ch: ChannelId, key: ConnKey, gen: u32) {
-        let mut gone = Vec::new();
-        if let Some(c) = self.subs.channel_mut(ch) {
-            c.waiters.retain(|w| {
-                let mine = w.key == key && w.gen == gen;
-                if mine {
-                    gone.push(w.clone());
-                }
-                !mine
-            });
-        }
-        for w in &gone {
-            waiter_done(&mut self.conns, w);
-        }
-        self.subs.release_if_unused(ch, &mut self.router);
-    }
-
-    fn replay_gauges(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let s = &self.stats;
-        s.replays_active
-            .store(self.replays.slots_used() as u64, Relaxed);
-        s.replays_waiting
-            .store(self.replays.queued() as u64, Relaxed);
+        self.replays.gauges(&self.stats);
     }
 
     /// The owner answered a `since`: join (the reply goes first), then replay
@@ -337,7 +296,8 @@ impl Core {
                     .find(|w| w.key == conn.key && w.gen == conn.gen)
                     .map(|w| w.id)
             });
-            self.drop_waiter(ch, conn.key, conn.gen);
+            self.subs
+                .drop_waiter(ch, conn.key, conn.gen, &mut self.conns, &mut self.router);
             if let Some(id) = id {
                 let e = reply::error(id, error_code::INTERNAL, "cluster bus unavailable");
                 self.send_json(conn.key, &e);
@@ -361,39 +321,6 @@ impl Core {
         }
     }
 
-    /// The owner side of `Recover`.
-    pub(crate) fn serve_recovery(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
-        let page_bytes = self.cfg.recovery.page_bytes_max;
-        let recovery = self.owner.recover(&channel, &since, page_bytes, self.now);
-        self.answer_recovery(channel, conn, recovery);
-    }
-
-    /// Send a recovery's answer to the subscriber's shard (from the owner's
-    /// history, or from Redis's in cluster mode: `cluster/relay.rs`).
-    pub(crate) fn answer_recovery(&mut self, channel: Arc<str>, conn: ConnRef, recovery: Recovery) {
-        let msg = ShardMsg::Recovered {
-            channel,
-            conn,
-            recovery,
-        };
-        self.send_to(conn.shard, msg);
-    }
-
-    /// Send a replay page (`None`: the read failed) to the subscriber's shard.
-    pub(crate) fn answer_replay_page(
-        &mut self,
-        channel: Arc<str>,
-        conn: ConnRef,
-        frames: Option<Vec<shardcast_proto::PreparedFrame>>,
-    ) {
-        let msg = ShardMsg::ReplayPageReady {
-            channel,
-            conn,
-            frames,
-        };
-        self.send_to(conn.shard, msg);
-    }
-
     pub(crate) fn history_cmd(
         &mut self,
         key: ConnKey,
@@ -402,7 +329,7 @@ impl Core {
         since: Option<Since>,
         limit: Option<u32>,
     ) {
-        let Some(conn) = self.conn_ref(key) else {
+        let Some(conn) = self.conns.conn_ref(self.id, key) else {
             return;
         };
         if !self.permitted(key, id, &channel, false) {
@@ -423,45 +350,6 @@ impl Core {
         }
     }
 
-    pub(crate) fn serve_history(
-        &mut self,
-        channel: Arc<str>,
-        since: Option<Since>,
-        limit: usize,
-        conn: ConnRef,
-        id: Option<u64>,
-    ) {
-        let page_bytes = self.history_page_bytes();
-        let page = self
-            .owner
-            .history(&channel, since.as_ref(), limit, page_bytes, self.now);
-        self.send_to(conn.shard, ShardMsg::HistoryPage { conn, id, page });
-    }
-
-    /// The owner side of `ReplayPage`.
-    pub(crate) fn serve_replay_page(
-        &mut self,
-        channel: Arc<str>,
-        since: Since,
-        upto: u64,
-        conn: ConnRef,
-    ) {
-        let page_bytes = self.cfg.recovery.page_bytes_max;
-        let frames = self
-            .owner
-            .replay(&channel, &since, upto, page_bytes, self.now);
-        self.answer_replay_page(channel, conn, frames);
-    }
-
-    /// Data bytes one `history` reply holds: a page, and never more than half
-    /// the outbound queue, so the reply is not mistaken for a slow consumer.
-    pub(crate) fn history_page_bytes(&self) -> usize {
-        self.cfg
-            .recovery
-            .page_bytes_max
-            .min(self.cfg.limits.queue_bytes_max / 2)
-    }
-
     /// `{"id":5,"ok":{"publications":[{"offset":42,"data":…},…],"epoch":"E","offset":45}}`
     pub(crate) fn on_history_page(&mut self, conn: ConnRef, id: Option<u64>, page: Option<Page>) {
         if self.conns.get_gen(conn.key, conn.gen).is_none() {
@@ -477,13 +365,13 @@ impl Core {
     }
 
     pub(crate) fn presence_cmd(&mut self, key: ConnKey, id: Option<u64>, channel: String) {
-        let Some(conn) = self.conn_ref(key) else {
+        let Some(conn) = self.conns.conn_ref(self.id, key) else {
             return;
         };
         if !self.permitted(key, id, &channel, false) {
             return;
         }
-        if !self.namespace_of(&channel).presence {
+        if !self.cfg.namespace_of(&channel).presence {
             let e = reply::error(
                 id,
                 error_code::PERMISSION_DENIED,
@@ -522,7 +410,7 @@ impl Core {
 
     /// Tell the owner a member joined or left, when the namespace tracks presence.
     pub(crate) fn presence_change(&mut self, channel: &Arc<str>, key: ConnKey, join: bool) {
-        if !self.namespace_of(channel).presence {
+        if !self.cfg.namespace_of(channel).presence {
             return;
         }
         let Some(conn) = self.conns.get(key) else {

@@ -17,6 +17,7 @@ use shardcast_proto::command::Since;
 
 use crate::channel::registry::ChannelId;
 use crate::driver::ConnKey;
+use crate::stats::ShardStats;
 
 #[derive(Debug)]
 pub struct Replay {
@@ -92,6 +93,15 @@ impl Replays {
 
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Publish the slots in use and the recoveries waiting to the shard's gauges.
+    pub fn gauges(&self, stats: &ShardStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.replays_active.store(self.slots_used as u64, Relaxed);
+        stats
+            .replays_waiting
+            .store(self.queue.len() as u64, Relaxed);
     }
 
     pub fn start(&mut self, key: ConnKey, r: Replay) {

@@ -202,6 +202,32 @@ impl Subscriptions {
         }
     }
 
+    /// Forget a closed connection's pending subscription (and the channel, if
+    /// nothing else holds it).
+    pub(crate) fn drop_waiter(
+        &mut self,
+        ch: ChannelId,
+        key: ConnKey,
+        gen: u32,
+        conns: &mut Slab,
+        router: &mut Router,
+    ) {
+        let mut gone = Vec::new();
+        if let Some(c) = self.channel_mut(ch) {
+            c.waiters.retain(|w| {
+                let mine = w.key == key && w.gen == gen;
+                if mine {
+                    gone.push(w.clone());
+                }
+                !mine
+            });
+        }
+        for w in &gone {
+            waiter_done(conns, w);
+        }
+        self.release_if_unused(ch, router);
+    }
+
     /// The owner acknowledged this shard's interest: the channel is active
     /// from `offset`. Returns its id; the waiters that join now (those
     /// without `since`: the others keep waiting for their recovery answer)

@@ -1,20 +1,20 @@
 //! The owner side in cluster mode: Redis assigns offsets, keeps history and
 //! answers reads; this node's owner shard relays between the bus and the
-//! node's shards, in Redis's order. Reached through `channel/authority.rs`.
+//! node's shards, in Redis's order. Reached through `channel/authority.rs`
+//! ([`OwnerSide`]: the owner's parts of the shard, never its connections).
 
 use std::sync::Arc;
 
+use crate::channel::authority::{OwnerSide, Unpublished};
 use crate::channel::owner::Watch;
 use crate::cluster::BusReq;
 use crate::payload::{BusEvent, ReadFor, Snapshot, Window};
 use crate::shard::mesh::{ReplyTo, ShardMsg};
-use crate::shard::router::Refused;
-use crate::shard::Core;
 
-impl Core {
+impl OwnerSide<'_> {
     pub(crate) fn cluster_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
         match self.owner.cluster_interest(&channel, from, on) {
-            Watch::Ack(epoch, offset) => self.send_to(
+            Watch::Ack(epoch, offset) => self.router.send(
                 from,
                 ShardMsg::InterestAck {
                     channel,
@@ -25,7 +25,6 @@ impl Core {
             Watch::Wait { start: Some(seq) } => {
                 let epoch = self.owner.new_epoch();
                 if self
-                    .shared
                     .authority
                     .send(BusReq::Watch {
                         channel: channel.clone(),
@@ -40,7 +39,7 @@ impl Core {
                 }
             }
             Watch::Stop => {
-                let _ = self.shared.authority.send(BusReq::Watch {
+                let _ = self.authority.send(BusReq::Watch {
                     channel,
                     on: false,
                     epoch: Arc::from(""),
@@ -56,14 +55,14 @@ impl Core {
         channel: Arc<str>,
         data: bytes::Bytes,
         reply: ReplyTo,
-    ) {
+    ) -> Result<(), Unpublished> {
         // Redis's offset cannot be refused once assigned: the room for this
         // node's shards is checked before asking (publications from other
         // nodes cannot be, see docs/ARCHITECTURE.md).
         if !self.router.all_have_room(self.owner.interest_of(&channel)) {
-            return self.refuse_publish(reply, Refused::Fanout);
+            return Err(Unpublished::Refused(reply));
         }
-        let ns = self.namespace_of(&channel);
+        let ns = self.cfg.namespace_of(&channel);
         let req = BusReq::Publish {
             channel,
             data,
@@ -72,14 +71,14 @@ impl Core {
             epoch: self.owner.new_epoch(),
             reply,
         };
-        if let Err(BusReq::Publish { reply, .. }) = self.shared.authority.send(req) {
-            let internal = shardcast_proto::command::error_code::INTERNAL;
-            self.publish_failed(reply, internal, "cluster bus unavailable");
+        match self.authority.send(req) {
+            Err(BusReq::Publish { reply, .. }) => Err(Unpublished::BusDown(reply)),
+            _ => Ok(()),
         }
     }
 
     pub(crate) fn cluster_read(&mut self, channel: Arc<str>, then: ReadFor) {
-        let ttl = self.namespace_of(&channel).history_ttl_ms;
+        let ttl = self.cfg.namespace_of(&channel).history_ttl_ms;
         let page_bytes = self.cfg.recovery.page_bytes_max;
         // Redis sends one page at a time, as the owner shard does locally.
         let window = match &then {
@@ -96,7 +95,7 @@ impl Core {
             ReadFor::History { since, limit, .. } => Window {
                 after: since.as_ref().map(|s| s.offset),
                 count: *limit,
-                page_bytes: self.history_page_bytes(),
+                page_bytes: self.cfg.history_page_bytes(),
             },
         };
         let req = BusReq::Read {
@@ -105,7 +104,7 @@ impl Core {
             window,
             then: Box::new(then),
         };
-        if let Err(BusReq::Read { then, .. }) = self.shared.authority.send(req) {
+        if let Err(BusReq::Read { then, .. }) = self.authority.send(req) {
             self.on_bus(channel, BusEvent::ReadFailed { then: *then });
         }
     }
@@ -130,7 +129,7 @@ impl Core {
                     let to = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     let (channel, epoch) = (channel.clone(), epoch.clone());
-                    self.send_to(
+                    self.router.send(
                         to,
                         ShardMsg::InterestAck {
                             channel,
@@ -161,7 +160,8 @@ impl Core {
                 since, conn, id, ..
             } => {
                 let page = crate::channel::owner::history_from(snapshot, since.as_ref());
-                self.send_to(conn.shard, ShardMsg::HistoryPage { conn, id, page });
+                self.router
+                    .send(conn.shard, ShardMsg::HistoryPage { conn, id, page });
             }
         }
     }
@@ -171,11 +171,11 @@ impl Core {
         match then {
             // The bus's loss closes the subscriber too (4001); its replay
             // slot must come back all the same.
-            ReadFor::Recover { conn, .. } => {
-                self.send_to(conn.shard, ShardMsg::RecoverFailed { channel, conn })
-            }
+            ReadFor::Recover { conn, .. } => self
+                .router
+                .send(conn.shard, ShardMsg::RecoverFailed { channel, conn }),
             ReadFor::Replay { conn, .. } => self.answer_replay_page(channel, conn, None),
-            ReadFor::History { conn, id, .. } => self.send_to(
+            ReadFor::History { conn, id, .. } => self.router.send(
                 conn.shard,
                 ShardMsg::PublishFailed {
                     reply: ReplyTo::Ws { conn, id },
@@ -183,27 +183,6 @@ impl Core {
                     message: "cluster bus unavailable".into(),
                 },
             ),
-        }
-    }
-
-    /// The link to Redis is lost: this node cannot tell what it misses from now
-    /// on, so its subscribers reconnect (4001) and recover from Redis with `since`.
-    pub(crate) fn bus_lost(&mut self) {
-        self.owner.cluster_reset();
-        let spread = self.cfg.limits.reconnect_spread_ms.max(1);
-        let keys: Vec<_> = self
-            .conns
-            .keys()
-            .filter(|&k| {
-                self.conns
-                    .get(k)
-                    .is_some_and(|c| c.phase == crate::conn::Phase::Ws)
-            })
-            .collect();
-        for (i, key) in keys.into_iter().enumerate() {
-            let jitter = (key as u64 ^ (i as u64).wrapping_mul(0x9e37_79b9)) % spread;
-            let reason = format!("reconnect_after_ms={jitter}");
-            self.close_ws(key, shardcast_proto::error::close_code::DRAINING, &reason);
         }
     }
 }

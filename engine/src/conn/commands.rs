@@ -15,14 +15,14 @@ use crate::conn::session::Input;
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
 use crate::payload::ConnRef;
-use crate::policy::{auth, ratelimit};
+use crate::policy::{auth, heartbeat, ratelimit};
 use crate::shard::mesh::{owner_of, ReplyTo, ShardMsg};
 use crate::shard::router::Refused;
 use crate::stats::ShardStats;
 
 impl crate::shard::Core {
     pub(crate) fn on_ws_bytes(&mut self, key: ConnKey, data: &mut [u8]) {
-        self.heartbeat_rx(key);
+        heartbeat::rx(&mut self.conns, key, &self.beat_clock, self.now);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -61,7 +61,7 @@ impl crate::shard::Core {
         let msgpack = conn.has(flag::MSGPACK);
         ShardStats::inc(&self.stats.msgs_in);
         if matches!(msg, Message::Text(_) | Message::Binary(_)) {
-            self.heartbeat_msg(key);
+            heartbeat::msg(&mut self.conns, key, &self.beat_clock, self.now);
         }
         match self.session.read(msg, msgpack) {
             Input::Command(cmd) => {

@@ -164,7 +164,7 @@ impl Core {
             Phase::Closing | Phase::Dead => return,
         }
         let frame = if conn.has(flag::SSE) {
-            Self::sse_close_event(code, reason)
+            crate::conn::sse::close_event(code, reason)
         } else {
             PreparedFrame::close(code, reason).into_bytes()
         };
@@ -291,33 +291,6 @@ impl Core {
             );
             self.close_after_response(key);
         }
-    }
-}
-
-impl Core {
-    /// Count an authenticated connection against `limits.conns_per_user_max`;
-    /// false when the user already holds that many (the caller refuses it).
-    pub(crate) fn admit_user(&mut self, key: ConnKey) -> bool {
-        let max = self.cfg.limits.conns_per_user_max;
-        if max == 0 {
-            return true;
-        }
-        let Some(e) = self.conns.get_mut(key).and_then(|c| c.extra.as_mut()) else {
-            return true; // anonymous: no identity to count
-        };
-        let Some(sub) = e
-            .claims
-            .as_ref()
-            .map(|c| c.sub.as_str())
-            .filter(|s| !s.is_empty())
-        else {
-            return true;
-        };
-        if !self.shared.users.acquire(sub, max) {
-            return false;
-        }
-        e.user_counted = true;
-        true
     }
 }
 

@@ -23,6 +23,8 @@ use shardcast_proto::Decoder;
 use crate::channel::sublist::SubRef;
 use crate::conn::outq::OutQueue;
 use crate::driver::{ConnKey, Sock, SEND_IOVECS_MAX};
+use crate::payload::{ConnRef, ShardId};
+use crate::policy::users::UserConns;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -308,6 +310,31 @@ impl Conn {
         self.set(flag::EXPIRES, c.exp.is_some());
         self.extra_mut().claims = Some(c);
     }
+
+    /// Count an authenticated connection against `limits.conns_per_user_max`
+    /// (`max`; 0: no limit); false when the user already holds that many (the
+    /// caller refuses it). Released when it stops being a WebSocket.
+    pub(crate) fn admit_user(&mut self, users: &UserConns, max: u32) -> bool {
+        if max == 0 {
+            return true;
+        }
+        let Some(e) = self.extra.as_mut() else {
+            return true; // anonymous: no identity to count
+        };
+        let Some(sub) = e
+            .claims
+            .as_ref()
+            .map(|c| c.sub.as_str())
+            .filter(|s| !s.is_empty())
+        else {
+            return true;
+        };
+        if !users.acquire(sub, max) {
+            return false;
+        }
+        e.user_counted = true;
+        true
+    }
 }
 
 /// Connections of one shard, indexed by key; generations guard reuse.
@@ -369,6 +396,16 @@ impl Slab {
         self.free.push(key);
         self.len -= 1;
         Some(c)
+    }
+
+    /// How the other shards name connection `key` of shard `shard`, while it is open.
+    pub fn conn_ref(&self, shard: ShardId, key: ConnKey) -> Option<ConnRef> {
+        let conn = self.get(key)?;
+        Some(ConnRef {
+            shard,
+            key,
+            gen: conn.gen,
+        })
     }
 
     pub fn get(&self, key: ConnKey) -> Option<&Conn> {

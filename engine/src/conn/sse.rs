@@ -16,9 +16,11 @@ use shardcast_proto::error::close_code;
 use shardcast_proto::http::{self, Request};
 use shardcast_proto::sse;
 
+use crate::config::Config;
 use crate::conn::{flag, Phase};
 use crate::driver::ConnKey;
 use crate::policy::auth::{self, AuthError};
+use crate::policy::heartbeat;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -28,7 +30,7 @@ impl Core {
     pub(crate) fn sse_open(&mut self, key: ConnKey, req: Request) {
         let list = req.query_param("channels").unwrap_or_default();
         let channels: Vec<&str> = list.split(',').filter(|c| !c.is_empty()).collect();
-        let claims = match self.sse_admissible(&req, &channels) {
+        let claims = match admissible(&self.cfg, self.shared.verifier.as_ref(), &req, &channels) {
             Ok(claims) => claims,
             Err((status, why)) => return self.refuse(key, status, &why),
         };
@@ -53,7 +55,7 @@ impl Core {
         if let Some(c) = claims {
             conn.set_claims(c);
         }
-        if !self.admit_user(key) {
+        if !conn.admit_user(&self.shared.users, self.cfg.limits.conns_per_user_max) {
             return self.refuse(key, 429, "too many connections for this user");
         }
         let Some(conn) = self.conns.get_mut(key) else {
@@ -67,7 +69,7 @@ impl Core {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.set(flag::RELEASE_WHEN_DRAINED, true);
         }
-        self.heartbeat_start(key);
+        heartbeat::start(&mut self.conns, key, &self.beat_clock, self.now);
         for channel in &channels {
             let since = resume
                 .as_ref()
@@ -77,49 +79,6 @@ impl Core {
         }
     }
 
-    /// The stream's channels and token checked, in the order a client fixes
-    /// them: its claims (None: anonymous), or the status and reason to refuse.
-    fn sse_admissible(
-        &self,
-        req: &Request,
-        channels: &[&str],
-    ) -> Result<Option<auth::Claims>, (u16, String)> {
-        let max = self.cfg.limits.channels_per_conn_max;
-        if channels.is_empty() {
-            return Err((400, "channels: at least one channel is needed".into()));
-        }
-        if channels.len() > max {
-            let why = format!("channels: at most {max} per stream (limits.channels_per_conn_max)");
-            return Err((400, why));
-        }
-        if let Some(bad) = channels.iter().find(|c| !command::is_valid_channel(c)) {
-            return Err((400, format!("bad channel name: {bad}")));
-        }
-        let claims = match self.shared.verifier.as_ref() {
-            None => None,
-            Some(v) => {
-                let token = req.query_param("token").or_else(|| {
-                    req.header("authorization")
-                        .and_then(|v| v.strip_prefix("Bearer "))
-                        .map(|t| t.trim().to_string())
-                });
-                match token.ok_or(AuthError::Invalid).and_then(|t| v.verify(&t)) {
-                    Ok(c) => Some(c),
-                    Err(AuthError::Invalid) => return Err((401, "unauthorized".into())),
-                    Err(AuthError::Expired) => return Err((401, "token expired".into())),
-                }
-            }
-        };
-        let ns = &self.cfg.namespaces;
-        if let Some(denied) = channels
-            .iter()
-            .find(|c| !auth::allowed(claims.as_ref(), ns, c, false))
-        {
-            return Err((403, format!("permission denied: {denied}")));
-        }
-        Ok(claims)
-    }
-
     /// Refuse a stream before it starts.
     fn refuse(&mut self, key: ConnKey, status: u16, message: &str) {
         ShardStats::inc(&self.stats.rejected_bad_request);
@@ -127,16 +86,60 @@ impl Core {
         self.send_raw(key, resp);
         self.close_after_response(key);
     }
+}
 
-    /// The stream's last event: `close` with the code and reason a WebSocket would
-    /// get, after `retry:` when draining so the browser waits before it reconnects.
-    pub(crate) fn sse_close_event(code: u16, reason: &str) -> Bytes {
-        let retry = (code == close_code::DRAINING)
-            .then(|| reason.strip_prefix("reconnect_after_ms="))
-            .flatten()
-            .and_then(|ms| ms.parse().ok());
-        Bytes::from(sse::close_event(code, reason, retry))
+/// The stream's channels and token checked, in the order a client fixes
+/// them: its claims (None: anonymous), or the status and reason to refuse.
+fn admissible(
+    cfg: &Config,
+    verifier: Option<&auth::Verifier>,
+    req: &Request,
+    channels: &[&str],
+) -> Result<Option<auth::Claims>, (u16, String)> {
+    let max = cfg.limits.channels_per_conn_max;
+    if channels.is_empty() {
+        return Err((400, "channels: at least one channel is needed".into()));
     }
+    if channels.len() > max {
+        let why = format!("channels: at most {max} per stream (limits.channels_per_conn_max)");
+        return Err((400, why));
+    }
+    if let Some(bad) = channels.iter().find(|c| !command::is_valid_channel(c)) {
+        return Err((400, format!("bad channel name: {bad}")));
+    }
+    let claims = match verifier {
+        None => None,
+        Some(v) => {
+            let token = req.query_param("token").or_else(|| {
+                req.header("authorization")
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(|t| t.trim().to_string())
+            });
+            match token.ok_or(AuthError::Invalid).and_then(|t| v.verify(&t)) {
+                Ok(c) => Some(c),
+                Err(AuthError::Invalid) => return Err((401, "unauthorized".into())),
+                Err(AuthError::Expired) => return Err((401, "token expired".into())),
+            }
+        }
+    };
+    let ns = &cfg.namespaces;
+    if let Some(denied) = channels
+        .iter()
+        .find(|c| !auth::allowed(claims.as_ref(), ns, c, false))
+    {
+        return Err((403, format!("permission denied: {denied}")));
+    }
+    Ok(claims)
+}
+
+/// The stream's last event: `close` with the code and reason a WebSocket would
+/// get, after `retry:` when draining so the browser waits before it reconnects.
+pub(crate) fn close_event(code: u16, reason: &str) -> Bytes {
+    let retry = (code == close_code::DRAINING)
+        .then(|| reason.strip_prefix("reconnect_after_ms="))
+        .flatten()
+        .and_then(|ms| ms.parse().ok());
+    Bytes::from(sse::close_event(code, reason, retry))
 }
 
 /// Where a stream resumes: EventSource resends the id of the last event it

@@ -12,11 +12,15 @@ use shardcast_proto::handshake::{self, Subprotocol};
 use crate::policy::auth::AuthError;
 use shardcast_proto::http::{self, HttpError, Request};
 
-use crate::conn::{Phase, Waiting};
+use crate::config::Limits;
+use crate::conn::{Phase, Slab, Waiting};
 use crate::driver::ConnKey;
 use crate::payload::ConnRef;
+use crate::policy::heartbeat;
 use crate::policy::timer::Deadline;
 use crate::shard::mesh::{owner_of, Published, ReplyTo, ShardMsg};
+use crate::shard::router::Router;
+use crate::shard::shared::Shared;
 use crate::shard::Core;
 use crate::stats::ShardStats;
 
@@ -216,7 +220,7 @@ impl Core {
                     self.respond(key, 503, "text/plain", b"draining", keep_alive)
                 } else if !self.shared.authority.is_up() {
                     self.respond(key, 503, "text/plain", b"cluster bus down", keep_alive)
-                } else if self.above_high_water() {
+                } else if above_high_water(&self.cfg.limits, self.shards, &self.shared) {
                     self.respond(key, 503, "text/plain", b"overloaded", keep_alive)
                 } else {
                     self.respond(key, 200, "text/plain", b"ready", keep_alive)
@@ -229,7 +233,7 @@ impl Core {
             }
             ("GET", "/api/channels") => {
                 if self.api_authorized(key, &req) {
-                    let body = self.channels_json();
+                    let body = channels_json(&self.shared);
                     self.respond(key, 200, "application/json", &body, keep_alive);
                 }
             }
@@ -293,24 +297,19 @@ impl Core {
         if !self.authenticate(key, &req) {
             return;
         }
-        if !self.admit_user(key) {
+        let users_max = self.cfg.limits.conns_per_user_max;
+        let users = &self.shared.users;
+        if !self
+            .conns
+            .get_mut(key)
+            .is_none_or(|c| c.admit_user(users, users_max))
+        {
             let reason = "too many connections for this user";
             return self.close_ws(key, close_code::BANNED, reason);
         }
-        self.heartbeat_start(key);
+        heartbeat::start(&mut self.conns, key, &self.beat_clock, self.now);
         if let Some(list) = req.query_param("subscribe") {
-            for channel in list.split(',').filter(|c| !c.is_empty()) {
-                if command::is_valid_channel(channel) {
-                    self.subscribe(key, None, channel, None);
-                } else {
-                    let e = shardcast_proto::reply::error(
-                        None,
-                        command::error_code::BAD_CHANNEL,
-                        "bad channel name",
-                    );
-                    self.send_json(key, &e);
-                }
-            }
+            self.subscribe_listed(key, &list);
         }
         if !leftover.is_empty() {
             // Frames sent right behind the request, in the same segment.
@@ -319,15 +318,21 @@ impl Core {
         }
     }
 
-    /// Open WebSockets at or past `ready_high_water_pct` of the engine's capacity.
-    fn above_high_water(&self) -> bool {
-        let l = &self.cfg.limits;
-        let capacity = if l.conns_max > 0 {
-            l.conns_max
-        } else {
-            l.conns_per_shard_max as u64 * self.shards as u64
-        };
-        self.shared.ws_open_total() * 100 >= capacity * l.ready_high_water_pct as u64
+    /// Subscribe a new WebSocket to the channels of its `?subscribe=a,b`; a
+    /// bad name gets an error reply, the others are subscribed.
+    fn subscribe_listed(&mut self, key: ConnKey, list: &str) {
+        for channel in list.split(',').filter(|c| !c.is_empty()) {
+            if command::is_valid_channel(channel) {
+                self.subscribe(key, None, channel, None);
+            } else {
+                let e = shardcast_proto::reply::error(
+                    None,
+                    command::error_code::BAD_CHANNEL,
+                    "bad channel name",
+                );
+                self.send_json(key, &e);
+            }
+        }
     }
 
     /// WebSocket connections this shard and the engine may still take.
@@ -379,20 +384,8 @@ impl Core {
         }
     }
 
-    /// Whether the request carries the API key (or none is configured).
-    fn api_key_given(&self, req: &Request) -> bool {
-        let Some(want) = self.cfg.api_key.as_deref() else {
-            return true;
-        };
-        let given = req
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        given.is_some_and(|g| crate::policy::auth::constant_time_eq(g.as_bytes(), want.as_bytes()))
-    }
-
     fn api_authorized(&mut self, key: ConnKey, req: &Request) -> bool {
-        if self.api_key_given(req) {
+        if api_key_given(self.cfg.api_key.as_deref(), req) {
             return true;
         }
         self.refuse_unauthorized(key, req.keep_alive());
@@ -412,7 +405,7 @@ impl Core {
     fn refused_before_body(&mut self, key: ConnKey, head: &Request) -> bool {
         let publishes = head.method == "POST"
             && matches!(head.path.as_str(), "/api/publish" | "/api/broadcast");
-        if !publishes || self.api_key_given(head) {
+        if !publishes || api_key_given(self.cfg.api_key.as_deref(), head) {
             return false;
         }
         self.refuse_unauthorized(key, false);
@@ -433,7 +426,7 @@ impl Core {
                 return self.respond(key, 400, "application/json", &body, keep_alive);
             }
         };
-        if !self.owners_have_room(&channels) {
+        if !owners_have_room(&self.router, self.shards, &channels) {
             self.refused(crate::shard::router::Refused::Publish);
             let code = command::error_code::TOO_MANY_REQUESTS;
             let body = shardcast_proto::reply::error(None, code, crate::shard::OVERLOADED);
@@ -486,34 +479,9 @@ impl Core {
         }
     }
 
-    /// Whether every owner of `channels` can take its share of the request, so
-    /// that a broadcast is refused whole rather than published in part.
-    fn owners_have_room(&self, channels: &[String]) -> bool {
-        let mut wanted = vec![0usize; self.shards];
-        for channel in channels {
-            wanted[owner_of(channel, self.shards)] += 1;
-        }
-        wanted
-            .iter()
-            .enumerate()
-            .all(|(to, &n)| n <= self.router.room(to))
-    }
-
-    /// The unanswered pipelined request `req` of a connection still in its HTTP phase.
-    fn waiting_request(&mut self, conn: ConnRef, req: u32) -> Option<&mut Waiting> {
-        let c = self.conns.get_gen(conn.key, conn.gen)?;
-        if c.phase != Phase::Http {
-            return None;
-        }
-        c.http_mut()?
-            .waiting
-            .iter_mut()
-            .find(|w| w.req == req && w.ready.is_none())
-    }
-
     /// An owner answered one channel of a waiting API request.
     pub(crate) fn http_result(&mut self, conn: ConnRef, req: u32, index: u16, result: Published) {
-        let Some(w) = self.waiting_request(conn, req) else {
+        let Some(w) = waiting_request(&mut self.conns, conn, req) else {
             return;
         };
         if let Some(slot) = w.results.get_mut(index as usize) {
@@ -537,7 +505,7 @@ impl Core {
     /// could not, or its owner refused it: a shard it fans out to is full); the
     /// whole request answers 503 (temporary), as none of it can be confirmed.
     pub(crate) fn http_failed(&mut self, conn: ConnRef, req: u32, code: u16, message: &str) {
-        let Some(w) = self.waiting_request(conn, req) else {
+        let Some(w) = waiting_request(&mut self.conns, conn, req) else {
             return;
         };
         let body = shardcast_proto::reply::error(None, code, message);
@@ -607,16 +575,6 @@ impl Core {
         self.send_answer(key, bytes, keep_alive);
     }
 
-    fn channels_json(&self) -> Vec<u8> {
-        let mut counts: std::collections::BTreeMap<Arc<str>, u64> = Default::default();
-        for shard in self.shared.channels.iter() {
-            for (name, n) in shard.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                *counts.entry(name.clone()).or_default() += *n as u64;
-            }
-        }
-        shardcast_proto::reply::api_channels(counts.iter().map(|(name, n)| (&**name, *n)))
-    }
-
     fn respond(
         &mut self,
         key: ConnKey,
@@ -652,4 +610,62 @@ fn publish_response(w: &Waiting) -> Vec<u8> {
         let p = p.as_ref().expect("complete");
         (&**ch, p.offset, &*p.epoch)
     }))
+}
+
+/// Whether the request carries the API key (or none is configured).
+fn api_key_given(api_key: Option<&str>, req: &Request) -> bool {
+    let Some(want) = api_key else {
+        return true;
+    };
+    let given = req
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    given.is_some_and(|g| crate::policy::auth::constant_time_eq(g.as_bytes(), want.as_bytes()))
+}
+
+/// Open WebSockets at or past `ready_high_water_pct` of the engine's capacity.
+fn above_high_water(l: &Limits, shards: usize, shared: &Shared) -> bool {
+    let capacity = if l.conns_max > 0 {
+        l.conns_max
+    } else {
+        l.conns_per_shard_max as u64 * shards as u64
+    };
+    shared.ws_open_total() * 100 >= capacity * l.ready_high_water_pct as u64
+}
+
+/// `/api/channels`: every shard's subscriber counts (their latest snapshots), summed.
+fn channels_json(shared: &Shared) -> Vec<u8> {
+    let mut counts: std::collections::BTreeMap<Arc<str>, u64> = Default::default();
+    for shard in shared.channels.iter() {
+        for (name, n) in shard.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            *counts.entry(name.clone()).or_default() += *n as u64;
+        }
+    }
+    shardcast_proto::reply::api_channels(counts.iter().map(|(name, n)| (&**name, *n)))
+}
+
+/// Whether every owner of `channels` can take its share of the request, so
+/// that a broadcast is refused whole rather than published in part.
+fn owners_have_room(router: &Router, shards: usize, channels: &[String]) -> bool {
+    let mut wanted = vec![0usize; shards];
+    for channel in channels {
+        wanted[owner_of(channel, shards)] += 1;
+    }
+    wanted
+        .iter()
+        .enumerate()
+        .all(|(to, &n)| n <= router.room(to))
+}
+
+/// The unanswered pipelined request `req` of a connection still in its HTTP phase.
+fn waiting_request(conns: &mut Slab, conn: ConnRef, req: u32) -> Option<&mut Waiting> {
+    let c = conns.get_gen(conn.key, conn.gen)?;
+    if c.phase != Phase::Http {
+        return None;
+    }
+    c.http_mut()?
+        .waiting
+        .iter_mut()
+        .find(|w| w.req == req && w.ready.is_none())
 }

@@ -5,155 +5,131 @@
 //! connection's pong is never mistaken for silence; any received byte counts
 //! as life, since a client streaming data to us is evidently there.
 
-use bytes::Bytes;
-use shardcast_proto::error::close_code;
-use shardcast_proto::sse;
+use std::time::Instant;
 
-use crate::conn::{flag, Phase};
+use shardcast_proto::error::close_code;
+
+use crate::conn::{flag, Phase, Slab};
 use crate::driver::ConnKey;
-use crate::policy::auth::unix_now;
-use crate::policy::timer::PERIOD_TICKS_MAX;
-use crate::shard::Core;
-use crate::stats::ShardStats;
+use crate::policy::timer::{BeatClock, Beats, PERIOD_TICKS_MAX};
 
 /// An empty unmasked ping frame, shared by every connection.
-static PING_FRAME: [u8; 2] = [0x89, 0x00];
+pub(crate) static PING_FRAME: [u8; 2] = [0x89, 0x00];
 
-/// What one sweep step decided for a connection.
-enum Beat {
+/// What one sweep step decided for a connection (the shard acts on it:
+/// `shard/mod.rs`, `heartbeat_due`).
+pub(crate) enum Beat {
     Nothing,
     Ping,
     SseComment,
     Close(u16, &'static str),
 }
 
-impl Core {
-    /// The current tick, as connections stamp it (mod 2^16).
-    fn tick_now(&self) -> u16 {
-        self.beat_clock.tick_of(self.now) as u16
-    }
+/// The current tick, as connections stamp it (mod 2^16).
+fn tick_now(clock: &BeatClock, now: Instant) -> u16 {
+    clock.tick_of(now) as u16
+}
 
-    /// A connection became a WebSocket (or an SSE stream): its heartbeat
-    /// deadlines count from now.
-    pub(crate) fn heartbeat_start(&mut self, key: ConnKey) {
-        let t = self.tick_now();
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.last_rx_tick = t;
-            conn.last_msg_tick = t;
-        }
+/// A connection became a WebSocket (or an SSE stream): its heartbeat
+/// deadlines count from now.
+pub(crate) fn start(conns: &mut Slab, key: ConnKey, clock: &BeatClock, now: Instant) {
+    let t = tick_now(clock, now);
+    if let Some(conn) = conns.get_mut(key) {
+        conn.last_rx_tick = t;
+        conn.last_msg_tick = t;
     }
+}
 
-    /// Bytes arrived: the connection is alive.
-    pub(crate) fn heartbeat_rx(&mut self, key: ConnKey) {
-        let t = self.tick_now();
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.last_rx_tick = t;
-            conn.set(flag::PING_OUTSTANDING, false);
-        }
+/// Bytes arrived: the connection is alive.
+pub(crate) fn rx(conns: &mut Slab, key: ConnKey, clock: &BeatClock, now: Instant) {
+    let t = tick_now(clock, now);
+    if let Some(conn) = conns.get_mut(key) {
+        conn.last_rx_tick = t;
+        conn.set(flag::PING_OUTSTANDING, false);
     }
+}
 
-    /// A data message arrived (for the idle timeout).
-    pub(crate) fn heartbeat_msg(&mut self, key: ConnKey) {
-        let t = self.tick_now();
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.last_msg_tick = t;
-        }
+/// A data message arrived (for the idle timeout).
+pub(crate) fn msg(conns: &mut Slab, key: ConnKey, clock: &BeatClock, now: Instant) {
+    let t = tick_now(clock, now);
+    if let Some(conn) = conns.get_mut(key) {
+        conn.last_msg_tick = t;
     }
+}
 
-    /// Once a tick: visit every connection and act on the deadlines that passed.
-    pub(crate) fn heartbeat_due(&mut self) {
-        let t = self.beat_clock.tick_of(self.now);
-        if t < self.beat_clock.next {
-            return;
-        }
-        self.beat_clock.next = t + 1;
-        self.out.check_queued_gauge(&self.conns);
-        let now_unix = unix_now();
-        for key in 0..self.conns.key_end() {
-            match self.heartbeat_check(key, t, now_unix) {
-                Beat::Nothing => {}
-                Beat::Ping => {
-                    self.send_control(key, Bytes::from_static(&PING_FRAME));
-                }
-                Beat::SseComment => {
-                    // A stream's client never answers: a comment every interval keeps
-                    // proxies from timing it out, and a dead peer shows up as a failed write.
-                    self.send_control(key, Bytes::from_static(sse::HEARTBEAT));
-                }
-                Beat::Close(code, why) => {
-                    if code == close_code::IDLE_TIMEOUT {
-                        ShardStats::inc(&self.stats.heartbeat_closes);
-                    }
-                    self.close_ws(key, code, why)
-                }
-            }
-        }
+/// Once a tick: the tick to sweep every connection at, or None when this
+/// one was swept already.
+pub(crate) fn sweep_tick(clock: &mut BeatClock, now: Instant) -> Option<u64> {
+    let t = clock.tick_of(now);
+    if t < clock.next {
+        return None;
     }
+    clock.next = t + 1;
+    Some(t)
+}
 
-    /// The deadlines of one connection at tick `t` (`now_unix` for token expiry).
-    /// A stamp is the tick an event fell in, so a deadline counts from the end
-    /// of that tick (`t > stamp + period`): never early, at most a tick late.
-    fn heartbeat_check(&mut self, key: ConnKey, t: u64, now_unix: u64) -> Beat {
-        let b = self.beats;
-        let Some(conn) = self.conns.get_mut(key) else {
-            return Beat::Nothing;
-        };
-        if conn.phase != Phase::Ws {
-            return Beat::Nothing;
+/// The deadlines of one connection at tick `t` (`now_unix` for token expiry).
+/// A stamp is the tick an event fell in, so a deadline counts from the end
+/// of that tick (`t > stamp + period`): never early, at most a tick late.
+pub(crate) fn check(conns: &mut Slab, b: Beats, key: ConnKey, t: u64, now_unix: u64) -> Beat {
+    let Some(conn) = conns.get_mut(key) else {
+        return Beat::Nothing;
+    };
+    if conn.phase != Phase::Ws {
+        return Beat::Nothing;
+    }
+    // Idle connections give their queue's memory back between bursts: each
+    // connection once a ping interval, spread over the interval by key.
+    if (t + key as u64).is_multiple_of(b.ping) {
+        if !conn.has(flag::SENDING) {
+            conn.out.release_if_empty();
         }
-        // Idle connections give their queue's memory back between bursts: each
-        // connection once a ping interval, spread over the interval by key.
-        if (t + key as u64).is_multiple_of(b.ping) {
-            if !conn.has(flag::SENDING) {
-                conn.out.release_if_empty();
-            }
-            if conn.out.is_empty() {
-                conn.set(flag::RELEASE_WHEN_DRAINED, true);
-            }
-        }
-        if conn.has(flag::EXPIRES)
-            && conn
-                .claims()
-                .and_then(|c| c.exp)
-                .is_some_and(|exp| exp <= now_unix)
-        {
-            return Beat::Close(close_code::TOKEN_EXPIRED, "token expired");
-        }
-        if conn.has(flag::SSE) {
-            // For a stream, `last_msg_tick` is when the last comment went out.
-            if ago(t, conn.last_msg_tick) <= b.ping {
-                return Beat::Nothing;
-            }
-            conn.last_msg_tick = t as u16;
-            return Beat::SseComment;
-        }
-        if b.idle > 0 && ago(t, conn.last_msg_tick) > b.idle {
-            return Beat::Close(close_code::IDLE_TIMEOUT, "idle timeout");
-        }
-        if conn.has(flag::PING_OUTSTANDING) {
-            // `last_rx_tick` is when the ping went out: nothing came since.
-            if ago(t, conn.last_rx_tick) > b.pong {
-                return Beat::Close(close_code::IDLE_TIMEOUT, "heartbeat timeout");
-            }
-            return Beat::Nothing;
-        }
-        let ping_after = if conn.has(flag::PINGED) {
-            b.ping
-        } else {
-            b.ping + first_ping_delay(key, b.ping)
-        };
-        if ago(t, conn.last_rx_tick) <= ping_after {
-            return Beat::Nothing;
-        }
-        conn.set(flag::PINGED, true);
-        conn.set(flag::PING_OUTSTANDING, true);
-        conn.last_rx_tick = t as u16;
-        // The ping is a one-off write: the queue can go once it drains.
         if conn.out.is_empty() {
             conn.set(flag::RELEASE_WHEN_DRAINED, true);
         }
-        Beat::Ping
     }
+    if conn.has(flag::EXPIRES)
+        && conn
+            .claims()
+            .and_then(|c| c.exp)
+            .is_some_and(|exp| exp <= now_unix)
+    {
+        return Beat::Close(close_code::TOKEN_EXPIRED, "token expired");
+    }
+    if conn.has(flag::SSE) {
+        // For a stream, `last_msg_tick` is when the last comment went out.
+        if ago(t, conn.last_msg_tick) <= b.ping {
+            return Beat::Nothing;
+        }
+        conn.last_msg_tick = t as u16;
+        return Beat::SseComment;
+    }
+    if b.idle > 0 && ago(t, conn.last_msg_tick) > b.idle {
+        return Beat::Close(close_code::IDLE_TIMEOUT, "idle timeout");
+    }
+    if conn.has(flag::PING_OUTSTANDING) {
+        // `last_rx_tick` is when the ping went out: nothing came since.
+        if ago(t, conn.last_rx_tick) > b.pong {
+            return Beat::Close(close_code::IDLE_TIMEOUT, "heartbeat timeout");
+        }
+        return Beat::Nothing;
+    }
+    let ping_after = if conn.has(flag::PINGED) {
+        b.ping
+    } else {
+        b.ping + first_ping_delay(key, b.ping)
+    };
+    if ago(t, conn.last_rx_tick) <= ping_after {
+        return Beat::Nothing;
+    }
+    conn.set(flag::PINGED, true);
+    conn.set(flag::PING_OUTSTANDING, true);
+    conn.last_rx_tick = t as u16;
+    // The ping is a one-off write: the queue can go once it drains.
+    if conn.out.is_empty() {
+        conn.set(flag::RELEASE_WHEN_DRAINED, true);
+    }
+    Beat::Ping
 }
 
 /// Extra ticks before a connection's first ping, spread by key over up to

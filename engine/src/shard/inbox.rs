@@ -1,6 +1,6 @@
-//! Messages from the inbox (`handle_msg`): to a channel's owner (its side of
-//! fan-out, routed by the authority) and to the subscribers' shard (joins,
-//! deliveries, answers).
+//! Messages from the inbox (`handle_msg`): to a channel's owner (answered by
+//! its `OwnerSide`, `channel/authority.rs`, routed by the authority) and to
+//! the subscribers' shard (joins, deliveries, answers).
 
 use std::sync::Arc;
 
@@ -8,16 +8,12 @@ use bytes::Bytes;
 
 use shardcast_proto::{reply, PreparedFrame};
 
-use crate::channel::authority::Authority;
-use crate::channel::owner::Fanned;
+use crate::channel::authority::Unpublished;
 use crate::channel::registry::ChannelId;
 use crate::channel::subscriptions::waiter_done;
-use crate::payload::{ConnRef, Member, ReadFor};
 use crate::shard::mesh::{Published, ReplyTo, ShardMsg};
 use crate::shard::router::Refused;
 use crate::shard::Core;
-use crate::stats::ShardStats;
-use shardcast_proto::command::Since;
 
 impl Core {
     /// One message from the inbox: to this shard as a channel's owner, as
@@ -41,50 +37,67 @@ impl Core {
             | ShardMsg::HistoryPage { .. }
             | ShardMsg::ReplayPageReady { .. }
             | ShardMsg::PresenceList { .. }) => self.subscriber_msg(m),
-            ShardMsg::Bus { channel, event } => self.on_bus(channel, *event),
+            ShardMsg::Bus { channel, event } => self.owner_side().on_bus(channel, *event),
             ShardMsg::BusLost => self.bus_lost(),
             ShardMsg::Shutdown => self.stop(),
             ShardMsg::Drain { window } => self.begin_drain(window),
         }
     }
 
-    /// A message to the owner of a channel, answered by the [`Authority`].
+    /// A message to the owner of a channel, answered by the parts of the
+    /// shard that stand for it ([`OwnerSide`]), as the [`Authority`] routes it.
+    ///
+    /// [`OwnerSide`]: crate::channel::authority::OwnerSide
+    /// [`Authority`]: crate::channel::authority::Authority
     fn owner_msg(&mut self, msg: ShardMsg) {
+        let mut side = self.owner_side();
         match msg {
-            ShardMsg::Interest { channel, from, on } => self.authority_interest(channel, from, on),
+            ShardMsg::Interest { channel, from, on } => side.interest(channel, from, on),
             ShardMsg::Publish {
                 channel,
                 data,
                 reply,
-            } => self.authority_publish(channel, data, reply),
+            } => {
+                if let Err(unpublished) = side.publish(channel, data, reply) {
+                    self.unpublished(unpublished);
+                }
+            }
             ShardMsg::Recover {
                 channel,
                 since,
                 conn,
-            } => self.authority_recover(channel, since, conn),
+            } => side.recover(channel, since, conn),
             ShardMsg::History {
                 channel,
                 since,
                 limit,
                 conn,
                 id,
-            } => self.authority_history(channel, since, limit, conn, id),
+            } => side.history(channel, since, limit, conn, id),
             ShardMsg::ReplayPage {
                 channel,
                 since,
                 upto,
                 conn,
-            } => self.authority_replay_page(channel, since, upto, conn),
-            ShardMsg::PresenceQuery { channel, conn, id } => {
-                let members = self.owner.members(&channel);
-                self.send_to(conn.shard, ShardMsg::PresenceList { conn, id, members });
-            }
+            } => side.replay_page(channel, since, upto, conn),
+            ShardMsg::PresenceQuery { channel, conn, id } => side.presence_query(channel, conn, id),
             ShardMsg::PresenceChange {
                 channel,
                 member,
                 join,
-            } => self.owner_presence_change(channel, member, join),
+            } => side.presence_change(channel, member, join),
             other => unreachable!("not for an owner: {other:?}"),
+        }
+    }
+
+    /// Answer the publisher of a publication the owner side did not take.
+    fn unpublished(&mut self, unpublished: Unpublished) {
+        match unpublished {
+            Unpublished::Refused(reply) => self.refuse_publish(reply, Refused::Fanout),
+            Unpublished::BusDown(reply) => {
+                let internal = shardcast_proto::command::error_code::INTERNAL;
+                self.publish_failed(reply, internal, "cluster bus unavailable");
+            }
         }
     }
 
@@ -138,45 +151,6 @@ impl Core {
         }
     }
 
-    /// A shard's interest in a channel changed; a new one learns where to join.
-    pub(crate) fn owner_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
-        let (epoch, offset) = self.owner.interest(&channel, from, on);
-        if on {
-            self.send_to(
-                from,
-                ShardMsg::InterestAck {
-                    channel,
-                    epoch,
-                    offset,
-                },
-            );
-        }
-    }
-
-    /// The owner orders a publication, fans it out, and answers the publisher.
-    /// A publication that a shard it fans out to has no room for is refused
-    /// before it gets an offset: once it has one, every subscriber must get it.
-    pub(crate) fn owner_publish(&mut self, channel: Arc<str>, data: bytes::Bytes, reply: ReplyTo) {
-        if !self.router.all_have_room(self.owner.interest_of(&channel)) {
-            return self.refuse_publish(reply, Refused::Fanout);
-        }
-        let fanned = self.owner.publish(&channel, &data, self.now);
-        let result = Published {
-            offset: fanned.offset,
-            epoch: fanned.epoch.clone(),
-        };
-        self.fan_out(&channel, fanned);
-        match reply {
-            ReplyTo::Nobody => {}
-            ReplyTo::External(tx) => {
-                let _ = tx.try_send(result);
-            }
-            ReplyTo::Ws { conn, .. } | ReplyTo::Http { conn, .. } => {
-                self.send_to(conn.shard, ShardMsg::Published { reply, result })
-            }
-        }
-    }
-
     /// The owner's answer to a publish from one of this shard's connections.
     fn on_published(&mut self, reply: ReplyTo, result: Published) {
         match reply {
@@ -187,26 +161,6 @@ impl Core {
             }
             ReplyTo::Http { conn, req, index } => self.http_result(conn, req, index, result),
             ReplyTo::Nobody | ReplyTo::External(_) => {}
-        }
-    }
-
-    /// A member joined or left: the owner tells every shard that listens. The
-    /// member list changes whatever happens; the event is not sent to a shard
-    /// with no room (counted, logged), as it has no offset and no answer.
-    fn owner_presence_change(&mut self, channel: Arc<str>, member: Member, join: bool) {
-        if let Some((frame, mut bits)) = self.owner.presence(&channel, member, join) {
-            while bits != 0 {
-                let to = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let (channel, frame) = (channel.clone(), frame.clone());
-                if self
-                    .router
-                    .try_send(to, ShardMsg::Event { channel, frame })
-                    .is_err()
-                {
-                    self.refused(Refused::Event);
-                }
-            }
         }
     }
 
@@ -260,29 +214,6 @@ impl Core {
             self.slow_consumer(key);
         }
     }
-}
-
-/// What the owner sends out in both modes (`cluster/relay.rs` is cluster mode's own part).
-impl Core {
-    /// Hand one publication, framed once, to every shard with subscribers.
-    pub(crate) fn fan_out(&mut self, channel: &Arc<str>, fanned: Fanned) {
-        ShardStats::inc(&self.stats.publications);
-        let mut bits = fanned.interest;
-        while bits != 0 {
-            let to = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            self.send_to(
-                to,
-                ShardMsg::Deliver {
-                    channel: channel.clone(),
-                    offset: fanned.offset,
-                    epoch: fanned.epoch.clone(),
-                    frame: fanned.frame.clone(),
-                    published_at: self.now,
-                },
-            );
-        }
-    }
 
     /// A publication (or a read) that did not happen: the bus could not carry
     /// it out, or the router refused it. An embedding-API caller learns it from
@@ -308,74 +239,6 @@ impl Core {
                     };
                     self.send_to(shard, msg);
                 }
-            }
-        }
-    }
-}
-
-/// The owner's side of each message whose answer depends on who orders the
-/// channel ([`Authority`]): the owner shard's own (above, and
-/// `channel/recovery.rs`), or its relay to Redis (`cluster/relay.rs`).
-impl Core {
-    /// A shard's interest in a channel changed; it learns where to join.
-    pub(crate) fn authority_interest(&mut self, channel: Arc<str>, from: usize, on: bool) {
-        match self.shared.authority {
-            Authority::Local => self.owner_interest(channel, from, on),
-            Authority::Redis(_) => self.cluster_interest(channel, from, on),
-        }
-    }
-
-    /// A publication gets its offset, is kept and fanned out.
-    pub(crate) fn authority_publish(&mut self, channel: Arc<str>, data: Bytes, reply: ReplyTo) {
-        match self.shared.authority {
-            Authority::Local => self.owner_publish(channel, data, reply),
-            Authority::Redis(_) => self.cluster_publish(channel, data, reply),
-        }
-    }
-
-    /// A subscribe with `since`: where to join and the first page it missed.
-    pub(crate) fn authority_recover(&mut self, channel: Arc<str>, since: Since, conn: ConnRef) {
-        match self.shared.authority {
-            Authority::Local => self.serve_recovery(channel, since, conn),
-            Authority::Redis(_) => self.cluster_read(channel, ReadFor::Recover { since, conn }),
-        }
-    }
-
-    /// The next page of a replay, up to `upto`.
-    pub(crate) fn authority_replay_page(
-        &mut self,
-        channel: Arc<str>,
-        since: Since,
-        upto: u64,
-        conn: ConnRef,
-    ) {
-        match self.shared.authority {
-            Authority::Local => self.serve_replay_page(channel, since, upto, conn),
-            Authority::Redis(_) => {
-                self.cluster_read(channel, ReadFor::Replay { since, upto, conn })
-            }
-        }
-    }
-
-    /// A `history` command's page.
-    pub(crate) fn authority_history(
-        &mut self,
-        channel: Arc<str>,
-        since: Option<Since>,
-        limit: usize,
-        conn: ConnRef,
-        id: Option<u64>,
-    ) {
-        match self.shared.authority {
-            Authority::Local => self.serve_history(channel, since, limit, conn, id),
-            Authority::Redis(_) => {
-                let then = ReadFor::History {
-                    since,
-                    limit,
-                    conn,
-                    id,
-                };
-                self.cluster_read(channel, then)
             }
         }
     }

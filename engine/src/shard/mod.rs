@@ -19,8 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shardcast_proto::http;
+use shardcast_proto::error::close_code;
+use shardcast_proto::{http, sse};
 
+use crate::channel::authority::OwnerSide;
 use crate::channel::owner::Owner;
 use crate::channel::subscriptions::Subscriptions;
 use crate::config::{Config, Limits};
@@ -30,6 +32,8 @@ use crate::conn::session::Session;
 use crate::conn::Slab;
 use crate::driver::{Completion, Driver};
 use crate::payload::ShardId;
+use crate::policy::auth::unix_now;
+use crate::policy::heartbeat::{self, Beat};
 use crate::policy::timer::{wheel_tick, BeatClock, Beats, Deadline, Deadlines};
 use crate::shard::mesh::{Inbox, Peer, ReplyTo, ShardMsg};
 use crate::shard::router::Router;
@@ -222,7 +226,15 @@ impl Shard {
         if self.core.now.duration_since(self.trimmed_at) >= TRIM_EVERY {
             self.trimmed_at = self.core.now;
             self.driver.trim();
-            self.core.trim_lists();
+            let core = &mut self.core;
+            trim::trim_lists(
+                &mut core.deadlines,
+                &core.conns,
+                &mut core.router,
+                &mut core.out,
+                &mut core.partials,
+                &mut core.delivered_at,
+            );
             crate::alloc_trim::shrink_vec(&mut self.completions);
             crate::alloc_trim::trim();
         }
@@ -318,6 +330,20 @@ impl Core {
         Some(wait)
     }
 
+    /// The parts that answer as a channel's owner, borrowed for one message.
+    pub(crate) fn owner_side(&mut self) -> OwnerSide<'_> {
+        OwnerSide {
+            id: self.id,
+            owner: &mut self.owner,
+            router: &mut self.router,
+            refusals: &mut self.refusals,
+            authority: &self.shared.authority,
+            cfg: &self.cfg,
+            stats: &self.stats,
+            now: self.now,
+        }
+    }
+
     /// Queue a message for shard `to` (possibly this one) that must not be
     /// lost: never refused (see `shard/router.rs` for the kinds and their bounds).
     pub fn send_to(&mut self, to: ShardId, msg: ShardMsg) {
@@ -390,6 +416,35 @@ impl Core {
             // O(channels), so in debug builds and a few times a second only.
             if cfg!(debug_assertions) {
                 self.subs.registry().assert_held_while_wanted();
+            }
+        }
+    }
+
+    /// Once a tick: visit every connection and act on the heartbeat deadlines
+    /// that passed (each connection's are checked by `policy/heartbeat.rs`).
+    fn heartbeat_due(&mut self) {
+        let Some(t) = heartbeat::sweep_tick(&mut self.beat_clock, self.now) else {
+            return;
+        };
+        self.out.check_queued_gauge(&self.conns);
+        let now_unix = unix_now();
+        for key in 0..self.conns.key_end() {
+            match heartbeat::check(&mut self.conns, self.beats, key, t, now_unix) {
+                Beat::Nothing => {}
+                Beat::Ping => {
+                    self.send_control(key, Bytes::from_static(&heartbeat::PING_FRAME));
+                }
+                Beat::SseComment => {
+                    // A stream's client never answers: a comment every interval keeps
+                    // proxies from timing it out, and a dead peer shows up as a failed write.
+                    self.send_control(key, Bytes::from_static(sse::HEARTBEAT));
+                }
+                Beat::Close(code, why) => {
+                    if code == close_code::IDLE_TIMEOUT {
+                        ShardStats::inc(&self.stats.heartbeat_closes);
+                    }
+                    self.close_ws(key, code, why)
+                }
             }
         }
     }

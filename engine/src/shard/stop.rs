@@ -1,6 +1,7 @@
 //! How a shard stops: at once ([`Core::stop`]: every connection closed with
 //! 1001, bounded in time), or drained over a window (`begin_drain`, then
-//! `drain_step` each loop turn, following a [`DrainPlan`]).
+//! `drain_step` each loop turn, following a [`DrainPlan`]); and how it closes
+//! every WebSocket when the cluster bus is lost (`bus_lost`, 4001).
 //!
 //! A drain: `/ready` turns 503 and new upgrades are refused (503 with
 //! Retry-After), while `/health`, `/ready` and `/metrics` keep answering so
@@ -84,6 +85,23 @@ impl Core {
             self.stop();
         } else {
             self.drain = Some(plan);
+        }
+    }
+
+    /// The link to Redis is lost: this node cannot tell what it misses from now
+    /// on, so its subscribers reconnect (4001) and recover from Redis with `since`.
+    pub(crate) fn bus_lost(&mut self) {
+        self.owner.cluster_reset();
+        let spread = self.cfg.limits.reconnect_spread_ms.max(1);
+        let keys: Vec<_> = self
+            .conns
+            .keys()
+            .filter(|&k| self.conns.get(k).is_some_and(|c| c.phase == Phase::Ws))
+            .collect();
+        for (i, key) in keys.into_iter().enumerate() {
+            let jitter = (key as u64 ^ (i as u64).wrapping_mul(0x9e37_79b9)) % spread;
+            let reason = format!("reconnect_after_ms={jitter}");
+            self.close_ws(key, close_code::DRAINING, &reason);
         }
     }
 }

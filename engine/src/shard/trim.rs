@@ -12,32 +12,41 @@
 //! stayed resident for 10 s after it, 26 bytes per connection on the idle
 //! benchmark's first sample. The trim drops the stale ones first.
 
+use std::time::Instant;
+
 use crate::alloc_trim::shrink_vec;
-use crate::conn::Phase;
-use crate::shard::Core;
+use crate::conn::outbound::Outbound;
+use crate::conn::partial::Partials;
+use crate::conn::{Phase, Slab};
+use crate::policy::timer::Deadlines;
+use crate::shard::router::Router;
 
-impl Core {
-    /// Shrink the shard's work lists that a burst left mostly empty.
-    pub(crate) fn trim_lists(&mut self) {
-        self.drop_stale_deadlines();
-        self.deadlines.trim();
-        self.router.trim();
-        self.out.trim();
-        self.partials.trim();
-        shrink_vec(&mut self.delivered_at);
-    }
+/// Shrink the shard's work lists that a burst left mostly empty.
+pub(crate) fn trim_lists(
+    deadlines: &mut Deadlines,
+    conns: &Slab,
+    router: &mut Router,
+    out: &mut Outbound,
+    partials: &mut Partials,
+    delivered_at: &mut Vec<Instant>,
+) {
+    drop_stale_deadlines(deadlines, conns);
+    deadlines.trim();
+    router.trim();
+    out.trim();
+    partials.trim();
+    shrink_vec(delivered_at);
+}
 
-    /// Keep only the deadline entries that still stand: the connection is in
-    /// its HTTP phase and this is its current deadline. Order is kept, so the
-    /// front is still the earliest; O(entries), once a second.
-    fn drop_stale_deadlines(&mut self) {
-        let conns = &self.conns;
-        self.deadlines.retain_handshakes(|deadline, key, gen| {
-            conns.get(key).is_some_and(|c| {
-                c.gen == gen
-                    && c.phase == Phase::Http
-                    && c.http().is_some_and(|h| h.deadline == Some(deadline))
-            })
-        });
-    }
+/// Keep only the deadline entries that still stand: the connection is in
+/// its HTTP phase and this is its current deadline. Order is kept, so the
+/// front is still the earliest; O(entries), once a second.
+fn drop_stale_deadlines(deadlines: &mut Deadlines, conns: &Slab) {
+    deadlines.retain_handshakes(|deadline, key, gen| {
+        conns.get(key).is_some_and(|c| {
+            c.gen == gen
+                && c.phase == Phase::Http
+                && c.http().is_some_and(|h| h.deadline == Some(deadline))
+        })
+    });
 }
