@@ -215,11 +215,13 @@ fn no_import_cycle_between_modules() {
     assert_eq!(cycles(&g), Vec::<Vec<String>>::new());
 }
 
-/// Between folders one cycle remains, through `Core`: the shard's loop
-/// (`shard/`) holds the parts of `conn/`, `channel/` and `policy/`, and
-/// their handlers (`impl Core` in those folders and in `cluster/relay.rs`)
-/// name `shard::Core`; `config` reads `policy/` (auth, timer) and every
-/// handler reads `config`. It may shrink, never grow: no other folder joins.
+/// Between folders one cycle remains, through `shard/`: the shard's loop
+/// holds the parts of `conn/`, `channel/` and `policy/`; the handlers in
+/// `conn/` and `channel/` name `shard::Core`, and `conn/`, `channel/` and
+/// `cluster/` send `shard::mesh` messages through `shard::router`;
+/// `policy/heartbeat.rs` reads `conn/`'s slab; `config` reads `policy/`
+/// (auth, timer) and every handler reads `config`. It may shrink, never
+/// grow: no other folder joins.
 #[test]
 fn folders_import_no_new_cycle() {
     let known = ["channel", "cluster", "config", "conn", "policy", "shard"];
@@ -230,6 +232,44 @@ fn folders_import_no_new_cycle() {
             .collect();
         assert!(new.is_empty(), "{new:?} joined the folders' cycle {scc:?}");
     }
+}
+
+/// The files whose handlers still take the whole shard (`impl Core`, or
+/// naming `shard::Core`): each can close a connection or subscribe it, which
+/// touches most of `Core` (docs/ARCHITECTURE.md, "Who owns what"). The list
+/// may shrink, never grow: a part's own code takes the parts it needs (the
+/// owner's side, `OwnerSide`; the heartbeat's rules; the trim; the relay to
+/// Redis).
+#[test]
+fn only_the_known_handlers_take_the_whole_shard() {
+    let known = [
+        "channel/recovery.rs",
+        "conn/commands.rs",
+        "conn/lifecycle.rs",
+        "conn/sse.rs",
+        "http/api.rs",
+        "shard/inbox.rs",
+        "shard/mod.rs",
+        "shard/stop.rs",
+    ];
+    let names_core = |text: &str| {
+        ["impl Core", "shard::Core"].iter().any(|p| {
+            text.match_indices(p).any(|(i, _)| {
+                let next = text[i + p.len()..].chars().next();
+                !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        })
+    };
+    let files = files_under("");
+    assert!(
+        files.iter().any(|f| f == "shard/mod.rs"),
+        "sources found: {files:?}"
+    );
+    let new: Vec<&String> = files
+        .iter()
+        .filter(|f| names_core(&source(f)) && !known.contains(&f.as_str()))
+        .collect();
+    assert!(new.is_empty(), "{new:?} take the whole shard (Core)");
 }
 
 #[test]
