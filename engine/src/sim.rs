@@ -166,6 +166,10 @@ pub fn run(opts: &Options) -> Result<Report, Failure> {
 const TRACE_KEPT: usize = 60;
 const CHANNELS: [&str; 5] = ["h:a", "h:b", "h:c", "h:d", "plain"];
 
+/// A message a client decoded from the server: its opcode, payload and,
+/// for a close, its code.
+type ServerMsg = (OpCode, Vec<u8>, Option<u16>);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Upgrade request sent, waiting for 101.
@@ -316,6 +320,35 @@ fn sim_config(rng: &mut Rng) -> Config {
     c
 }
 
+/// What the shards of a simulated node share: `n` shards, no token verifier.
+fn shared_for(n: usize, authority: Authority) -> Arc<Shared> {
+    Arc::new(Shared {
+        stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
+        channels: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+        draining: AtomicBool::new(false),
+        verifier: None,
+        authority,
+        users: Default::default(),
+    })
+}
+
+/// The trace's first line: the seed's config and faults.
+fn config_line(cfg: &Config, n: usize, faults: &Faults) -> String {
+    let l = &cfg.limits;
+    format!(
+        "config: shards {n}, queue {} B, inbox {}, overflow {}, idle channels {}, history {}, page {} B, held {} B, replays {}, faults {:?}",
+        l.queue_bytes_max,
+        l.inbox_msgs_max,
+        l.router_overflow_msgs_max,
+        l.idle_channels_max,
+        cfg.namespaces["h"].history_size,
+        cfg.recovery.page_bytes_max,
+        cfg.recovery.held_bytes_max,
+        cfg.recovery.replays_per_shard_max,
+        faults,
+    )
+}
+
 impl Sim {
     fn new(opts: &Options) -> Sim {
         let mut rng = Rng::new(opts.seed);
@@ -333,14 +366,7 @@ impl Sim {
             inboxes.push(i);
         }
         let authority = Authority::start(None, "", &peers).expect("local authority");
-        let shared = Arc::new(Shared {
-            stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
-            channels: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
-            draining: AtomicBool::new(false),
-            verifier: None,
-            authority,
-            users: Default::default(),
-        });
+        let shared = shared_for(n, authority);
         let faults = Faults::random(&mut rng);
         let sim_faults = faults.clone();
         let mut shards = Vec::with_capacity(n);
@@ -391,19 +417,7 @@ impl Sim {
             recent: BTreeMap::new(),
             sabotage: opts.sabotage,
         };
-        let l = &sim.cfg.limits;
-        let line = format!(
-            "config: shards {n}, queue {} B, inbox {}, overflow {}, idle channels {}, history {}, page {} B, held {} B, replays {}, faults {:?}",
-            l.queue_bytes_max,
-            l.inbox_msgs_max,
-            l.router_overflow_msgs_max,
-            l.idle_channels_max,
-            sim.cfg.namespaces["h"].history_size,
-            sim.cfg.recovery.page_bytes_max,
-            sim.cfg.recovery.held_bytes_max,
-            sim.cfg.recovery.replays_per_shard_max,
-            faults,
-        );
+        let line = config_line(&sim.cfg, n, &faults);
         sim.config_line = line.clone();
         sim.log(line);
         sim
@@ -978,10 +992,44 @@ impl Sim {
     }
 
     fn client_bytes(&mut self, c: usize) -> Result<(), String> {
+        if !self.client_handshake(c)? {
+            return Ok(());
+        }
+        let cl = &mut self.clients[c];
+        if cl.refused {
+            // The rest of the 503 answer.
+            cl.inbuf.clear();
+        }
+        if cl.inbuf.is_empty() {
+            return Ok(());
+        }
+        if cl.state == State::Closed {
+            return Err(format!(
+                "client {c}: {} bytes after the server's close frame",
+                cl.inbuf.len()
+            ));
+        }
+        let msgs = self.client_frames(c)?;
+        for (op, payload, code) in msgs {
+            match op {
+                OpCode::Text | OpCode::Binary => self.on_text(c, &payload)?,
+                OpCode::Ping if self.clients[c].state == State::Open => {
+                    self.send_frame(c, OpCode::Pong, &payload);
+                }
+                OpCode::Close => self.on_close(c, code.unwrap_or(1005))?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The upgrade's answer, while a client waits for it; false when there is
+    /// nothing more to read yet (an incomplete answer, or a refusal).
+    fn client_handshake(&mut self, c: usize) -> Result<bool, String> {
         let cl = &mut self.clients[c];
         if cl.state == State::Handshake {
             match shardcast_proto::handshake::verify_response(&cl.inbuf, &cl.key) {
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(false),
                 Ok(Some((_, used))) => {
                     cl.inbuf.drain(..used);
                     cl.state = State::Open;
@@ -998,31 +1046,24 @@ impl Sim {
                         cl.state = State::Closed;
                         cl.inbuf.clear();
                         self.log(format!("client {c} refused during the drain"));
-                        return Ok(());
+                        return Ok(false);
                     }
                     return Err(format!("client {c}: bad upgrade answer ({e:?}): {head:?}"));
                 }
             }
         }
+        Ok(true)
+    }
+
+    /// The complete frames in a client's input, decoded (the rest stays for
+    /// the next read); nothing may follow the server's close frame.
+    fn client_frames(&mut self, c: usize) -> Result<Vec<ServerMsg>, String> {
         let cl = &mut self.clients[c];
-        if cl.refused {
-            // The rest of the 503 answer.
-            cl.inbuf.clear();
-        }
-        if cl.inbuf.is_empty() {
-            return Ok(());
-        }
-        if cl.state == State::Closed {
-            return Err(format!(
-                "client {c}: {} bytes after the server's close frame",
-                cl.inbuf.len()
-            ));
-        }
         let cfg = DecoderConfig {
             role: Role::Client,
             message_bytes_max: 1 << 24,
         };
-        let mut msgs: Vec<(OpCode, Vec<u8>, Option<u16>)> = Vec::new();
+        let mut msgs: Vec<ServerMsg> = Vec::new();
         let mut input = std::mem::take(&mut cl.inbuf);
         let mut closed_at = None;
         // Feed frame by frame so bytes after a close frame are seen, not skipped.
@@ -1062,17 +1103,7 @@ impl Sim {
         }
         input.drain(..at);
         cl.inbuf = input;
-        for (op, payload, code) in msgs {
-            match op {
-                OpCode::Text | OpCode::Binary => self.on_text(c, &payload)?,
-                OpCode::Ping if self.clients[c].state == State::Open => {
-                    self.send_frame(c, OpCode::Pong, &payload);
-                }
-                OpCode::Close => self.on_close(c, code.unwrap_or(1005))?,
-                _ => {}
-            }
-        }
-        Ok(())
+        Ok(msgs)
     }
 
     fn on_close(&mut self, c: usize, code: u16) -> Result<(), String> {
@@ -1213,6 +1244,19 @@ impl Sim {
                 _ => {}
             }
         }
+        self.check_push(c, channel, epoch, offset, data)
+    }
+
+    /// A push, checked against the client's subscription (the next offset in
+    /// its epoch) and against what every other subscriber got at that position.
+    fn check_push(
+        &mut self,
+        c: usize,
+        channel: &str,
+        epoch: &str,
+        offset: u64,
+        data: String,
+    ) -> Result<(), String> {
         let cl = &mut self.clients[c];
         let Some(sub) = cl.subs.get_mut(channel) else {
             return Err(format!(
@@ -1257,50 +1301,7 @@ impl Sim {
         let ok = v.get("ok");
         match p {
             Pending::Subscribe { channel, since } => {
-                let Some(ok) = ok else {
-                    self.log(format!("client {c}: subscribe {channel} refused: {v}"));
-                    return Ok(());
-                };
-                let epoch = ok["epoch"].as_str().unwrap_or_default().to_string();
-                let offset = ok["offset"].as_u64().unwrap_or(0);
-                let recovered = ok.get("recovered").and_then(|r| r.as_bool());
-                if ok["channel"].as_str() != Some(channel.as_str()) {
-                    return Err(format!(
-                        "client {c}: subscribe reply for another channel: {v}"
-                    ));
-                }
-                let next = match (&since, recovered) {
-                    (Some((e, o)), Some(true)) => {
-                        if *e != epoch || *o > offset {
-                            return Err(format!(
-                                "client {c}: recovered from {e}:{o} but the reply says {epoch}:{offset}"
-                            ));
-                        }
-                        self.report.recovered += 1;
-                        o + 1
-                    }
-                    (Some(_), None) => {
-                        return Err(format!(
-                            "client {c}: a subscribe with since got no `recovered`: {v}"
-                        ))
-                    }
-                    (None, Some(_)) => {
-                        return Err(format!("client {c}: `recovered` without since: {v}"))
-                    }
-                    _ => offset + 1,
-                };
-                self.log(format!(
-                    "client {c} subscribed {channel} at {epoch}:{offset} recovered {recovered:?}, next {next}"
-                ));
-                let cl = &mut self.clients[c];
-                cl.subs.insert(
-                    channel,
-                    Sub {
-                        epoch,
-                        next,
-                        upto: offset,
-                    },
-                );
+                return self.on_subscribed(c, channel, since, v);
             }
             Pending::Unsubscribe { channel } => {
                 if ok.is_some() {
@@ -1320,6 +1321,60 @@ impl Sim {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A subscribe's reply: where the subscription starts (after what it
+    /// recovered, when it asked with `since`).
+    fn on_subscribed(
+        &mut self,
+        c: usize,
+        channel: String,
+        since: Option<(String, u64)>,
+        v: &serde_json::Value,
+    ) -> Result<(), String> {
+        let Some(ok) = v.get("ok") else {
+            self.log(format!("client {c}: subscribe {channel} refused: {v}"));
+            return Ok(());
+        };
+        let epoch = ok["epoch"].as_str().unwrap_or_default().to_string();
+        let offset = ok["offset"].as_u64().unwrap_or(0);
+        let recovered = ok.get("recovered").and_then(|r| r.as_bool());
+        if ok["channel"].as_str() != Some(channel.as_str()) {
+            return Err(format!(
+                "client {c}: subscribe reply for another channel: {v}"
+            ));
+        }
+        let next = match (&since, recovered) {
+            (Some((e, o)), Some(true)) => {
+                if *e != epoch || *o > offset {
+                    return Err(format!(
+                        "client {c}: recovered from {e}:{o} but the reply says {epoch}:{offset}"
+                    ));
+                }
+                self.report.recovered += 1;
+                o + 1
+            }
+            (Some(_), None) => {
+                return Err(format!(
+                    "client {c}: a subscribe with since got no `recovered`: {v}"
+                ))
+            }
+            (None, Some(_)) => return Err(format!("client {c}: `recovered` without since: {v}")),
+            _ => offset + 1,
+        };
+        self.log(format!(
+            "client {c} subscribed {channel} at {epoch}:{offset} recovered {recovered:?}, next {next}"
+        ));
+        let cl = &mut self.clients[c];
+        cl.subs.insert(
+            channel,
+            Sub {
+                epoch,
+                next,
+                upto: offset,
+            },
+        );
         Ok(())
     }
 
