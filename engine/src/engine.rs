@@ -3,8 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use crate::driver::{self, DriverKind};
 use crate::shard::mesh::{self, owner_of, Peer, Published, ReplyTo, ShardMsg};
 use crate::shard::shared::Shared;
 use crate::shard::Shard;
-use crate::stats::{ShardStats, Stats};
+use crate::stats::Stats;
 
 /// Why a publication from the embedding API was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,14 +78,7 @@ impl Engine {
             .redis_addr()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let authority = Authority::start(redis, &cfg.cluster.key_prefix, &peers)?;
-        let shared = Arc::new(Shared {
-            stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
-            channels: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
-            draining: AtomicBool::new(false),
-            verifier,
-            authority,
-            users: Default::default(),
-        });
+        let shared = Arc::new(Shared::new(n, verifier, authority));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pin = cfg.pin_cores && n <= cores.len();
         let dcfg = cfg.driver_config();

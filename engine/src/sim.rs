@@ -37,8 +37,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,7 +51,6 @@ use crate::driver::sim::{Faults, Net, Rng, SimDriver};
 use crate::shard::mesh::{self, owner_of, Peer, ReplyTo, ShardMsg};
 use crate::shard::shared::Shared;
 use crate::shard::Shard;
-use crate::stats::ShardStats;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -320,18 +318,6 @@ fn sim_config(rng: &mut Rng) -> Config {
     c
 }
 
-/// What the shards of a simulated node share: `n` shards, no token verifier.
-fn shared_for(n: usize, authority: Authority) -> Arc<Shared> {
-    Arc::new(Shared {
-        stats: (0..n).map(|_| Arc::new(ShardStats::default())).collect(),
-        channels: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
-        draining: AtomicBool::new(false),
-        verifier: None,
-        authority,
-        users: Default::default(),
-    })
-}
-
 /// The trace's first line: the seed's config and faults.
 fn config_line(cfg: &Config, n: usize, faults: &Faults) -> String {
     let l = &cfg.limits;
@@ -366,7 +352,7 @@ impl Sim {
             inboxes.push(i);
         }
         let authority = Authority::start(None, "", &peers).expect("local authority");
-        let shared = shared_for(n, authority);
+        let shared = Arc::new(Shared::new(n, None, authority));
         let faults = Faults::random(&mut rng);
         let sim_faults = faults.clone();
         let mut shards = Vec::with_capacity(n);

@@ -28,6 +28,24 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What `shards` shards share at start: zeroed counters, no snapshots, not draining.
+    pub fn new(
+        shards: usize,
+        verifier: Option<crate::policy::auth::Verifier>,
+        authority: Authority,
+    ) -> Shared {
+        Shared {
+            stats: (0..shards)
+                .map(|_| Arc::new(ShardStats::default()))
+                .collect(),
+            channels: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            draining: AtomicBool::new(false),
+            verifier,
+            authority,
+            users: Default::default(),
+        }
+    }
+
     pub fn ws_open_total(&self) -> u64 {
         self.stats
             .iter()
