@@ -61,7 +61,8 @@ impl Core {
     }
 
     /// Once a tick: visit every connection and act on the deadlines that passed.
-    pub(crate) fn heartbeat_due(&mut self) {
+    /// `reads_behind`: the shard has received data it has not read yet.
+    pub(crate) fn heartbeat_due(&mut self, reads_behind: bool) {
         let t = self.beat_clock.tick_of(self.now);
         if t < self.beat_clock.next {
             return;
@@ -70,7 +71,7 @@ impl Core {
         self.out.check_queued_gauge(&self.conns);
         let now_unix = unix_now();
         for key in 0..self.conns.key_end() {
-            match self.heartbeat_check(key, t, now_unix) {
+            match self.heartbeat_check(key, t, now_unix, reads_behind) {
                 Beat::Nothing => {}
                 Beat::Ping => {
                     self.send_control(key, Bytes::from_static(&PING_FRAME));
@@ -93,7 +94,7 @@ impl Core {
     /// The deadlines of one connection at tick `t` (`now_unix` for token expiry).
     /// A stamp is the tick an event fell in, so a deadline counts from the end
     /// of that tick (`t > stamp + period`): never early, at most a tick late.
-    fn heartbeat_check(&mut self, key: ConnKey, t: u64, now_unix: u64) -> Beat {
+    fn heartbeat_check(&mut self, key: ConnKey, t: u64, now_unix: u64, reads_behind: bool) -> Beat {
         let b = self.beats;
         let Some(conn) = self.conns.get_mut(key) else {
             return Beat::Nothing;
@@ -132,7 +133,12 @@ impl Core {
         }
         if conn.has(flag::PING_OUTSTANDING) {
             // `last_rx_tick` is when the ping went out: nothing came since.
-            if ago(t, conn.last_rx_tick) > b.pong {
+            let late = ago(t, conn.last_rx_tick);
+            // A shard behind on its reads may hold the pong unread: it is not
+            // the client's silence. Wait for it up to a second pong timeout,
+            // so that an overloaded shard does not close the clients it has
+            // not caught up with (and a close storm make it worse).
+            if late > b.pong && !(reads_behind && late <= 2 * b.pong) {
                 return Beat::Close(close_code::IDLE_TIMEOUT, "heartbeat timeout");
             }
             return Beat::Nothing;

@@ -213,7 +213,8 @@ impl Shard {
         }
         self.completions = completions;
         self.core.drain_inbox();
-        self.core.tick();
+        let reads_behind = self.driver.reads_behind();
+        self.core.tick(reads_behind);
         let mut batch = std::mem::take(&mut self.batch);
         self.flush(&mut batch);
         self.batch = batch;
@@ -366,7 +367,9 @@ impl Core {
         }
     }
 
-    fn tick(&mut self) {
+    /// Timers due now; `reads_behind`: the driver holds received data not yet
+    /// handed to the shard (see [`Driver::reads_behind`]).
+    fn tick(&mut self, reads_behind: bool) {
         let now = self.now;
         while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Handshake, now) {
             self.http_deadline_passed(key, gen);
@@ -379,7 +382,7 @@ impl Core {
                 self.abort(key);
             }
         }
-        self.heartbeat_due();
+        self.heartbeat_due(reads_behind);
         self.frame_deadlines_due();
         self.drain_step();
         if now.duration_since(self.snapshot_at) >= SNAPSHOT_EVERY {
