@@ -19,18 +19,27 @@
 # with an established-connections hash of 4 x N buckets: the host's table
 # (262,144 here, sized at boot) holds both ends of every loopback connection,
 # and at 560,000 connections its chains made lookups the top kernel cost.
-# Environment: NETNS=0|1, COALESCE_MS, SOURCE_PORTS (LO-HI, or empty), SHARDS, RINGS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
-#              SKIP_TUNE=1, DOCS=0|1, HOLD (s), STEADY (s).
+# Environment: NETNS=0|1, LOADGEN_CPUS (taskset list, empty: any), BACKLOG, COALESCE_MS, SOURCE_PORTS (LO-HI, or empty), SHARDS, RINGS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
+#              SKIP_TUNE=1, DOCS=0|1, HOLD (s), STEADY (s), BROADCASTS (paced, then as many in a burst).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 N=${1:-${N:-1000000}}
-SHARDS=${SHARDS:-2}
-RINGS=${RINGS:-28}
+# One shard of 56 rings, pinned to core 0 (the engine pins shard i to core i),
+# and the load generator on the last core. Sharing both cores between the
+# engine's threads and 56 client processes, the scheduler gave each runnable
+# thread an equal turn: the shard threads waited on the run queue about as long
+# as they ran, their sockets' reads fell tens of seconds behind, and the ramp
+# collapsed at 570,000-880,000; split, each side has a core of its own and the
+# million comes up (docs/benchmarks.md, "One million connections").
+SHARDS=${SHARDS:-1}
+RINGS=${RINGS:-56}
+LOADGEN_CPUS=${LOADGEN_CPUS-$(( $(nproc) - 1 ))}
 WORKERS=${WORKERS:-$(( (N + 17999) / 18000 ))}
 RAMP=${RAMP:-10000}
 PORT=${PORT:-28800}
 HOLD=${HOLD:-60}
+BROADCASTS=${BROADCASTS:-10}
 STEADY=${STEADY:-30}
 SPREAD=${SPREAD:-10000}
 # Load-generator event loops sleep this long after a batch (--coalesce-ms): 56
@@ -45,6 +54,22 @@ OUT=${OUT:-$ROOT/target/million}
 DOCS=${DOCS:-$([ "$N" -ge 1000000 ] && echo 1 || echo 0)}
 BOUND=${BOUND:-900}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+# Loopback packets wait in each CPU's input queue for softirq; with both cores
+# full, softirq runs in ksoftirqd, a thread among 60, and a queue of 4,096
+# overflowed: every drop a SYN or segment resent a second later, and the ramp
+# of one attempt fell to a few hundred connections a second with the engine
+# idle. The queue is host-wide (not visible in a namespace), so set here.
+BACKLOG=${BACKLOG:-262144}
+if [ -z "${SHARDCAST_NETNS:-}" ] && [ "$(cat /proc/sys/net/core/netdev_max_backlog)" -lt "$BACKLOG" ]; then
+  echo "== net.core.netdev_max_backlog: $(cat /proc/sys/net/core/netdev_max_backlog) → $BACKLOG"
+  sysctl -qw net.core.netdev_max_backlog="$BACKLOG"
+fi
+# Packets dropped by the input queues so far (column 2 of softnet_stat, all CPUs).
+softnet_drops() {
+  local s=0 _a d _r
+  while read -r _a d _r; do s=$(( s + 16#$d )); done < /proc/net/softnet_stat
+  echo "$s"
+}
 if [ "${NETNS:-1}" = 1 ] && [ -z "${SHARDCAST_NETNS:-}" ]; then
   NS=shardcast-million-$$
   EHASH=1
@@ -98,6 +123,9 @@ fi
   echo "netns=${SHARDCAST_NETNS:-none}"
   echo "tcp_ehash_entries=$(cat /proc/sys/net/ipv4/tcp_ehash_entries)"
   echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "netdev_max_backlog=$(cat /proc/sys/net/core/netdev_max_backlog)"
+  echo "softnet_drops_before=$(softnet_drops)"
+  echo "loadgen_cpus=${LOADGEN_CPUS:-any}"
 } > "$OUT/machine.env"
 cat "$OUT/machine.env"
 
@@ -149,12 +177,13 @@ MAXS=$(( $(left) - 60 ))
 LOADGEN_ARGS=(suite -n "$N" --ramp "$RAMP" --workers "$WORKERS" --threads 1
   --source-ips "$SOURCES" ${SOURCE_PORTS:+--source-ports "$SOURCE_PORTS"} --targets "127.0.0.1:$PORT" --target-pid "$EPID"
   --connect-timeout 60 --settle 5 --coalesce-ms "$COALESCE_MS"
-  --broadcasts 10 --broadcast-timeout 20 --payload-bytes 1024
+  --broadcasts "$BROADCASTS" --broadcast-timeout 20 --payload-bytes 1024
   --spread-channels "$SPREAD" --rate 500 --duration "$STEADY" --drain 20
   --hold "$HOLD" --sigterm --max-seconds "$MAXS" --json "$OUT/suite.json")
 echo "== $B/shardcast-loadgen ${LOADGEN_ARGS[*]}"
 set +e
-timeout $(( MAXS + 40 )) "$B/shardcast-loadgen" "${LOADGEN_ARGS[@]}" > "$OUT/summary.txt" 2> "$OUT/loadgen.log" &
+${LOADGEN_CPUS:+taskset -c "$LOADGEN_CPUS"} timeout $(( MAXS + 40 )) "$B/shardcast-loadgen" "${LOADGEN_ARGS[@]}" \
+  > "$OUT/summary.txt" 2> "$OUT/loadgen.log" &
 LPID=$!
 tail -f "$OUT/loadgen.log" --pid=$LPID &
 wait $LPID
@@ -171,6 +200,7 @@ fi
 {
   echo "loadgen_rc=$LRC"
   echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "softnet_drops_after=$(softnet_drops)"
   echo "elapsed_s=$(( $(date +%s) - T0 ))"
 } >> "$OUT/machine.env"
 

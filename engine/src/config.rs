@@ -422,7 +422,11 @@ impl Config {
             l.idle_timeout_ms,
         )
         .as_millis() as u64;
-        let longest = (l.ping_interval_ms + l.pong_timeout_ms).max(l.idle_timeout_ms);
+        // A pong may be waited for twice its timeout while the shard is
+        // behind on its reads (policy/heartbeat.rs).
+        let longest = (l.ping_interval_ms + l.pong_timeout_ms)
+            .max(2 * l.pong_timeout_ms)
+            .max(l.idle_timeout_ms);
         if longest / tick_ms > crate::policy::timer::PERIOD_TICKS_MAX {
             return Err(format!(
                 "heartbeat periods reach {longest} ms: at most {} ticks of {tick_ms} ms \

@@ -155,6 +155,10 @@ test('drain: 4001 waits reconnect_after_ms, then the client comes back on the ne
   await s.publish('d', 1);
   await until(() => w.got.length === 1, 5000, 'first');
   await s.drain();
+  // The server closes the TCP connection once the client answered its close
+  // frame (RFC 6455 §7.1.1), and may have exited before the client's close
+  // event runs.
+  await until(() => seen.some((e) => e.name === 'disconnected'), 5000, 'disconnected');
   const dis = seen.find((e) => e.name === 'disconnected');
   assert.equal(dis.ev.code, 4001);
   const after = Number(/reconnect_after_ms=(\d+)/.exec(dis.ev.reason)[1]);

@@ -154,6 +154,14 @@ pub trait Driver {
 
     /// Give back memory kept from a past burst; the shard calls it about once a second.
     fn trim(&mut self) {}
+
+    /// Whether received data may be waiting in the kernel that the last poll
+    /// did not hand over (io_uring runs a bounded batch of completion work per
+    /// enter). The heartbeat does not blame a client for a pong its shard has
+    /// not read yet.
+    fn reads_behind(&mut self) -> bool {
+        false
+    }
 }
 
 /// Wakes a shard blocked in [`Driver::poll`] from another thread (an eventfd).

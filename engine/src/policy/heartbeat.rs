@@ -71,7 +71,15 @@ pub(crate) fn sweep_tick(clock: &mut BeatClock, now: Instant) -> Option<u64> {
 /// The deadlines of one connection at tick `t` (`now_unix` for token expiry).
 /// A stamp is the tick an event fell in, so a deadline counts from the end
 /// of that tick (`t > stamp + period`): never early, at most a tick late.
-pub(crate) fn check(conns: &mut Slab, b: Beats, key: ConnKey, t: u64, now_unix: u64) -> Beat {
+/// `reads_behind`: the shard has received data it has not read yet.
+pub(crate) fn check(
+    conns: &mut Slab,
+    b: Beats,
+    key: ConnKey,
+    t: u64,
+    now_unix: u64,
+    reads_behind: bool,
+) -> Beat {
     let Some(conn) = conns.get_mut(key) else {
         return Beat::Nothing;
     };
@@ -109,7 +117,12 @@ pub(crate) fn check(conns: &mut Slab, b: Beats, key: ConnKey, t: u64, now_unix: 
     }
     if conn.has(flag::PING_OUTSTANDING) {
         // `last_rx_tick` is when the ping went out: nothing came since.
-        if ago(t, conn.last_rx_tick) > b.pong {
+        let late = ago(t, conn.last_rx_tick);
+        // A shard behind on its reads may hold the pong unread: it is not
+        // the client's silence. Wait for it up to a second pong timeout,
+        // so that an overloaded shard does not close the clients it has
+        // not caught up with (and a close storm make it worse).
+        if late > b.pong && !(reads_behind && late <= 2 * b.pong) {
             return Beat::Close(close_code::IDLE_TIMEOUT, "heartbeat timeout");
         }
         return Beat::Nothing;

@@ -217,7 +217,8 @@ impl Shard {
         }
         self.completions = completions;
         self.core.drain_inbox();
-        self.core.tick();
+        let reads_behind = self.driver.reads_behind();
+        self.core.tick(reads_behind);
         let mut batch = std::mem::take(&mut self.batch);
         self.flush(&mut batch);
         self.batch = batch;
@@ -392,7 +393,9 @@ impl Core {
         }
     }
 
-    fn tick(&mut self) {
+    /// Timers due now; `reads_behind`: the driver holds received data not yet
+    /// handed to the shard (see [`Driver::reads_behind`]).
+    fn tick(&mut self, reads_behind: bool) {
         let now = self.now;
         while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Handshake, now) {
             self.http_deadline_passed(key, gen);
@@ -405,7 +408,7 @@ impl Core {
                 self.abort(key);
             }
         }
-        self.heartbeat_due();
+        self.heartbeat_due(reads_behind);
         self.frame_deadlines_due();
         self.drain_step();
         if now.duration_since(self.snapshot_at) >= SNAPSHOT_EVERY {
@@ -422,14 +425,17 @@ impl Core {
 
     /// Once a tick: visit every connection and act on the heartbeat deadlines
     /// that passed (each connection's are checked by `policy/heartbeat.rs`).
-    fn heartbeat_due(&mut self) {
+    /// `reads_behind`: the shard has received data it has not read yet.
+    fn heartbeat_due(&mut self, reads_behind: bool) {
         let Some(t) = heartbeat::sweep_tick(&mut self.beat_clock, self.now) else {
             return;
         };
         self.out.check_queued_gauge(&self.conns);
         let now_unix = unix_now();
         for key in 0..self.conns.key_end() {
-            match heartbeat::check(&mut self.conns, self.beats, key, t, now_unix) {
+            let beat =
+                heartbeat::check(&mut self.conns, self.beats, key, t, now_unix, reads_behind);
+            match beat {
                 Beat::Nothing => {}
                 Beat::Ping => {
                     self.send_control(key, Bytes::from_static(&heartbeat::PING_FRAME));

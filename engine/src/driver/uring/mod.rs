@@ -496,6 +496,10 @@ impl Driver for UringDriver {
         self.open
     }
 
+    fn reads_behind(&mut self) -> bool {
+        self.has_work()
+    }
+
     fn trim(&mut self) {
         self.bufs.trim();
         self.sends.shrink_if_idle();
