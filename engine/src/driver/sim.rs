@@ -234,6 +234,19 @@ impl Net {
         self.pipes.len()
     }
 
+    /// Bytes allocated for what servers sent and clients have not read.
+    pub fn client_buffers(&self) -> usize {
+        self.pipes.values().map(|p| p.to_client.capacity()).sum()
+    }
+
+    /// Blocks allocated for them (one per pipe with unread bytes).
+    pub fn client_blocks(&self) -> usize {
+        self.pipes
+            .values()
+            .filter(|p| p.to_client.capacity() > 0)
+            .count()
+    }
+
     /// Connections queued for an accept that has not happened.
     pub fn unaccepted(&self) -> usize {
         self.accept.iter().map(|q| q.len()).sum()
