@@ -35,10 +35,8 @@
 //!   counted apart from the clients' ([`heap`]), back to what it was before
 //!   the first client, within what the engine keeps by design.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -275,7 +273,7 @@ struct Sim {
     seed: u64,
     rng: Rng,
     clock: Arc<VirtualClock>,
-    net: Rc<RefCell<Net>>,
+    net: Arc<Mutex<Net>>,
     /// The engine's allocations (shards, drivers, mesh, owners).
     heap: heap::Scope,
     /// Its live bytes once warmed up, before the first client.
@@ -366,7 +364,7 @@ impl Sim {
         cfg.validate().expect("the simulation's config is valid");
         let cfg = Arc::new(cfg);
         let n = cfg.shard_count();
-        let net = Rc::new(RefCell::new(Net::new(n)));
+        let net = Arc::new(Mutex::new(Net::new(n)));
         let clock = Arc::new(VirtualClock::default());
         let faults = Faults::random(&mut rng);
         let heap = heap::Scope::new();
@@ -444,7 +442,7 @@ impl Sim {
     fn engine(
         opts: &Options,
         cfg: &Arc<Config>,
-        net: &Rc<RefCell<Net>>,
+        net: &Arc<Mutex<Net>>,
         clock: &Arc<VirtualClock>,
         faults: &Faults,
         rng: &mut Rng,
@@ -607,7 +605,7 @@ impl Sim {
                 cl.abrupt = true;
                 cl.state = State::Done;
                 let pipe = cl.pipe;
-                self.net.borrow_mut().reset(pipe);
+                self.net.lock().expect("net").reset(pipe);
                 self.report.resets += 1;
                 self.log(format!("client {c} resets"));
             }
@@ -618,7 +616,7 @@ impl Sim {
 
     fn connect(&mut self) -> usize {
         let shard = self.rng.below(self.shards.len() as u64) as usize;
-        let pipe = self.net.borrow_mut().connect(shard);
+        let pipe = self.net.lock().expect("net").connect(shard);
         if self.sabotage == Some(Sabotage::LeakPerConnection) {
             let leak = self.heap.enter(|| vec![0u8; 64].into_boxed_slice());
             self.leaked.push(leak);
@@ -843,7 +841,7 @@ impl Sim {
                 };
                 let running = self.heap.enter(|| s.turn());
                 self.observe_backlog(i);
-                let lent = self.net.borrow().lent[i];
+                let lent = self.net.lock().expect("net").lent[i];
                 if lent != 0 {
                     return Err(format!(
                         "shard {i}: {lent} receive buffers not released after its turn"
@@ -863,7 +861,7 @@ impl Sim {
         let Some(s) = self.shards[i].as_ref() else {
             return;
         };
-        let net = self.net.borrow();
+        let net = self.net.lock().expect("net");
         for key in s.core.conns.keys() {
             let conn = s.core.conns.get(key).expect("listed");
             let pipe = conn.sock.0;
@@ -890,7 +888,7 @@ impl Sim {
                 }
             }
         }
-        let quiet = self.net.borrow().idle()
+        let quiet = self.net.lock().expect("net").idle()
             && self
                 .shards
                 .iter()
@@ -900,7 +898,7 @@ impl Sim {
             return;
         }
         self.recent.clear();
-        let net = self.net.borrow();
+        let net = self.net.lock().expect("net");
         for s in self.shards.iter().flatten() {
             for key in s.core.conns.keys() {
                 let conn = s.core.conns.get(key).expect("listed");
@@ -941,7 +939,7 @@ impl Sim {
         if gauge(&st.conns_open) != 0 {
             left.push(format!("conns_open gauge {}", gauge(&st.conns_open)));
         }
-        let net = self.net.borrow();
+        let net = self.net.lock().expect("net");
         if net.open[i] != 0 {
             left.push(format!("{} sockets open in the driver", net.open[i]));
         }
@@ -1015,7 +1013,7 @@ impl Sim {
         if !self.heap_checked || !heap::installed() {
             return Ok(());
         }
-        let unread = self.net.borrow().client_buffers() as i64;
+        let unread = self.net.lock().expect("net").client_buffers() as i64;
         // The owners keep channels nobody listens to, with their history, by
         // design (up to `idle_channels_max`): each is swapped for a new one
         // (as built at the start) before the count.
@@ -1032,8 +1030,9 @@ impl Sim {
             drop(std::mem::replace(&mut core.owner, fresh));
         }
         let growth = self.heap.live() - unread - self.heap_start;
-        let blocks =
-            self.heap.blocks() - self.net.borrow().client_blocks() as i64 - self.heap_blocks;
+        let blocks = self.heap.blocks()
+            - self.net.lock().expect("net").client_blocks() as i64
+            - self.heap_blocks;
         self.report.heap_growth = Some((growth, blocks));
         let n = self.stopped.len() as i64;
         if growth > HEAP_KEPT_BYTES * n || blocks > HEAP_KEPT_BLOCKS * n {
@@ -1060,7 +1059,7 @@ impl Sim {
     // ---- the clients ----
 
     fn write_split(&mut self, pipe: u32, bytes: &[u8]) {
-        self.net.borrow_mut().write(pipe, bytes);
+        self.net.lock().expect("net").write(pipe, bytes);
     }
 
     fn send_frame(&mut self, c: usize, op: OpCode, payload: &[u8]) {
@@ -1089,7 +1088,7 @@ impl Sim {
             };
             let pipe = cl.pipe;
             let mut bytes = std::mem::take(&mut self.clients[c].inbuf);
-            let got = self.net.borrow_mut().read(pipe, budget, &mut bytes);
+            let got = self.net.lock().expect("net").read(pipe, budget, &mut bytes);
             self.clients[c].inbuf = bytes;
             self.client_bytes(c)?;
             if got.is_none() {
@@ -1246,11 +1245,11 @@ impl Sim {
                 &code.to_be_bytes(),
                 Some(mask),
             );
-            let mut net = self.net.borrow_mut();
+            let mut net = self.net.lock().expect("net");
             net.write(self.clients[c].pipe, &out);
         }
         let pipe = self.clients[c].pipe;
-        self.net.borrow_mut().fin(pipe);
+        self.net.lock().expect("net").fin(pipe);
         Ok(())
     }
 
@@ -1289,7 +1288,7 @@ impl Sim {
             self.log(format!("client {c} keeps its pipe (sabotage)"));
             return Ok(());
         }
-        self.net.borrow_mut().let_go(pipe);
+        self.net.lock().expect("net").let_go(pipe);
         self.log(format!("client {c} sees EOF"));
         Ok(())
     }
@@ -1500,11 +1499,11 @@ impl Sim {
             let cl = &self.clients[c];
             if cl.state != State::Done {
                 let pipe = cl.pipe;
-                self.net.borrow_mut().let_go(pipe);
+                self.net.lock().expect("net").let_go(pipe);
                 self.clients[c].state = State::Done;
             }
         }
-        let net = self.net.borrow();
+        let net = self.net.lock().expect("net");
         if net.pipes() != 0 {
             return Err(format!(
                 "{} pipes left after every side let go",
