@@ -267,7 +267,9 @@ pub fn channel_owned_by(prefix: &str, want: usize, shards: usize) -> String {
 /// Instantiate every listed scenario as a test on each driver, on io_uring
 /// with two rings per shard (`io.rings_per_shard`), and once more on io_uring
 /// with the fault injector around it (`faults`: short writes, completions
-/// delayed and reordered across connections; driver/faulty.rs).
+/// delayed and reordered across connections; driver/faulty.rs), and once on
+/// the simulation's in-memory driver in real time, bridged to the real
+/// sockets (`sim`: its seeded faults; driver/sim/bridge.rs).
 #[macro_export]
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {

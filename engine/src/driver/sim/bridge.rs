@@ -59,7 +59,7 @@ pub fn driver(
         socket_bytes: [4096, 65_536][rng.below(2) as usize],
     };
     let net = Arc::new(Mutex::new(Net::new(1)));
-    let bufs = cfg.recv_bufs.max(4);
+    let bufs = cfg.recv_bufs.clamp(4, 256);
     let mut d = SimDriver::new(0, net.clone(), rng.fork(), faults, bufs, 16 * 1024);
     let listener = Arc::new(listeners.swap_remove(0));
     listener.set_nonblocking(false)?;
