@@ -19,7 +19,7 @@
 # with an established-connections hash of 4 x N buckets: the host's table
 # (262,144 here, sized at boot) holds both ends of every loopback connection,
 # and at 560,000 connections its chains made lookups the top kernel cost.
-# Environment: NETNS=0|1, SOURCE_PORTS (LO-HI, or empty), SHARDS, RINGS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
+# Environment: NETNS=0|1, COALESCE_MS, SOURCE_PORTS (LO-HI, or empty), SHARDS, RINGS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
 #              SKIP_TUNE=1, DOCS=0|1, HOLD (s), STEADY (s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,6 +33,10 @@ PORT=${PORT:-28800}
 HOLD=${HOLD:-60}
 STEADY=${STEADY:-30}
 SPREAD=${SPREAD:-10000}
+# Load-generator event loops sleep this long after a batch (--coalesce-ms): 56
+# processes woken once per event spent a fifth of their CPU, and the engine a
+# tenth of its, in wake-ups and context switches (docs/benchmarks.md).
+COALESCE_MS=${COALESCE_MS:-10}
 SOURCES=127.0.0.2-127.0.0.61
 # Source ports the load generator assigns itself (empty: the kernel's choice
 # at connect, whose search grows with the connections a source address holds).
@@ -144,7 +148,7 @@ MAXS=$(( $(left) - 60 ))
 [ "$MAXS" -gt 840 ] && MAXS=840
 LOADGEN_ARGS=(suite -n "$N" --ramp "$RAMP" --workers "$WORKERS" --threads 1
   --source-ips "$SOURCES" ${SOURCE_PORTS:+--source-ports "$SOURCE_PORTS"} --targets "127.0.0.1:$PORT" --target-pid "$EPID"
-  --connect-timeout 60 --settle 5
+  --connect-timeout 60 --settle 5 --coalesce-ms "$COALESCE_MS"
   --broadcasts 10 --broadcast-timeout 20 --payload-bytes 1024
   --spread-channels "$SPREAD" --rate 500 --duration "$STEADY" --drain 20
   --hold "$HOLD" --sigterm --max-seconds "$MAXS" --json "$OUT/suite.json")

@@ -696,7 +696,67 @@ fn shutdown_is_bounded_by_a_client_that_never_reads(d: DriverKind) {
     drop(stuck);
 }
 
+/// After the closing handshake the server closes the TCP connection itself
+/// (RFC 6455 §7.1.1), at once rather than at `close_linger_ms`: when it began
+/// the close (a protocol error here), as soon as the client's close frame
+/// arrives, even behind a large data frame still in flight; when the client
+/// began it, as soon as the echo is written. The clients never close their side.
+fn the_server_closes_tcp_after_the_closing_handshake(d: DriverKind) {
+    use std::io::Read;
+    let mut cfg = config(d);
+    cfg.limits.close_linger_ms = 30_000;
+    let h = start(cfg);
+    let addr = h.local_addr();
+    let eof_in_time = |raw: &mut Raw| {
+        let t0 = std::time::Instant::now();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match raw.s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => panic!("read after the closing handshake: {e}"),
+            }
+        }
+        // The linger is 30 s: an EOF this early is the server's own close.
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "EOF after {:?}",
+            t0.elapsed()
+        );
+    };
+    // The server begins: an unmasked frame is a protocol error (1002).
+    let mut a = Raw::connect(addr);
+    a.send_frame(OpCode::Text, true, b"{}", None);
+    assert_eq!(a.close_code(), Some(1002));
+    a.send_frame(
+        OpCode::Binary,
+        true,
+        &vec![7u8; 100_000],
+        Some([9, 8, 7, 6]),
+    );
+    a.send_frame(
+        OpCode::Close,
+        true,
+        &1002u16.to_be_bytes(),
+        Some([1, 2, 3, 4]),
+    );
+    eof_in_time(&mut a);
+    // The client begins, and waits for the server's close.
+    let mut b = Raw::connect(addr);
+    b.send_frame(
+        OpCode::Close,
+        true,
+        &1000u16.to_be_bytes(),
+        Some([1, 2, 3, 4]),
+    );
+    assert_eq!(b.close_code(), Some(1000));
+    eof_in_time(&mut b);
+    eventually("both are gone", || h.stats().conns_open == 0);
+    h.shutdown();
+}
+
 both_drivers!(
+    the_server_closes_tcp_after_the_closing_handshake,
     shutdown_is_bounded_by_a_client_that_never_reads,
     pub_cross_shard,
     http_publish_reaches_subscribers,

@@ -432,6 +432,7 @@ fn opts_to_args(o: &Opts) -> Vec<String> {
     flag("churn-rate", o.churn_rate.to_string());
     flag("connect-timeout", o.connect_timeout.to_string());
     flag("spread-channels", o.spread_channels.to_string());
+    flag("coalesce-ms", o.coalesce_ms.to_string());
     if o.spread {
         a.push("--spread".into());
     }

@@ -16,6 +16,9 @@ pub const WRITE: u32 = libc::EPOLLOUT as u32;
 /// Error or hang-up; always reported, never requested.
 pub const FAIL: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
+/// Events one `Epoll::wait` returns at most.
+pub const EVENTS_MAX: usize = 512;
+
 /// An epoll instance (level-triggered).
 #[derive(Debug)]
 pub struct Epoll {
@@ -63,9 +66,10 @@ impl Epoll {
     }
 
     /// Wait at most `timeout_ms` and append the ready events to `out` (cleared first).
+    /// At most `EVENTS_MAX` events per call.
     pub fn wait(&self, out: &mut Vec<Event>, timeout_ms: i32) -> io::Result<()> {
         out.clear();
-        let mut raw = [libc::epoll_event { events: 0, u64: 0 }; 512];
+        let mut raw = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX];
         // SAFETY: `raw` has room for `raw.len()` events and outlives the call.
         let n = unsafe {
             libc::epoll_wait(

@@ -136,9 +136,10 @@ impl Worker {
 
     /// Run until told to stop; returns everything this thread measured.
     pub fn run(mut self) -> Totals {
-        let mut events: Vec<Event> = Vec::with_capacity(512);
+        let mut events: Vec<Event> = Vec::with_capacity(sys::EVENTS_MAX);
         let mut last_flush = Instant::now();
         let planned = self.share.count();
+        let coalesce = Duration::from_secs_f64(self.plan.opts.coalesce_ms / 1000.0);
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             self.ramp(now, planned);
@@ -165,6 +166,11 @@ impl Worker {
             if last_flush.elapsed() >= FLUSH_EVERY {
                 self.flush(planned);
                 last_flush = Instant::now();
+            }
+            // A full batch means more is waiting: take it now. Otherwise let
+            // the next events gather while nobody is waiting to be woken.
+            if !coalesce.is_zero() && !events.is_empty() && events.len() < sys::EVENTS_MAX {
+                std::thread::sleep(coalesce);
             }
         }
         self.finish()

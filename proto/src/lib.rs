@@ -10,6 +10,7 @@
 //! - [`mask`]: SIMD (un)masking with a scalar reference.
 //! - [`utf8`]: incremental UTF-8 validation across fragments.
 //! - [`close`]: close codes and close payloads.
+//! - [`close_scan`]: after our close frame, watching for the peer's.
 //! - [`reassembly`]: the per-connection decoder (frames → messages).
 //! - [`prepared`]: encode-once frames shared by every subscriber.
 //! - [`command`]: client → server control commands (simd-json).
@@ -19,6 +20,7 @@
 //! - [`error`]: protocol errors and how they map to close codes.
 
 pub mod close;
+pub mod close_scan;
 pub mod command;
 pub mod error;
 pub mod frame;

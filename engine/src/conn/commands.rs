@@ -74,7 +74,7 @@ impl crate::shard::Core {
             Input::Pong(frame) => {
                 self.send_control(key, frame);
             }
-            Input::Close(code) => self.close_ws(key, code, ""),
+            Input::Close(code) => self.close_ws_echo(key, code),
             Input::Nothing => {}
         }
     }

@@ -1,9 +1,11 @@
 //! A connection's life on its shard: bytes in, writes finished, closing.
 //!
 //! Closing is always orderly when the peer is still there: our close frame (or
-//! final HTTP response) is queued behind what is being written, the write side
-//! is shut after it drains, and the socket is closed when the peer closes too
-//! or `close_linger_ms` passes. Only a dead peer gets an immediate close.
+//! final HTTP response) is queued behind what is being written. A WebSocket's
+//! socket is closed when the peer's close frame (or its EOF) arrives after it;
+//! an HTTP response's or event stream's write side is shut once it drains, and
+//! the socket closed when the peer closes too. Either way `close_linger_ms`
+//! bounds the wait. Only a dead peer gets an immediate close.
 
 use std::time::Duration;
 
@@ -29,7 +31,13 @@ impl Core {
             Phase::Ws if conn.has(flag::SSE) => {}
             Phase::Ws => self.on_ws_bytes(key, data),
             // The peer's reply to our close, or data we no longer read.
-            Phase::Closing | Phase::Dead => {}
+            Phase::Closing => {
+                if self.out.peer_closed(key, data) {
+                    // Nothing more comes: close once our own close frame is out.
+                    self.on_read_closed(key);
+                }
+            }
+            Phase::Dead => {}
         }
     }
 
@@ -153,7 +161,8 @@ impl Core {
     }
 
     /// Close a WebSocket with `code`: leave every channel, queue the close frame
-    /// behind data already queued, then shut down once it is written.
+    /// behind data already queued, and close the socket once the peer answers
+    /// it (an event stream: shut down once it is written).
     pub(crate) fn close_ws(&mut self, key: ConnKey, code: u16, reason: &str) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -168,9 +177,24 @@ impl Core {
         } else {
             PreparedFrame::close(code, reason).into_bytes()
         };
+        let sse = conn.has(flag::SSE);
         self.out.queue_last(conn, frame);
+        if !sse {
+            // An event stream's client reads until EOF: it gets the shutdown.
+            self.out.await_peer_close(key);
+        }
         self.leave_ws(key);
         self.close_after_response(key);
+    }
+
+    /// The peer closed the WebSocket (its close frame): echo it and close the
+    /// socket once the echo is written (RFC 6455 §7.1.1: the server closes first).
+    pub(crate) fn close_ws_echo(&mut self, key: ConnKey, code: u16) {
+        self.close_ws(key, code, "");
+        if let Some(conn) = self.conns.get_mut(key) {
+            // Nothing more is coming from a peer that sent its close frame.
+            conn.set(flag::READ_CLOSED, true);
+        }
     }
 
     /// The connection stops being a WebSocket: unsubscribe and count it out.
@@ -232,7 +256,9 @@ impl Core {
         }
         conn.set(flag::CLOSE_AFTER_FLUSH, false);
         let gen = conn.gen;
-        self.out.shutdown_write(key);
+        if !self.out.awaits_peer_close(key) {
+            self.out.shutdown_write(key);
+        }
         let deadline = self.now + Duration::from_millis(self.cfg.limits.close_linger_ms);
         self.deadlines.push(Deadline::Linger, deadline, key, gen);
     }

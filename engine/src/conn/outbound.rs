@@ -7,14 +7,18 @@
 //! or dropped with their connection. The dirty list (connections with bytes
 //! to write), the write-side shutdowns and the socket closes wait here for the
 //! loop's step 5 ([`Outbound::flush`]), which hands them to the driver.
+//! A WebSocket closed by us waits here for its peer's close frame instead of a
+//! write-side shutdown ([`Outbound::await_peer_close`]).
 //!
 //! The queues themselves live in each connection's record ([`Conn::out`]), so
 //! the methods take the slab (or the connection) from their caller.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use shardcast_proto::close_scan::{CloseScan, Scan};
 use shardcast_proto::{msgpack, sse, PreparedFrame};
 
 use crate::alloc_trim::shrink_vec;
@@ -32,6 +36,9 @@ pub(crate) struct Outbound {
     to_shutdown: Vec<ConnKey>,
     /// Connections whose socket is closed once the loop turn ends.
     to_close: Vec<ConnKey>,
+    /// WebSockets we closed, reading their peer's frames for its close frame
+    /// (24 bytes each, for as long as a close lasts).
+    peer_close: HashMap<ConnKey, CloseScan>,
     /// The last frame turned into an SSE event, and into MessagePack, on this shard.
     sse_cache: FrameCache,
     msgpack_cache: FrameCache,
@@ -49,6 +56,7 @@ impl Outbound {
             dirty: Vec::new(),
             to_shutdown: Vec::new(),
             to_close: Vec::new(),
+            peer_close: HashMap::new(),
             sse_cache: FrameCache::default(),
             msgpack_cache: FrameCache::default(),
             stats,
@@ -183,7 +191,32 @@ impl Outbound {
 
     /// Close the connection's socket at the end of this loop turn.
     pub(crate) fn close(&mut self, key: ConnKey) {
+        self.peer_close.remove(&key);
         self.to_close.push(key);
+    }
+
+    /// Our close frame is queued on WebSocket `key`: its socket is to be closed
+    /// when the peer's close frame arrives (or the linger ends), with no
+    /// write-side shutdown before. RFC 6455 §7.1.1 has the server close the
+    /// TCP connection first, after the closing handshake; and on io_uring a
+    /// shutdown always runs on an io-wq worker, where every cancel of a close
+    /// storm has to walk the shutdowns queued (docs/ARCHITECTURE.md, "Orderly close").
+    pub(crate) fn await_peer_close(&mut self, key: ConnKey) {
+        self.peer_close.insert(key, CloseScan::default());
+    }
+
+    /// Whether `key` waits for its peer's close frame rather than a shutdown.
+    pub(crate) fn awaits_peer_close(&self, key: ConnKey) -> bool {
+        self.peer_close.contains_key(&key)
+    }
+
+    /// Bytes read from a closing connection: true once they hold the peer's
+    /// close frame (or what is not a client's frames at all). Their payloads
+    /// are skipped, not kept.
+    pub(crate) fn peer_closed(&mut self, key: ConnKey, data: &[u8]) -> bool {
+        self.peer_close
+            .get_mut(&key)
+            .is_some_and(|scan| scan.feed(data) != Scan::More)
     }
 
     /// Step 5 of the loop: one vectored write per connection with queued bytes
@@ -226,6 +259,9 @@ impl Outbound {
         shrink_vec(&mut self.dirty);
         shrink_vec(&mut self.to_shutdown);
         shrink_vec(&mut self.to_close);
+        if self.peer_close.is_empty() {
+            self.peer_close.shrink_to_fit();
+        }
     }
 
     /// The shard's queued-bytes gauge equals what its connections' queues
