@@ -9,7 +9,12 @@
 
 use std::time::Instant;
 
+use shardcast::sim::heap::Tagging;
 use shardcast::sim::{run, Options};
+
+/// Counts the engine's heap apart from the clients' (the check after every close).
+#[global_allocator]
+static HEAP: Tagging = Tagging;
 
 fn usage() -> ! {
     eprintln!("usage: sim [--seed N | --seeds A..B] [--steps K] [--trace] [--keep-going]");
@@ -54,6 +59,8 @@ fn main() {
     let (mut passed, mut failed) = (0u64, Vec::new());
     let mut pushes = 0u64;
     let mut recovered = 0u64;
+    // The most the engine's heap kept after every close, per shard: bytes, blocks.
+    let mut heap_max = (i64::MIN, i64::MIN);
     let mut closes = std::collections::BTreeMap::<u16, u64>::new();
     for seed in seeds.clone() {
         let opts = Options {
@@ -82,6 +89,11 @@ fn main() {
                 passed += 1;
                 pushes += r.pushes;
                 recovered += r.recovered as u64;
+                if let Some((bytes, blocks)) = r.heap_growth {
+                    let n = r.shards as i64;
+                    heap_max.0 = heap_max.0.max(bytes / n);
+                    heap_max.1 = heap_max.1.max(blocks / n);
+                }
                 for (c, n) in &r.closes {
                     *closes.entry(*c).or_default() += *n as u64;
                 }
@@ -92,9 +104,9 @@ fn main() {
                 }
                 if seeds.end - seeds.start == 1 {
                     println!(
-                        "seed {seed}: ok, {} shards, {} steps, {:?} simulated, {} connects, {} pushes, {} recovered, {} published, {} refused, {} resets, closes {:?}, digest {:016x}",
+                        "seed {seed}: ok, {} shards, {} steps, {:?} simulated, {} connects, {} pushes, {} recovered, {} published, {} refused, {} resets, closes {:?}, heap kept {:?} (bytes, blocks), digest {:016x}",
                         r.shards, r.steps, r.simulated, r.connects, r.pushes, r.recovered,
-                        r.published, r.refused, r.resets, r.closes, r.digest
+                        r.published, r.refused, r.resets, r.closes, r.heap_growth, r.digest
                     );
                 }
             }
@@ -108,10 +120,12 @@ fn main() {
         }
     }
     println!(
-        "{passed} seeds passed, {} failed {:?} in {:.1?}; {pushes} pushes checked, {recovered} recoveries, closes {closes:?}",
+        "{passed} seeds passed, {} failed {:?} in {:.1?}; {pushes} pushes checked, {recovered} recoveries, closes {closes:?}; engine heap kept after every close at most {} B and {} blocks a shard",
         failed.len(),
         failed,
-        t0.elapsed()
+        t0.elapsed(),
+        heap_max.0,
+        heap_max.1,
     );
     if !failed.is_empty() {
         std::process::exit(1);

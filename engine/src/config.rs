@@ -242,6 +242,11 @@ pub struct IoConfig {
     /// in a fault injector (`driver/faulty.rs`: short writes, completions
     /// delayed and reordered across connections). 0, the default: no wrapper.
     pub fault_seed: u64,
+    /// Testing only: with a seed other than 0, each shard runs the
+    /// simulation's in-memory driver with seeded faults, in real time,
+    /// bridged to the real sockets of its listener (`driver/sim/bridge.rs`).
+    /// `driver`, `rings_per_shard` and `fault_seed` are then ignored.
+    pub sim_seed: u64,
 }
 
 impl Default for Config {
@@ -321,6 +326,7 @@ impl Default for IoConfig {
             huge_pages: false,
             rings_per_shard: 1,
             fault_seed: 0,
+            sim_seed: 0,
         }
     }
 }

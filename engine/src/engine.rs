@@ -100,7 +100,11 @@ impl Engine {
                         core_affinity::set_for_current(core);
                     }
                     // Each shard builds its own ring on its own thread (SINGLE_ISSUER).
-                    match driver::build(cfg.driver, l, inbox.waker.fd(), &dcfg) {
+                    let built = match cfg.io.sim_seed {
+                        0 => driver::build(cfg.driver, l, inbox.waker.fd(), &dcfg),
+                        seed => driver::sim::bridge::driver(l, inbox.waker.fd(), &dcfg, seed, id),
+                    };
+                    match built {
                         Ok(d) => {
                             let d = driver::faulty::wrap(d, cfg.io.fault_seed, id);
                             let uring = (d.kind() == DriverKind::Uring) as u64;

@@ -5,7 +5,12 @@
 //! `cargo run -p shardcast --example sim -- --seed N --trace`. The soak is
 //! `cargo run --release -p shardcast --example sim -- --seeds 0..10000`.
 
+use shardcast::sim::heap::Tagging;
 use shardcast::sim::{run, Options, Sabotage};
+
+/// Counts the engine's heap apart from the clients' (the check after every close).
+#[global_allocator]
+static HEAP: Tagging = Tagging;
 
 /// Seeds per test; four tests, so the two cores share them.
 const SEEDS: u64 = 200;
@@ -109,6 +114,46 @@ fn a_push_after_close_is_caught() {
 #[test]
 fn a_connection_left_open_is_caught() {
     caught(Sabotage::KeepPipe, "pipes left");
+}
+
+/// A 64-byte block kept per connection: caught on every seed with one
+/// shard (the bound is per shard, so a seed of four shards may hide one
+/// block per connection, not one of 64 bytes for each of a few).
+#[test]
+fn a_leak_per_connection_is_caught() {
+    let (mut single, mut failed) = (0, 0);
+    for seed in 0..20 {
+        let opts = Options {
+            sabotage: Some(Sabotage::LeakPerConnection),
+            ..Options::new(seed)
+        };
+        let one_shard = run(&Options::new(seed)).expect("passes").shards == 1;
+        match run(&opts) {
+            Err(f) => {
+                assert!(f.what.contains("engine heap grew"), "seed {seed}: {f}");
+                failed += 1;
+            }
+            Ok(_) => assert!(
+                !one_shard,
+                "seed {seed} (one shard): the leak went unnoticed"
+            ),
+        }
+        single += one_shard as u32;
+    }
+    assert!(
+        single > 0 && failed >= single,
+        "{failed} caught, {single} seeds of one shard"
+    );
+}
+
+/// The heap is counted (the allocator is installed) and stays within its
+/// bound on every seed above; here, that the count is not trivially zero.
+#[test]
+fn the_heap_is_counted() {
+    assert!(shardcast::sim::heap::installed());
+    let r = run(&Options::new(3)).expect("passes");
+    let (bytes, blocks) = r.heap_growth.expect("counted");
+    assert!(bytes != 0 && blocks != 0, "{bytes} B, {blocks} blocks");
 }
 
 /// Found by the soak: a subscriber joining on the owner's acknowledgement

@@ -2,7 +2,8 @@
 //! simulation (`engine/src/sim.rs`).
 //!
 //! A socket is a pair of byte pipes in a [`Net`] shared by every shard of one
-//! simulated engine (all on one thread, hence `Rc<RefCell<_>>`). The client
+//! simulated engine (all on one thread in the simulation; in real time, see
+//! [`bridge`], the shard's thread and the bridge's threads). The client
 //! side (the simulation's clients) writes request bytes and masked frames into
 //! one pipe and reads what the server sent from the other; the server side is
 //! this driver, which turns the pipes into the same [`Completion`]s the epoll
@@ -23,16 +24,22 @@
 //!   nothing (epoll), at random;
 //! - resets are the client's doing (`Net::reset`): the read side ends with
 //!   `ECONNRESET` and writes fail with `EPIPE`.
+//!
+//! The same driver also runs in real time (`io.sim_seed`, testing only):
+//! [`bridge`] accepts real TCP connections and pumps their bytes through
+//! pipes, so the scenario tests' real clients reach an engine whose shards
+//! see only this driver, its faults and its reordering.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
-use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{BufId, Completion, ConnKey, Driver, DriverKind, Sock};
+
+pub mod bridge;
 
 /// splitmix64: small, seedable, good enough for schedules and faults.
 #[derive(Debug, Clone)]
@@ -121,6 +128,18 @@ pub struct Pipe {
     pub server_closed: bool,
     /// The client let go of its end.
     pub client_gone: bool,
+    /// In real time, the bridge's threads for this pipe wait on it (with the
+    /// net's lock) for bytes to write or room to read into.
+    pub bridge: Option<Arc<Condvar>>,
+}
+
+impl Pipe {
+    /// Tell the bridge's threads, if any, that the server side moved.
+    fn moved(&self) {
+        if let Some(cv) = &self.bridge {
+            cv.notify_all();
+        }
+    }
 }
 
 /// Every pipe of one simulated engine, and what each shard's driver holds.
@@ -234,6 +253,19 @@ impl Net {
         self.pipes.len()
     }
 
+    /// Bytes allocated for what servers sent and clients have not read.
+    pub fn client_buffers(&self) -> usize {
+        self.pipes.values().map(|p| p.to_client.capacity()).sum()
+    }
+
+    /// Blocks allocated for them (one per pipe with unread bytes).
+    pub fn client_blocks(&self) -> usize {
+        self.pipes
+            .values()
+            .filter(|p| p.to_client.capacity() > 0)
+            .count()
+    }
+
     /// Connections queued for an accept that has not happened.
     pub fn unaccepted(&self) -> usize {
         self.accept.iter().map(|q| q.len()).sum()
@@ -252,7 +284,7 @@ struct Link {
 /// A [`Driver`] over a [`Net`], with seeded faults.
 pub struct SimDriver {
     shard: usize,
-    net: Rc<RefCell<Net>>,
+    net: Arc<Mutex<Net>>,
     rng: Rng,
     faults: Faults,
     links: BTreeMap<ConnKey, Link>,
@@ -261,12 +293,17 @@ pub struct SimDriver {
     bufs: Vec<Vec<u8>>,
     free: Vec<u16>,
     buf_bytes: usize,
+    /// In real time: the wake-ups to wait on and the bridge to the real sockets.
+    live: Option<bridge::Live>,
+    /// Bytes left waiting for a started connection after the last `produce`
+    /// (a paused or split read, no free buffer): poll again soon.
+    more: bool,
 }
 
 impl SimDriver {
     pub fn new(
         shard: usize,
-        net: Rc<RefCell<Net>>,
+        net: Arc<Mutex<Net>>,
         rng: Rng,
         faults: Faults,
         bufs: u16,
@@ -282,12 +319,15 @@ impl SimDriver {
             bufs: (0..bufs).map(|_| vec![0; buf_bytes]).collect(),
             free: (0..bufs).rev().collect(),
             buf_bytes,
+            live: None,
+            more: false,
         }
     }
 
     /// Move what the network allows into `ready`.
     fn produce(&mut self) {
-        let mut net = self.net.borrow_mut();
+        let mut net = self.net.lock().expect("net");
+        self.more = false;
         while let Some(pipe) = net.accept[self.shard].pop_front() {
             self.ready
                 .push_back(Completion::Accepted { sock: Sock(pipe) });
@@ -321,6 +361,7 @@ impl SimDriver {
                             }
                         }
                         link.send = None;
+                        p.moved();
                         self.ready.push_back(Completion::Sent {
                             conn,
                             result: Ok(n),
@@ -338,6 +379,7 @@ impl SimDriver {
                     err: Some(libc::ECONNRESET),
                 });
             } else if !p.to_server.is_empty() {
+                self.more = true;
                 if self.rng.chance(self.faults.recv_pause) {
                     continue;
                 }
@@ -352,6 +394,7 @@ impl SimDriver {
                 for (dst, src) in buf.iter_mut().zip(p.to_server.drain(..n)) {
                     *dst = src;
                 }
+                p.moved();
                 self.ready.push_back(Completion::Recv {
                     conn,
                     buf: BufId {
@@ -374,7 +417,10 @@ impl SimDriver {
 /// including connections accepted but not yet reported.
 impl Drop for SimDriver {
     fn drop(&mut self) {
-        let mut net = self.net.borrow_mut();
+        if let Some(live) = self.live.as_mut() {
+            live.stop();
+        }
+        let mut net = self.net.lock().expect("net");
         let mut socks: Vec<u32> = self.links.values().map(|l| l.pipe).collect();
         socks.extend(self.ready.iter().filter_map(|c| match c {
             Completion::Accepted { sock } => Some(sock.0),
@@ -385,6 +431,7 @@ impl Drop for SimDriver {
             if let Some(p) = net.pipes.get_mut(&id) {
                 p.server_fin = true;
                 p.server_closed = true;
+                p.moved();
                 if p.client_gone {
                     net.pipes.remove(&id);
                 }
@@ -393,16 +440,11 @@ impl Drop for SimDriver {
     }
 }
 
-impl Driver for SimDriver {
-    fn kind(&self) -> DriverKind {
-        // Reported as epoll for logs and metrics: the simulation is not a backend.
-        DriverKind::Epoll
-    }
-
-    fn poll(&mut self, _timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+impl SimDriver {
+    /// Hand over what is ready, except that some connections' completions
+    /// wait for a later poll: reordered across connections, never within one.
+    fn hand_over(&mut self, out: &mut Vec<Completion>) {
         self.produce();
-        // Hand over what is ready, except that some connections' completions
-        // wait for a later poll: reordered across connections, never within one.
         let mut held: BTreeSet<Option<ConnKey>> = BTreeSet::new();
         let mut keep = VecDeque::new();
         for c in self.ready.drain(..) {
@@ -414,16 +456,48 @@ impl Driver for SimDriver {
             } else {
                 match c {
                     // Lent to the shard from now until `release`.
-                    Completion::Recv { .. } => self.net.borrow_mut().lent[self.shard] += 1,
+                    Completion::Recv { .. } => self.net.lock().expect("net").lent[self.shard] += 1,
                     // The shard's from now until `close`.
-                    Completion::Accepted { .. } => self.net.borrow_mut().open[self.shard] += 1,
+                    Completion::Accepted { .. } => {
+                        self.net.lock().expect("net").open[self.shard] += 1
+                    }
                     _ => {}
                 }
                 out.push(c);
             }
         }
         self.ready = keep;
-        self.net.borrow_mut().held[self.shard] = self.ready.len();
+        self.net.lock().expect("net").held[self.shard] = self.ready.len();
+    }
+}
+
+impl Driver for SimDriver {
+    fn kind(&self) -> DriverKind {
+        // Reported as epoll for logs and metrics: the simulation is not a backend.
+        DriverKind::Epoll
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+        let before = out.len();
+        self.hand_over(out);
+        let Some(live) = &self.live else {
+            return Ok(());
+        };
+        if out.len() > before {
+            return Ok(());
+        }
+        // Nothing yet: wait for the bridge or another shard, briefly when
+        // something held back or left unread will be ready by the next poll.
+        let soon = Some(bridge::AGAIN);
+        let wait = if self.more || !self.ready.is_empty() {
+            timeout.min(soon).or(soon)
+        } else {
+            timeout
+        };
+        if live.wait(wait)? {
+            out.push(Completion::Wake);
+        }
+        self.hand_over(out);
         Ok(())
     }
 
@@ -450,7 +524,7 @@ impl Driver for SimDriver {
             buf.id
         );
         self.free.push(buf.id);
-        self.net.borrow_mut().lent[self.shard] -= 1;
+        self.net.lock().expect("net").lent[self.shard] -= 1;
     }
 
     fn send(&mut self, _sock: Sock, conn: ConnKey, bufs: &[Bytes]) {
@@ -464,8 +538,9 @@ impl Driver for SimDriver {
     }
 
     fn shutdown_write(&mut self, sock: Sock, _conn: ConnKey) {
-        if let Some(p) = self.net.borrow_mut().pipes.get_mut(&sock.0) {
+        if let Some(p) = self.net.lock().expect("net").pipes.get_mut(&sock.0) {
             p.server_fin = true;
+            p.moved();
         }
     }
 
@@ -478,12 +553,13 @@ impl Driver for SimDriver {
                 result: Err(libc::ECANCELED),
             });
         }
-        let mut net = self.net.borrow_mut();
+        let mut net = self.net.lock().expect("net");
         net.open[self.shard] -= 1;
         if let Some(p) = net.pipes.get_mut(&sock.0) {
             p.server_fin = true;
             p.server_closed = true;
             p.to_server.clear();
+            p.moved();
             if p.client_gone {
                 net.pipes.remove(&sock.0);
             }
@@ -492,6 +568,6 @@ impl Driver for SimDriver {
     }
 
     fn open_sockets(&self) -> usize {
-        self.net.borrow().open[self.shard]
+        self.net.lock().expect("net").open[self.shard]
     }
 }

@@ -21,6 +21,9 @@ thread_local! {
     /// Set by `both_drivers!`'s `faults` variant: run the scenario's engine
     /// with the fault injector around its driver (`io.fault_seed`).
     pub static FAULTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Set by `both_drivers!`'s `sim` variant: run the scenario's engine on
+    /// the simulation's driver in real time (`io.sim_seed`).
+    pub static SIM: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Run `f` with engines from `config` driving `rings` io_uring rings per shard.
@@ -44,6 +47,7 @@ pub fn config(driver: DriverKind) -> Config {
     c.limits.conns_per_shard_max = 512;
     c.io.rings_per_shard = RINGS.with(|r| r.get());
     c.io.fault_seed = FAULTS.with(|f| f.get());
+    c.io.sim_seed = SIM.with(|f| f.get());
     c
 }
 
@@ -263,7 +267,9 @@ pub fn channel_owned_by(prefix: &str, want: usize, shards: usize) -> String {
 /// Instantiate every listed scenario as a test on each driver, on io_uring
 /// with two rings per shard (`io.rings_per_shard`), and once more on io_uring
 /// with the fault injector around it (`faults`: short writes, completions
-/// delayed and reordered across connections; driver/faulty.rs).
+/// delayed and reordered across connections; driver/faulty.rs), and once on
+/// the simulation's in-memory driver in real time, bridged to the real
+/// sockets (`sim`: its seeded faults; driver/sim/bridge.rs).
 #[macro_export]
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -286,6 +292,15 @@ macro_rules! both_drivers {
                     .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
                 $crate::common::FAULTS.with(|f| f.set(seed | 1));
                 super::$name(shardcast::DriverKind::Uring)
+            })*
+        }
+        mod sim {
+            $(#[test] fn $name() {
+                let seed = stringify!($name)
+                    .bytes()
+                    .fold(0x8422_2325_cbf2_9ce4u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+                $crate::common::SIM.with(|f| f.set(seed | 1));
+                super::$name(shardcast::DriverKind::Epoll)
             })*
         }
     };
