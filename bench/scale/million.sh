@@ -64,6 +64,8 @@ if [ -z "${SHARDCAST_NETNS:-}" ] && [ "$(cat /proc/sys/net/core/netdev_max_backl
   echo "== net.core.netdev_max_backlog: $(cat /proc/sys/net/core/netdev_max_backlog) → $BACKLOG"
   sysctl -qw net.core.netdev_max_backlog="$BACKLOG"
 fi
+# Host-wide, so read here: a namespace does not show it.
+export SHARDCAST_BACKLOG=${SHARDCAST_BACKLOG:-$(cat /proc/sys/net/core/netdev_max_backlog)}
 # Packets dropped by the input queues so far (column 2 of softnet_stat, all CPUs).
 softnet_drops() {
   local s=0 _a d _r
@@ -123,7 +125,7 @@ fi
   echo "netns=${SHARDCAST_NETNS:-none}"
   echo "tcp_ehash_entries=$(cat /proc/sys/net/ipv4/tcp_ehash_entries)"
   echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "netdev_max_backlog=$(cat /proc/sys/net/core/netdev_max_backlog)"
+  echo "netdev_max_backlog=${SHARDCAST_BACKLOG:-$(cat /proc/sys/net/core/netdev_max_backlog 2>/dev/null)}"
   echo "softnet_drops_before=$(softnet_drops)"
   echo "loadgen_cpus=${LOADGEN_CPUS:-any}"
 } > "$OUT/machine.env"
