@@ -26,6 +26,13 @@ thread_local! {
     pub static SIM: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+/// A scenario's fault seed: FNV-1a of its name from `basis`, never 0 (0 is "off").
+pub fn seed_of(name: &str, basis: u64) -> u64 {
+    name.bytes()
+        .fold(basis, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+        | 1
+}
+
 /// Run `f` with engines from `config` driving `rings` io_uring rings per shard.
 pub fn with_rings(rings: u32, f: impl FnOnce()) {
     RINGS.with(|r| r.set(rings));
@@ -287,19 +294,15 @@ macro_rules! both_drivers {
         mod faults {
             $(#[test] fn $name() {
                 // A seed per scenario, from its name: the same faults each run.
-                let seed = stringify!($name)
-                    .bytes()
-                    .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-                $crate::common::FAULTS.with(|f| f.set(seed | 1));
+                let seed = $crate::common::seed_of(stringify!($name), 0xcbf2_9ce4_8422_2325);
+                $crate::common::FAULTS.with(|f| f.set(seed));
                 super::$name(shardcast::DriverKind::Uring)
             })*
         }
         mod sim {
             $(#[test] fn $name() {
-                let seed = stringify!($name)
-                    .bytes()
-                    .fold(0x8422_2325_cbf2_9ce4u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-                $crate::common::SIM.with(|f| f.set(seed | 1));
+                let seed = $crate::common::seed_of(stringify!($name), 0x8422_2325_cbf2_9ce4);
+                $crate::common::SIM.with(|f| f.set(seed));
                 super::$name(shardcast::DriverKind::Epoll)
             })*
         }
