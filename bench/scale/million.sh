@@ -20,7 +20,7 @@
 # (262,144 here, sized at boot) holds both ends of every loopback connection,
 # and at 560,000 connections its chains made lookups the top kernel cost.
 # Environment: NETNS=0|1, LOADGEN_CPUS (taskset list, empty: any), BACKLOG, COALESCE_MS, SOURCE_PORTS (LO-HI, or empty), SHARDS, RINGS, WORKERS, RAMP, PORT, OUT, CONFIG (engine TOML), SKIP_BUILD=1,
-#              SKIP_TUNE=1, DOCS=0|1, HOLD (s), STEADY (s), BROADCASTS (paced, then as many in a burst).
+#              SKIP_TUNE=1, DOCS=0|1, HOLD (s), STEADY (s), BROADCASTS (paced, then as many in a burst), DRAIN_S (the engine's drain window).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -42,6 +42,12 @@ HOLD=${HOLD:-60}
 BROADCASTS=${BROADCASTS:-10}
 STEADY=${STEADY:-30}
 SPREAD=${SPREAD:-10000}
+# The drain window: a WebSocket closed with 4001 costs both ends a close frame
+# each and the sockets' teardown, three times a delivery's work; a million of
+# them over the default 10 s is 300,000 operations a second, three times what
+# one core does here (measured: 472,131 closed in 22 s, then the bound hit).
+# One second per 15,000 connections, 10 s at least.
+DRAIN_S=${DRAIN_S:-$(( N / 15000 > 10 ? N / 15000 : 10 ))}
 # Load-generator event loops sleep this long after a batch (--coalesce-ms): 56
 # processes woken once per event spent a fifth of their CPU, and the engine a
 # tenth of its, in wake-ups and context switches (docs/benchmarks.md).
@@ -154,7 +160,7 @@ ENGINE_ARGS=(--listen "127.0.0.1:$PORT" --shards "$SHARDS" --rings-per-shard "$R
 if [ -z "${CONFIG:-}" ]; then
   # Each ring takes up to the descriptor limit; the shard's cap is their sum.
   CONFIG=$OUT/engine.toml
-  printf '[limits]\nconns_per_shard_max = %d\n' $(( RINGS * $(ulimit -Sn) )) > "$CONFIG"
+  printf '[limits]\nconns_per_shard_max = %d\ndrain_window_ms = %d\n' $(( RINGS * $(ulimit -Sn) )) $(( DRAIN_S * 1000 )) > "$CONFIG"
 fi
 ENGINE_ARGS+=(--config "$CONFIG")
 echo "== $B/shardcast ${ENGINE_ARGS[*]}"
@@ -179,8 +185,8 @@ MAXS=$(( $(left) - 60 ))
 LOADGEN_ARGS=(suite -n "$N" --ramp "$RAMP" --workers "$WORKERS" --threads 1
   --source-ips "$SOURCES" ${SOURCE_PORTS:+--source-ports "$SOURCE_PORTS"} --targets "127.0.0.1:$PORT" --target-pid "$EPID"
   --connect-timeout 60 --settle 5 --coalesce-ms "$COALESCE_MS"
-  --broadcasts "$BROADCASTS" --broadcast-timeout 20 --payload-bytes 1024
-  --spread-channels "$SPREAD" --rate 500 --duration "$STEADY" --drain 20
+  --broadcasts "$BROADCASTS" --broadcast-timeout 60 --payload-bytes 1024
+  --spread-channels "$SPREAD" --rate 500 --publish-window 512 --duration "$STEADY" --drain $(( DRAIN_S + 15 ))
   --hold "$HOLD" --sigterm --max-seconds "$MAXS" --json "$OUT/suite.json")
 echo "== $B/shardcast-loadgen ${LOADGEN_ARGS[*]}"
 set +e

@@ -238,6 +238,13 @@ pub struct IoConfig {
     /// "Many rings on few cores"). `limits.conns_per_shard_max` is the shard's
     /// total, shared evenly among its rings. Ignored by epoll.
     pub rings_per_shard: u32,
+    /// Writes of fanned-out publications a shard hands to the driver per loop
+    /// turn; the rest wait, oldest first, for the next turns. Control frames,
+    /// replies, HTTP responses and closes are not counted: they go out in the
+    /// turn they are queued. Bounds a turn (about 10 µs a write on loopback),
+    /// so a publication to a million subscribers does not stop a shard's
+    /// reads, pings and requests for the seconds it takes to write.
+    pub sends_per_turn_max: u32,
     /// Testing only: with a seed other than 0, each shard's driver is wrapped
     /// in a fault injector (`driver/faulty.rs`: short writes, completions
     /// delayed and reordered across connections). 0, the default: no wrapper.
@@ -325,6 +332,7 @@ impl Default for IoConfig {
             send_buffer_bytes: 64 * 1024,
             huge_pages: false,
             rings_per_shard: 1,
+            sends_per_turn_max: 4096,
             fault_seed: 0,
             sim_seed: 0,
         }
@@ -482,6 +490,9 @@ impl Config {
                 "limits.http_queue_bytes_max and limits.http_write_timeout_ms must be positive"
                     .into(),
             );
+        }
+        if self.io.sends_per_turn_max == 0 {
+            return Err("io.sends_per_turn_max must be positive".into());
         }
         if !(1..=crate::driver::rings::RINGS_MAX as u32).contains(&self.io.rings_per_shard) {
             return Err(format!(

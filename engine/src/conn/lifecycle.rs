@@ -70,7 +70,7 @@ impl Core {
                 };
                 let http = conn.phase == Phase::Http;
                 if !conn.out.is_empty() {
-                    self.out.mark_dirty(conn, key);
+                    self.out.mark_more(conn, key);
                 } else if conn.has(flag::CLOSE_AFTER_FLUSH) {
                     self.flushed_before_close(key);
                 } else if conn.has(flag::RELEASE_WHEN_DRAINED) {
@@ -138,6 +138,12 @@ impl Core {
             }
         }
         self.send_frame(key, PreparedFrame::text(json).into_bytes());
+        // A reply is awaited: it goes out this turn, not behind a fan-out.
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.phase == Phase::Ws && !conn.out.is_empty() {
+                self.out.mark_urgent(conn, key);
+            }
+        }
     }
 
     /// Queue raw bytes (HTTP responses); not subject to the WebSocket budget.
@@ -235,7 +241,8 @@ impl Core {
         if conn.out.is_empty() && !conn.has(flag::SENDING) {
             self.flushed_before_close(key);
         } else {
-            self.out.mark_dirty(conn, key);
+            // The close goes out this turn, with what is queued before it.
+            self.out.mark_urgent(conn, key);
         }
     }
 

@@ -101,6 +101,12 @@ pub mod flag {
     /// Pinged at least once: later pings come a whole interval after the last
     /// bytes, the first one after a delay spread by key (see policy/heartbeat.rs).
     pub const PINGED: u16 = 1 << 10;
+    /// In the shard's urgent list already (see `conn/outbound.rs`).
+    pub const URGENT: u16 = 1 << 11;
+    /// Queued bytes include a control frame, reply or close not yet handed to
+    /// a write: when a write in flight completes, the rest goes out ahead of
+    /// the bulk list.
+    pub const URGENT_QUEUED: u16 = 1 << 12;
 }
 
 #[derive(Debug)]

@@ -4,16 +4,26 @@
 //! frames (converted on the way for SSE streams and MessagePack connections,
 //! once per shard and publication), control frames, raw HTTP responses and
 //! close frames; bytes leave the count here when they are written, discarded
-//! or dropped with their connection. The dirty list (connections with bytes
+//! or dropped with their connection. The write lists (connections with bytes
 //! to write), the write-side shutdowns and the socket closes wait here for the
 //! loop's step 5 ([`Outbound::flush`]), which hands them to the driver.
+//!
+//! Writes go out in two classes. Urgent: control frames, replies, HTTP
+//! responses and closes, all written in the turn they were queued. Bulk:
+//! publications fanned out to subscribers, at most `io.sends_per_turn_max`
+//! writes a turn, oldest first; the rest wait for the next turns. One
+//! publication to a million subscribers on a shard is a million writes, about
+//! ten seconds of a core on loopback: written in one turn, the shard read
+//! nothing, pinged nobody and answered no request for those ten seconds, and
+//! the pings of the whole stretch then went out at once (docs/ARCHITECTURE.md,
+//! "Bulk writes take turns").
 //! A WebSocket closed by us waits here for its peer's close frame instead of a
 //! write-side shutdown ([`Outbound::await_peer_close`]).
 //!
 //! The queues themselves live in each connection's record ([`Conn::out`]), so
 //! the methods take the slab (or the connection) from their caller.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -21,7 +31,7 @@ use bytes::Bytes;
 use shardcast_proto::close_scan::{CloseScan, Scan};
 use shardcast_proto::{msgpack, sse, PreparedFrame};
 
-use crate::alloc_trim::shrink_vec;
+use crate::alloc_trim::{shrink_deque, shrink_vec};
 use crate::config::Config;
 use crate::conn::convert::FrameCache;
 use crate::conn::{flag, Conn, Enqueue, Phase, Slab};
@@ -30,8 +40,14 @@ use crate::stats::ShardStats;
 
 /// A shard's outbound side: its write work lists, framing caches and byte count.
 pub(crate) struct Outbound {
-    /// Connections with bytes queued and possibly no send in flight.
-    dirty: Vec<ConnKey>,
+    /// Connections with bytes queued and possibly no send in flight, oldest
+    /// first (the bulk class: fan-out).
+    dirty: VecDeque<ConnKey>,
+    /// Connections with a control frame, reply or close queued (the urgent
+    /// class): written before the bulk list, all in the turn.
+    urgent: Vec<ConnKey>,
+    /// `io.sends_per_turn_max`: bulk writes handed to the driver per turn.
+    sends_per_turn_max: usize,
     /// Connections whose write side is shut once the loop turn ends.
     to_shutdown: Vec<ConnKey>,
     /// Connections whose socket is closed once the loop turn ends.
@@ -53,7 +69,9 @@ pub(crate) struct Outbound {
 impl Outbound {
     pub(crate) fn new(cfg: &Config, stats: Arc<ShardStats>) -> Outbound {
         Outbound {
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
+            urgent: Vec::new(),
+            sends_per_turn_max: cfg.io.sends_per_turn_max.max(1) as usize,
             to_shutdown: Vec::new(),
             to_close: Vec::new(),
             peer_close: HashMap::new(),
@@ -71,13 +89,34 @@ impl Outbound {
     pub(crate) fn mark_dirty(&mut self, conn: &mut Conn, key: ConnKey) {
         if !conn.has(flag::DIRTY) {
             conn.set(flag::DIRTY, true);
-            self.dirty.push(key);
+            self.dirty.push_back(key);
+        }
+    }
+
+    /// Put `key` in the urgent list: what was just queued (a control frame, a
+    /// reply, an HTTP response or a close) goes out this turn, ahead of bulk.
+    #[inline]
+    pub(crate) fn mark_urgent(&mut self, conn: &mut Conn, key: ConnKey) {
+        conn.set(flag::URGENT_QUEUED, true);
+        if !conn.has(flag::URGENT) {
+            conn.set(flag::URGENT, true);
+            self.urgent.push(key);
+        }
+    }
+
+    /// Bytes remain queued after a write: back in the urgent list if some of
+    /// them are urgent, else at the end of the bulk list.
+    pub(crate) fn mark_more(&mut self, conn: &mut Conn, key: ConnKey) {
+        if conn.has(flag::URGENT_QUEUED) {
+            self.mark_urgent(conn, key);
+        } else {
+            self.mark_dirty(conn, key);
         }
     }
 
     /// Whether some connection waits for step 5 to write.
     pub(crate) fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.dirty.is_empty() || !self.urgent.is_empty()
     }
 
     /// Queue a data frame for a WebSocket (or SSE stream), converted to its
@@ -134,7 +173,7 @@ impl Outbound {
             return Some(Enqueue::Backpressure);
         }
         ShardStats::add(&self.stats.queued_bytes, len);
-        self.mark_dirty(conn, key);
+        self.mark_urgent(conn, key);
         Some(Enqueue::Ok)
     }
 
@@ -152,7 +191,7 @@ impl Outbound {
         };
         ShardStats::add(&self.stats.queued_bytes, bytes.len() as u64);
         conn.out.push_back(bytes);
-        self.mark_dirty(conn, key);
+        self.mark_urgent(conn, key);
     }
 
     /// Queue a connection's last frame (a close frame or event) behind its data,
@@ -220,26 +259,32 @@ impl Outbound {
     }
 
     /// Step 5 of the loop: one vectored write per connection with queued bytes
-    /// and no write in flight, then the shutdowns and closes.
+    /// and no write in flight (every urgent one, then up to
+    /// `sends_per_turn_max` of the bulk list), then the shutdowns and closes.
     pub(crate) fn flush(
         &mut self,
         conns: &mut Slab,
         driver: &mut dyn Driver,
         batch: &mut Vec<Bytes>,
     ) {
-        for key in self.dirty.drain(..) {
+        for key in self.urgent.drain(..) {
+            if let Some(conn) = conns.get_mut(key) {
+                conn.set(flag::URGENT, false);
+                write_queued(conn, key, driver, batch);
+            }
+        }
+        let mut sends = 0;
+        while sends < self.sends_per_turn_max {
+            let Some(key) = self.dirty.pop_front() else {
+                break;
+            };
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
             conn.set(flag::DIRTY, false);
-            if conn.has(flag::SENDING) || conn.phase == Phase::Dead {
-                continue;
+            if write_queued(conn, key, driver, batch) {
+                sends += 1;
             }
-            if conn.out.is_empty() {
-                continue;
-            }
-            conn.next_batch(batch);
-            driver.send(conn.sock, key, batch);
         }
         batch.clear();
         for key in self.to_shutdown.drain(..) {
@@ -256,7 +301,8 @@ impl Outbound {
 
     /// Give back what a burst left in the work lists (see `shard/trim.rs`).
     pub(crate) fn trim(&mut self) {
-        shrink_vec(&mut self.dirty);
+        shrink_deque(&mut self.dirty);
+        shrink_vec(&mut self.urgent);
         shrink_vec(&mut self.to_shutdown);
         shrink_vec(&mut self.to_close);
         if self.peer_close.is_empty() {
@@ -307,5 +353,148 @@ impl Outbound {
                 }
             }
         })
+    }
+}
+
+/// Hand the connection's queued bytes to one write, unless a write is in
+/// flight (its completion asks again) or there is nothing to write. True when
+/// a write was started.
+fn write_queued(
+    conn: &mut Conn,
+    key: ConnKey,
+    driver: &mut dyn Driver,
+    batch: &mut Vec<Bytes>,
+) -> bool {
+    if conn.has(flag::SENDING) || conn.phase == Phase::Dead || conn.out.is_empty() {
+        return false;
+    }
+    // Control frames sit at the front of the queue, so this write takes them.
+    conn.set(flag::URGENT_QUEUED, false);
+    conn.next_batch(batch);
+    driver.send(conn.sock, key, batch);
+    batch.clear();
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::driver::{BufId, Completion, DriverKind, Sock};
+
+    /// Records which connections were written to, in order.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Vec<ConnKey>,
+    }
+
+    impl Driver for Recorder {
+        fn kind(&self) -> DriverKind {
+            DriverKind::Epoll
+        }
+        fn poll(&mut self, _: Option<Duration>, _: &mut Vec<Completion>) -> io::Result<()> {
+            Ok(())
+        }
+        fn start_recv(&mut self, _: Sock, _: ConnKey) {}
+        fn recv_buf(&mut self, _: BufId, _: u32) -> &mut [u8] {
+            unreachable!("no reads here")
+        }
+        fn release(&mut self, _: BufId) {}
+        fn send(&mut self, _: Sock, conn: ConnKey, bufs: &[Bytes]) {
+            assert!(!bufs.is_empty());
+            self.sent.push(conn);
+        }
+        fn shutdown_write(&mut self, _: Sock, _: ConnKey) {}
+        fn close(&mut self, _: Sock, _: ConnKey) {}
+        fn open_sockets(&self) -> usize {
+            0
+        }
+    }
+
+    fn shard_of(n: u32, sends_per_turn: u32) -> (Outbound, Slab) {
+        let mut cfg = Config::default();
+        cfg.io.sends_per_turn_max = sends_per_turn;
+        let out = Outbound::new(&cfg, Arc::new(ShardStats::default()));
+        let mut conns = Slab::with_capacity(n as usize);
+        for i in 0..n {
+            let key = conns.insert(Sock(i));
+            conns.get_mut(key).unwrap().phase = Phase::Ws;
+        }
+        (out, conns)
+    }
+
+    /// What a write of `n` bytes completing does (the shard's `on_sent`).
+    fn complete(out: &mut Outbound, conns: &mut Slab, key: ConnKey, n: usize) {
+        let conn = conns.get_mut(key).unwrap();
+        out.written(conn, n);
+        if !conn.out.is_empty() {
+            out.mark_more(conn, key);
+        }
+    }
+
+    #[test]
+    fn a_fan_out_takes_turns_and_a_ping_goes_out_in_the_turn_it_is_queued() {
+        let (mut out, mut conns) = shard_of(10, 3);
+        let frame = Bytes::from(vec![0x81; 1024]);
+        for key in 0..10 {
+            assert_eq!(out.queue_frame(&mut conns, key, frame.clone()), Enqueue::Ok);
+        }
+        let ping = Bytes::from_static(&crate::policy::heartbeat::PING_FRAME);
+        out.queue_control(&mut conns, 8, ping.clone()).unwrap();
+        let (mut d, mut batch) = (Recorder::default(), Vec::new());
+        out.flush(&mut conns, &mut d, &mut batch);
+        assert_eq!(
+            d.sent,
+            [8, 0, 1, 2],
+            "the ping first, then three of the fan-out"
+        );
+        assert!(out.has_dirty(), "the rest waits for the next turns");
+        // Next turn: a ping to a connection at the back of the bulk list, and
+        // another to one whose write is in flight (it goes when that completes).
+        out.queue_control(&mut conns, 9, ping.clone()).unwrap();
+        out.queue_control(&mut conns, 0, ping.clone()).unwrap();
+        d.sent.clear();
+        out.flush(&mut conns, &mut d, &mut batch);
+        assert_eq!(d.sent, [9, 3, 4, 5]);
+        complete(&mut out, &mut conns, 0, 1024);
+        d.sent.clear();
+        out.flush(&mut conns, &mut d, &mut batch);
+        assert_eq!(d.sent, [0, 6, 7], "8 and 9 were written already");
+        d.sent.clear();
+        out.flush(&mut conns, &mut d, &mut batch);
+        assert!(d.sent.is_empty() && !out.has_dirty());
+        // Every connection got its publication, each once.
+        for key in 1..8 {
+            complete(&mut out, &mut conns, key, 1024);
+        }
+        complete(&mut out, &mut conns, 8, 1024 + 2);
+        complete(&mut out, &mut conns, 9, 1024 + 2);
+        complete(&mut out, &mut conns, 0, 2);
+        assert!((0..10).all(|k| conns.get(k).unwrap().out.is_empty()));
+    }
+
+    #[test]
+    fn bulk_left_behind_a_write_waits_its_turn_again() {
+        let (mut out, mut conns) = shard_of(4, 2);
+        for _ in 0..2 {
+            for key in 0..4 {
+                out.queue_frame(&mut conns, key, Bytes::from(vec![0x81; 1024]));
+            }
+        }
+        let (mut d, mut batch) = (Recorder::default(), Vec::new());
+        out.flush(&mut conns, &mut d, &mut batch);
+        assert_eq!(d.sent, [0, 1]);
+        // A write that took only part of the queue: the rest is bulk, at the back.
+        let conn = conns.get_mut(0).unwrap();
+        out.written(conn, 1024);
+        out.mark_more(conns.get_mut(0).unwrap(), 0);
+        d.sent.clear();
+        out.flush(&mut conns, &mut d, &mut batch);
+        assert_eq!(d.sent, [2, 3]);
+        d.sent.clear();
+        out.flush(&mut conns, &mut d, &mut batch);
+        assert_eq!(d.sent, [0]);
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod inbox;
 pub mod mesh;
 pub(crate) mod router;
 pub mod shared;
+mod slow;
 mod stop;
 pub(crate) mod trim;
 
@@ -57,6 +58,8 @@ pub struct Shard {
     completions: Vec<Completion>,
     batch: Vec<Bytes>,
     trimmed_at: Instant,
+    /// Where each turn's time goes; slow turns are logged.
+    turn_clock: slow::TurnClock,
 }
 
 /// Everything but the driver, so received bytes (borrowed from the driver)
@@ -179,6 +182,7 @@ impl Shard {
             completions: Vec::with_capacity(1024),
             batch: Vec::with_capacity(crate::driver::SEND_IOVECS_MAX),
             trimmed_at: now,
+            turn_clock: slow::TurnClock::new(now),
         }
     }
 
@@ -211,19 +215,25 @@ impl Shard {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.core.now = self.core.clock.now();
+        self.turn_clock.begin(self.core.now);
         let mut completions = std::mem::take(&mut self.completions);
+        let completed = completions.len();
         for c in completions.drain(..) {
             self.complete(c);
         }
         self.completions = completions;
+        self.turn_clock.lap(0, self.core.clock.now());
         self.core.drain_inbox();
+        self.turn_clock.lap(1, self.core.clock.now());
         let reads_behind = self.driver.reads_behind();
         self.core.tick(reads_behind);
+        self.turn_clock.lap(2, self.core.clock.now());
         let mut batch = std::mem::take(&mut self.batch);
         self.flush(&mut batch);
         self.batch = batch;
         self.core.record_latency();
         self.core.router.flush();
+        self.turn_clock.lap(3, self.core.clock.now());
         if self.core.now.duration_since(self.trimmed_at) >= TRIM_EVERY {
             self.trimmed_at = self.core.now;
             self.driver.trim();
@@ -238,7 +248,9 @@ impl Shard {
             );
             crate::alloc_trim::shrink_vec(&mut self.completions);
             crate::alloc_trim::trim();
+            self.turn_clock.lap(4, self.core.clock.now());
         }
+        self.turn_clock.end(self.core.id, completed);
         if self.core.stopping && self.core.conns.is_empty() {
             return false;
         }
