@@ -74,6 +74,28 @@ def pct(a, b):
     return f"{(a - b) / b * 100:+.0f}%"
 
 
+def drain_window(out):
+    """The engine's drain window as the run configured it (engine.toml)."""
+    try:
+        for line in open(os.path.join(out, "engine.toml")):
+            k, _, v = line.partition("=")
+            if k.strip() == "drain_window_ms":
+                secs = int(v.strip()) / 1000
+                return f"{secs:.0f} s, one second per 15,000 connections; the default is 10 s"
+    except (OSError, ValueError):
+        pass
+    return "10 s, the default"
+
+
+def tcp_mem_max_mib(out):
+    """The host's tcp_mem maximum (pages) in MiB, as million.sh recorded it, or '?'."""
+    try:
+        pages = open(os.path.join(out, "tcp_mem.txt")).read().split()
+        return n0(int(pages[2]) * 4096 / 1048576)
+    except (OSError, IndexError, ValueError):
+        return "?"
+
+
 def main():
     out, n, cmd_engine, cmd_loadgen = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     m = env(os.path.join(out, "machine.env"))
@@ -237,7 +259,7 @@ def main():
               f"closed {bu['closed']}, duplicate {bu['duplicate']}, out of order {bu['out_of_order']}; "
               f"CPU engine {ms(bu.get('server_cpu_ms'))}, load generator {ms(bu.get('loadgen_cpu_ms'))}; "
               f"TCP socket buffers (machine-wide, sockstat `mem`) at most {mib(bu.get('peak_tcp_mem_bytes'))} "
-              f"(tcp_mem max after tune: {n0(int(open(os.path.join(out, 'tcp_mem.txt')).read().split()[2]) * 4096 / 1048576) if os.path.exists(os.path.join(out, 'tcp_mem.txt')) else '?'} MiB)"
+              f"(tcp_mem max after tune: {tcp_mem_max_mib(out)} MiB)"
               f"{', INCOMPLETE' if bu.get('incomplete') else ''}.")
             w("")
     st = su.get("steady")
@@ -275,8 +297,8 @@ def main():
         w("")
         codes = ", ".join(f"{k}: {n0(v)}" for k, v in (d.get("closes") or {}).items()) or "none"
         ex = d.get("server_exit_s")
-        w(f"SIGTERM to the engine with {n0(d['open_before'])} connections open (drain window 10 s, the "
-          f"default): {n0(d['closed'])} closed ({codes}); still open at the end of the step: "
+        w(f"SIGTERM to the engine with {n0(d['open_before'])} connections open (drain window "
+          f"{drain_window(out)}): {n0(d['closed'])} closed ({codes}); still open at the end of the step: "
           f"{n0(d['still_open'])}. Signal → close: first {ms(d['first_ms'])}, median {ms(d['p50_ms'])}, "
           f"p99 {ms(d['p99_ms'])}, last {ms(d['last_ms'])}. The process exited "
           + (f"**{ex:.2f} s** after the signal." if ex is not None else "**not within the step**.")

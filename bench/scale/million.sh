@@ -78,6 +78,20 @@ softnet_drops() {
   while read -r _a d _r; do s=$(( s + 16#$d )); done < /proc/net/softnet_stat
   echo "$s"
 }
+if [ -z "${SHARDCAST_NETNS:-}" ]; then
+  # Host-wide settings (tcp_mem, netdev_max_backlog, file-max) are neither
+  # visible nor writable inside a network namespace: apply them here, before
+  # entering it; the namespace's own ones are applied again inside.
+  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    cargo build --release -q -p shardcast -p shardcast-loadgen
+    export SKIP_BUILD=1
+  fi
+  if [ "${SKIP_TUNE:-0}" != 1 ]; then
+    echo "== host-wide: shardcast tune --apply --target $N"
+    "$CARGO_TARGET_DIR/release/shardcast" tune --apply --target "$N" | grep -v "skipped\|unchanged" || true
+  fi
+  export SHARDCAST_TCP_MEM="$(cat /proc/sys/net/ipv4/tcp_mem)"
+fi
 if [ "${NETNS:-1}" = 1 ] && [ -z "${SHARDCAST_NETNS:-}" ]; then
   NS=shardcast-million-$$
   EHASH=1
@@ -145,8 +159,8 @@ if [ "${SKIP_TUNE:-0}" != 1 ]; then
   "$B/shardcast" tune --apply --target "$N" --role loadgen --source-ips 60 --processes "$WORKERS" \
     | tee "$OUT/tune-loadgen.txt" || true
 fi
-# Host-wide: not visible inside a network namespace.
-cat /proc/sys/net/ipv4/tcp_mem > "$OUT/tcp_mem.txt" 2>/dev/null || true
+# Host-wide: not visible inside a network namespace, so read before it.
+echo "${SHARDCAST_TCP_MEM:-$(cat /proc/sys/net/ipv4/tcp_mem 2>/dev/null)}" > "$OUT/tcp_mem.txt"
 # The doctor's fixed cost and descriptor tables are per ring.
 RINGS_ALL=$(( SHARDS * RINGS ))
 echo "== shardcast doctor --target $N --shards $RINGS_ALL --loopback --processes $WORKERS"

@@ -23,7 +23,7 @@ usage:
 
 N accepts 1000000, 1_000_000, 100k or 1m.
 sizing options:
-  --engine-bytes-per-conn B    engine state per connection (default 100)
+  --engine-bytes-per-conn B    engine state per connection (default 130)
   --kernel-bytes-per-socket B  kernel memory per socket (default 4096)
   --rmem-default B             initial receive buffer per socket (default 4096)
   --wmem-default B             initial send buffer per socket (default 4096)

@@ -11,16 +11,15 @@ use serde::Serialize;
 /// connections (`bench/scale/million.sh`), 4,892 B per socket. 4,900 B.
 pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4900;
 
-/// The engine's own memory per subscribed connection, as measured: 294 B at
-/// 500,000 connections on 56 shards with two subscriptions each over 10,000
-/// channels, after broadcasts and 500 publications/s into history
-/// (`bench/scale/million.sh 500000`, 2026-11-30; 350 B before the idle-memory
-/// work of that day, 541 B at 150,000 earlier still). An idle connection with
-/// one subscription costs under 100 B (85–105 B, docs/benchmarks.md), so this
-/// errs on the large side for such loads: per-channel state (registries on
-/// every shard, history) is most of it. Pass another figure with
+/// The engine's own memory per subscribed connection, as measured at
+/// 1,000,000 connections on one shard of 56 rings with two subscriptions each
+/// over 10,001 channels, after the ramp (`bench/scale/million.sh`,
+/// 2026-11-30: 124 B; 300 B was measured on 56 one-ring shards, where every
+/// shard kept a registry of the 10,001 channels). An idle connection with one
+/// subscription costs about 80 B (docs/benchmarks.md), a connection with a
+/// backlog queued more while it lasts. Pass another figure with
 /// `--engine-bytes-per-conn`.
-pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 300;
+pub const DEFAULT_ENGINE_BYTES_PER_CONN: u64 = 130;
 
 /// Engine memory at start whatever the shards: the binary, the allocator,
 /// logging, the HTTP side (measured: RSS at start with 1 and 56 shards,
@@ -431,7 +430,9 @@ mod tests {
 
     #[test]
     fn huge_targets_cap_backlogs() {
-        let r = size(&Target::new(100_000_000, Role::Server));
+        let mut t = Target::new(100_000_000, Role::Server);
+        t.engine_bytes_per_conn = 300;
+        let r = size(&t);
         assert_eq!(r.somaxconn, Some(BACKLOG_MAX));
         assert_eq!(r.tcp_max_syn_backlog, Some(BACKLOG_MAX));
         // 100M × 300 B = 30 GB of engine heap → 2 × 457,764 + 4,096 mappings.

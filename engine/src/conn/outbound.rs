@@ -8,10 +8,10 @@
 //! to write), the write-side shutdowns and the socket closes wait here for the
 //! loop's step 5 ([`Outbound::flush`]), which hands them to the driver.
 //!
-//! Writes go out in two classes. Urgent: control frames, replies, HTTP
-//! responses and closes, all written in the turn they were queued. Bulk:
-//! publications fanned out to subscribers, at most `io.sends_per_turn_max`
-//! writes a turn, oldest first; the rest wait for the next turns. One
+//! Writes go out in two classes, each a FIFO of connections of which at most
+//! `io.sends_per_turn_max` are written a turn. Urgent: control frames,
+//! replies, HTTP responses and closes, first. Bulk: publications fanned out
+//! to subscribers, after; the rest of each waits for the next turns. One
 //! publication to a million subscribers on a shard is a million writes, about
 //! ten seconds of a core on loopback: written in one turn, the shard read
 //! nothing, pinged nobody and answered no request for those ten seconds, and
@@ -44,10 +44,12 @@ pub(crate) struct Outbound {
     /// first (the bulk class: fan-out).
     dirty: VecDeque<ConnKey>,
     /// Connections with a control frame, reply or close queued (the urgent
-    /// class): written before the bulk list, all in the turn.
-    urgent: Vec<ConnKey>,
-    /// `io.sends_per_turn_max`: bulk writes handed to the driver per turn.
+    /// class): written before the bulk list, oldest first.
+    urgent: VecDeque<ConnKey>,
+    /// `io.sends_per_turn_max`: writes of each class handed to the driver per turn.
     sends_per_turn_max: usize,
+    /// (urgent, bulk) writes the last flush started (the slow-turn report).
+    last_flush: (usize, usize),
     /// Connections whose write side is shut once the loop turn ends.
     to_shutdown: Vec<ConnKey>,
     /// Connections whose socket is closed once the loop turn ends.
@@ -70,8 +72,9 @@ impl Outbound {
     pub(crate) fn new(cfg: &Config, stats: Arc<ShardStats>) -> Outbound {
         Outbound {
             dirty: VecDeque::new(),
-            urgent: Vec::new(),
+            urgent: VecDeque::new(),
             sends_per_turn_max: cfg.io.sends_per_turn_max.max(1) as usize,
+            last_flush: (0, 0),
             to_shutdown: Vec::new(),
             to_close: Vec::new(),
             peer_close: HashMap::new(),
@@ -100,7 +103,7 @@ impl Outbound {
         conn.set(flag::URGENT_QUEUED, true);
         if !conn.has(flag::URGENT) {
             conn.set(flag::URGENT, true);
-            self.urgent.push(key);
+            self.urgent.push_back(key);
         }
     }
 
@@ -112,6 +115,11 @@ impl Outbound {
         } else {
             self.mark_dirty(conn, key);
         }
+    }
+
+    /// (urgent, bulk) writes the last [`Outbound::flush`] started.
+    pub(crate) fn last_flush(&self) -> (usize, usize) {
+        self.last_flush
     }
 
     /// Whether some connection waits for step 5 to write.
@@ -259,18 +267,22 @@ impl Outbound {
     }
 
     /// Step 5 of the loop: one vectored write per connection with queued bytes
-    /// and no write in flight (every urgent one, then up to
-    /// `sends_per_turn_max` of the bulk list), then the shutdowns and closes.
+    /// and no write in flight (up to `sends_per_turn_max` of the urgent list,
+    /// then as many of the bulk list), then the shutdowns and closes.
     pub(crate) fn flush(
         &mut self,
         conns: &mut Slab,
         driver: &mut dyn Driver,
         batch: &mut Vec<Bytes>,
     ) {
-        for key in self.urgent.drain(..) {
+        let mut urgent = 0;
+        while urgent < self.sends_per_turn_max {
+            let Some(key) = self.urgent.pop_front() else {
+                break;
+            };
             if let Some(conn) = conns.get_mut(key) {
                 conn.set(flag::URGENT, false);
-                write_queued(conn, key, driver, batch);
+                urgent += usize::from(write_queued(conn, key, driver, batch));
             }
         }
         let mut sends = 0;
@@ -286,6 +298,7 @@ impl Outbound {
                 sends += 1;
             }
         }
+        self.last_flush = (urgent, sends);
         batch.clear();
         for key in self.to_shutdown.drain(..) {
             if let Some(conn) = conns.get(key) {
@@ -302,7 +315,7 @@ impl Outbound {
     /// Give back what a burst left in the work lists (see `shard/trim.rs`).
     pub(crate) fn trim(&mut self) {
         shrink_deque(&mut self.dirty);
-        shrink_vec(&mut self.urgent);
+        shrink_deque(&mut self.urgent);
         shrink_vec(&mut self.to_shutdown);
         shrink_vec(&mut self.to_close);
         if self.peer_close.is_empty() {
@@ -473,6 +486,26 @@ mod tests {
         complete(&mut out, &mut conns, 9, 1024 + 2);
         complete(&mut out, &mut conns, 0, 2);
         assert!((0..10).all(|k| conns.get(k).unwrap().out.is_empty()));
+    }
+
+    #[test]
+    fn a_bunch_of_pings_takes_turns_too_and_leaves_room_for_bulk() {
+        let (mut out, mut conns) = shard_of(8, 3);
+        let ping = Bytes::from_static(&crate::policy::heartbeat::PING_FRAME);
+        for key in 0..5 {
+            out.queue_control(&mut conns, key, ping.clone()).unwrap();
+        }
+        for key in 5..8 {
+            out.queue_frame(&mut conns, key, Bytes::from(vec![0x81; 1024]));
+        }
+        let (mut d, mut batch) = (Recorder::default(), Vec::new());
+        out.flush(&mut conns, &mut d, &mut batch);
+        assert_eq!(d.sent, [0, 1, 2, 5, 6, 7]);
+        assert_eq!(out.last_flush(), (3, 3));
+        d.sent.clear();
+        out.flush(&mut conns, &mut d, &mut batch);
+        assert_eq!(d.sent, [3, 4]);
+        assert!(!out.has_dirty());
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub(crate) fn sweep_tick(clock: &mut BeatClock, now: Instant) -> Option<u64> {
 /// A stamp is the tick an event fell in, so a deadline counts from the end
 /// of that tick (`t > stamp + period`): never early, at most a tick late.
 /// `reads_behind`: the shard has received data it has not read yet.
+/// `may_ping`: false once the sweep has queued its pings for this tick (see
+/// [`pings_per_tick_max`]); a connection due then is pinged at a later tick.
 pub(crate) fn check(
     conns: &mut Slab,
     b: Beats,
@@ -79,6 +81,7 @@ pub(crate) fn check(
     t: u64,
     now_unix: u64,
     reads_behind: bool,
+    may_ping: bool,
 ) -> Beat {
     let Some(conn) = conns.get_mut(key) else {
         return Beat::Nothing;
@@ -132,7 +135,7 @@ pub(crate) fn check(
     } else {
         b.ping + first_ping_delay(key, b.ping)
     };
-    if ago(t, conn.last_rx_tick) <= ping_after {
+    if ago(t, conn.last_rx_tick) <= ping_after || !may_ping {
         return Beat::Nothing;
     }
     conn.set(flag::PINGED, true);
@@ -143,6 +146,18 @@ pub(crate) fn check(
         conn.set(flag::RELEASE_WHEN_DRAINED, true);
     }
     Beat::Ping
+}
+
+/// Pings one sweep queues at most: twice the shard's connections' share of a
+/// tick, and at least 1,024. Past it, the connections due wait for the next
+/// ticks (a ping never comes early, only late).
+///
+/// A bunch of connections due in one tick (their pongs were read in one
+/// turn) was pinged in one turn's writes: 275,000 pings at a million, a
+/// 2.8 s turn during which the pongs of the next bunch piled up unread, to be
+/// stamped in one tick again; the cap spreads a bunch over ticks instead.
+pub(crate) fn pings_per_tick_max(conns: usize, ping_ticks: u64) -> usize {
+    (2 * conns).div_ceil(ping_ticks.max(1) as usize).max(1_024)
 }
 
 /// Extra ticks before a connection's first ping, spread by key over up to
@@ -172,8 +187,8 @@ fn first_ping_delay(key: ConnKey, ping: u64) -> u64 {
 /// A shard that falls behind for a moment (a fan-out to a million, a slow
 /// turn) reads the pongs of many connections in one turn, so they all get the
 /// same stamp, and without this they were pinged again in one tick, 25 s
-/// later, in one turn's writes: measured at a million, 230,000 pings in one
-/// turn of 2.3 s, whose pongs again arrived together, every 36 s for as long
+/// later, in one turn's writes: measured at a million, 275,000 pings in one
+/// turn of 2.8 s, whose pongs again arrived together, every 39 s for as long
 /// as the run lasted. With it, each round spreads a bunch over a fifth of an
 /// interval more. Delayed, never advanced, like the first ping's delay.
 fn later_ping_delay(key: ConnKey, stamp: u16, ping: u64) -> u64 {
@@ -228,6 +243,34 @@ mod tests {
                 ping + later_ping_delay(u32::MAX, u16::MAX, ping) <= PERIOD_TICKS_MAX.max(ping)
             );
         }
+    }
+
+    #[test]
+    fn a_sweep_pings_twice_its_share_of_a_tick_at_most() {
+        assert_eq!(pings_per_tick_max(1_000_000, 25), 80_000);
+        assert_eq!(pings_per_tick_max(10, 25), 1_024);
+        assert_eq!(pings_per_tick_max(5_000, 0), 10_000);
+        // A connection due when the sweep may not ping stays due, unflagged.
+        let mut conns = Slab::with_capacity(1);
+        let key = conns.insert(crate::driver::Sock(3));
+        conns.get_mut(key).unwrap().phase = Phase::Ws;
+        conns.get_mut(key).unwrap().set(flag::PINGED, true);
+        let b = Beats {
+            ping: 25,
+            pong: 10,
+            idle: 0,
+        };
+        let t = 100;
+        assert!(matches!(
+            check(&mut conns, b, key, t, 0, false, false),
+            Beat::Nothing
+        ));
+        assert!(!conns.get(key).unwrap().has(flag::PING_OUTSTANDING));
+        assert!(matches!(
+            check(&mut conns, b, key, t + 1, 0, false, true),
+            Beat::Ping
+        ));
+        assert!(conns.get(key).unwrap().has(flag::PING_OUTSTANDING));
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub(crate) struct Core {
     pub now: Instant,
     pub beat_clock: BeatClock,
     pub beats: Beats,
+    /// Pings the last heartbeat sweep queued (the slow-turn report).
+    pub pings_queued: usize,
     /// Incomplete messages: their deadlines and the bytes they hold.
     pub partials: Partials,
     /// Publication times of this turn's deliveries, recorded once their writes are submitted.
@@ -143,6 +145,7 @@ impl Shard {
             partials: Partials::new(&cfg.limits, shared.stats[id].clone(), now),
             beat_clock,
             beats,
+            pings_queued: 0,
             delivered_at: Vec::new(),
             drain: None,
             started: now,
@@ -231,9 +234,10 @@ impl Shard {
         let mut batch = std::mem::take(&mut self.batch);
         self.flush(&mut batch);
         self.batch = batch;
+        self.turn_clock.lap(3, self.core.clock.now());
         self.core.record_latency();
         self.core.router.flush();
-        self.turn_clock.lap(3, self.core.clock.now());
+        self.turn_clock.lap(4, self.core.clock.now());
         if self.core.now.duration_since(self.trimmed_at) >= TRIM_EVERY {
             self.trimmed_at = self.core.now;
             self.driver.trim();
@@ -248,9 +252,11 @@ impl Shard {
             );
             crate::alloc_trim::shrink_vec(&mut self.completions);
             crate::alloc_trim::trim();
-            self.turn_clock.lap(4, self.core.clock.now());
+            self.turn_clock.lap(5, self.core.clock.now());
         }
-        self.turn_clock.end(self.core.id, completed);
+        let writes = self.core.out.last_flush();
+        let pings = std::mem::take(&mut self.core.pings_queued);
+        self.turn_clock.end(self.core.id, completed, writes, pings);
         if self.core.stopping && self.core.conns.is_empty() {
             return false;
         }
@@ -442,14 +448,25 @@ impl Core {
         let Some(t) = heartbeat::sweep_tick(&mut self.beat_clock, self.now) else {
             return;
         };
+        self.pings_queued = 0;
         self.out.check_queued_gauge(&self.conns);
         let now_unix = unix_now();
+        let pings_max = heartbeat::pings_per_tick_max(self.conns.len(), self.beats.ping);
         for key in 0..self.conns.key_end() {
-            let beat =
-                heartbeat::check(&mut self.conns, self.beats, key, t, now_unix, reads_behind);
+            let may_ping = self.pings_queued < pings_max;
+            let beat = heartbeat::check(
+                &mut self.conns,
+                self.beats,
+                key,
+                t,
+                now_unix,
+                reads_behind,
+                may_ping,
+            );
             match beat {
                 Beat::Nothing => {}
                 Beat::Ping => {
+                    self.pings_queued += 1;
                     self.send_control(key, Bytes::from_static(&heartbeat::PING_FRAME));
                 }
                 Beat::SseComment => {

@@ -12,7 +12,14 @@ const SLOW_TURN: Duration = Duration::from_millis(500);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// The steps of a turn after the driver's poll, in order.
-pub(crate) const STEPS: [&str; 5] = ["completions", "inbox", "timers", "writes", "trim"];
+pub(crate) const STEPS: [&str; 6] = [
+    "completions",
+    "inbox",
+    "timers",
+    "writes",
+    "bookkeeping",
+    "trim",
+];
 
 /// Where the time of the current turn went.
 pub(crate) struct TurnClock {
@@ -46,7 +53,15 @@ impl TurnClock {
     }
 
     /// The turn ended: a warning if it was slow (at most one per `REPORT_EVERY`).
-    pub(crate) fn end(&mut self, shard: usize, completions: usize) {
+    /// `writes`: (urgent, bulk) writes the turn started.
+    /// `pings`: pings this turn's heartbeat sweep queued.
+    pub(crate) fn end(
+        &mut self,
+        shard: usize,
+        completions: usize,
+        writes: (usize, usize),
+        pings: usize,
+    ) {
         let took = self.last.saturating_duration_since(self.start);
         if took < SLOW_TURN
             || self
@@ -65,7 +80,11 @@ impl TurnClock {
             inbox_ms = ms(self.spent[1]),
             timers_ms = ms(self.spent[2]),
             writes_ms = ms(self.spent[3]),
-            trim_ms = ms(self.spent[4]),
+            pings,
+            urgent_writes = writes.0,
+            bulk_writes = writes.1,
+            bookkeeping_ms = ms(self.spent[4]),
+            trim_ms = ms(self.spent[5]),
             "slow loop turn: reads, pings and requests waited meanwhile"
         );
     }
@@ -82,16 +101,16 @@ mod tests {
         c.begin(t0);
         c.lap(0, t0 + Duration::from_millis(5));
         c.lap(3, t0 + Duration::from_millis(705));
-        c.lap(4, t0 + Duration::from_millis(706));
+        c.lap(5, t0 + Duration::from_millis(706));
         assert_eq!(c.spent[0], Duration::from_millis(5));
         assert_eq!(c.spent[3], Duration::from_millis(700));
         assert_eq!(c.spent.iter().sum::<Duration>(), Duration::from_millis(706));
-        c.end(0, 1);
+        c.end(0, 1, (0, 0), 0);
         assert!(c.reported_at.is_some(), "a 706 ms turn is reported");
         let t1 = t0 + Duration::from_secs(2);
         c.begin(t1);
         c.lap(3, t1 + Duration::from_secs(1));
-        c.end(0, 1);
+        c.end(0, 1, (0, 0), 0);
         assert_eq!(
             c.reported_at,
             Some(t0 + Duration::from_millis(706)),
