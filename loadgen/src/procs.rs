@@ -86,18 +86,7 @@ fn emit(msg: &FromWorker) {
 }
 
 /// The child's main loop. Returns the process exit code.
-/// How much lower worker processes run than the coordinator (see `worker_main`).
-const WORKER_NICE: i32 = 5;
-
 pub fn worker_main(plan: Plan) -> i32 {
-    // The coordinator publishes, stamps and collects; its clients must not
-    // keep it waiting. On one core shared with 56 busy workers it got a 57th
-    // of the core, sent 412 of 500 publications a second, and its figures
-    // lagged; at nice +5 each worker weighs a third of it.
-    // SAFETY: nice() takes no pointers; it only lowers this process's priority.
-    unsafe {
-        libc::nice(WORKER_NICE);
-    }
     let index = plan.opts.worker_index.unwrap_or(0);
     let workers = plan.opts.workers;
     let hard_stop = Instant::now() + Duration::from_secs_f64(plan.opts.max_seconds) + GRACE;

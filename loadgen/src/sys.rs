@@ -253,3 +253,17 @@ pub fn take_socket_error(s: &Socket) -> Option<io::Error> {
         Err(e) => Some(e),
     }
 }
+
+/// Run the calling thread at nice -5 if the process may (CAP_SYS_NICE; as
+/// root, say): the publisher's two threads, light and on a schedule. On one
+/// core shared with 56 busy worker processes and the coordinator's merging of
+/// their histograms, the publisher sent 412 of 500 publications a second at
+/// the million. Best effort: without the capability nothing changes.
+pub fn raise_thread_priority() {
+    // SAFETY: gettid and setpriority take no pointers; setpriority on our own
+    // thread id changes only this thread's nice value (Linux: per thread).
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, -5);
+    }
+}

@@ -205,6 +205,12 @@ impl Conn {
         Enqueue::Ok
     }
 
+    /// Bytes wait in the shard's urgent list with no write in flight: the
+    /// shard, not the peer, is what they wait for.
+    pub fn waits_for_its_write_turn(&self) -> bool {
+        self.has(flag::URGENT) && !self.has(flag::SENDING)
+    }
+
     pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }

@@ -421,10 +421,22 @@ impl Core {
         while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Stall, now) {
             self.http_stall_passed(key, gen);
         }
+        let linger = Duration::from_millis(self.cfg.limits.close_linger_ms);
         while let Some((key, gen)) = self.deadlines.pop_due(Deadline::Linger, now) {
-            if self.conns.get_gen(key, gen).is_some() {
-                self.abort(key);
+            let Some(conn) = self.conns.get_gen(key, gen) else {
+                continue;
+            };
+            // Still waiting for its turn in this shard's urgent writes, its
+            // close frame unwritten: the delay is ours, not the client's (a
+            // drain of a million, say). Abort it then and it never gets the
+            // frame; it gets its linger from its turn instead. One waiting
+            // on a write in flight (a client not reading) is aborted.
+            if conn.waits_for_its_write_turn() {
+                self.deadlines
+                    .push(Deadline::Linger, now + linger, key, gen);
+                continue;
             }
+            self.abort(key);
         }
         self.heartbeat_due(reads_behind);
         self.frame_deadlines_due();
