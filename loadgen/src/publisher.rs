@@ -163,7 +163,7 @@ fn http_connect(addr: SocketAddr, state: &Arc<State>) -> std::io::Result<TcpStre
 }
 
 fn run_http(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
-    crate::sys::publisher_thread_setup();
+    crate::sys::raise_thread_priority();
     let o = &plan.opts;
     let n = plan.channels.len();
     let range = plan.publish_channels.clone();
@@ -286,7 +286,7 @@ fn wait_window(state: &State, window: usize, stop: &AtomicBool) -> bool {
 
 /// Read HTTP answers in order and credit each to its channel.
 fn read_answers(mut s: TcpStream, state: &State) {
-    crate::sys::publisher_thread_setup();
+    crate::sys::raise_thread_priority();
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {

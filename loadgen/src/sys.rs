@@ -254,26 +254,16 @@ pub fn take_socket_error(s: &Socket) -> Option<io::Error> {
     }
 }
 
-/// Set up a publisher thread (light, and on a schedule): nice -5 where the
-/// process may (CAP_SYS_NICE; as root, say), and free to run on every core.
-/// The publisher stands for the application's backend, not for one of the
-/// clients: when the load generator is pinned to a core of its own (`taskset`,
-/// as `bench/scale/million.sh` does), its 56 busy client processes and the
-/// coordinator's merging of their histograms left the publisher 412-452 of the
-/// 500 publications a second of the million's step (b). Best effort: what is
-/// not allowed is left as it is.
-pub fn publisher_thread_setup() {
-    // SAFETY: gettid, setpriority and sched_setaffinity take no pointers but
-    // the cpu_set_t on this stack, valid for the call; they change only this
-    // thread's nice value and affinity (Linux: per thread).
+/// Run the calling thread at nice -5 if the process may (CAP_SYS_NICE; as
+/// root, say): the publisher's two threads, light and on a schedule. On one
+/// core shared with 56 busy worker processes and the coordinator's merging of
+/// their histograms, the publisher sent 412 of 500 publications a second at
+/// the million. Best effort: without the capability nothing changes.
+pub fn raise_thread_priority() {
+    // SAFETY: gettid and setpriority take no pointers; setpriority on our own
+    // thread id changes only this thread's nice value (Linux: per thread).
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, -5);
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let cpus = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).clamp(1, 1024) as usize;
-        for c in 0..cpus {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, -5);
     }
 }
