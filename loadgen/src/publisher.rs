@@ -90,7 +90,7 @@ impl Publisher {
         let (flag, held) = (stop.clone(), release.clone());
         let handle = std::thread::spawn(move || match plan.opts.protocol {
             Protocol::Shardcast | Protocol::Sse => {
-                let _ = tx.send(run_http(&plan, duration, &flag));
+                let _ = tx.send(run_http_parts(&plan, duration, &flag));
             }
             Protocol::Raw | Protocol::Socketio => {
                 let (out, link) = run_ws(&plan, duration, &flag);
@@ -162,7 +162,67 @@ fn http_connect(addr: SocketAddr, state: &Arc<State>) -> std::io::Result<TcpStre
     Ok(s)
 }
 
-fn run_http(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
+/// Keep-alive connections a steady HTTP publisher spreads its publications
+/// over, each with its own share of the channels (so each channel's sequence
+/// stays on one connection, in order) and of the rate. The engine holds up
+/// to 256 publishes of one connection in flight, each about a loop turn; at a
+/// million connections, where a turn lasts tens of milliseconds, one
+/// connection carried 397-452 of 500 a second.
+const HTTP_PUBLISHERS: usize = 4;
+
+/// Run the steady publisher over `HTTP_PUBLISHERS` connections (one when the
+/// channels do not split evenly) and add up what they did.
+fn run_http_parts(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
+    let len = plan.publish_channels.len();
+    let parts = if len >= HTTP_PUBLISHERS && len % HTTP_PUBLISHERS == 0 {
+        HTTP_PUBLISHERS
+    } else {
+        1
+    };
+    let outs: Vec<Outcome> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..parts)
+            .map(|part| s.spawn(move || run_http(plan, duration, stop, part, parts)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut all = Outcome {
+        finals: vec![0; plan.channels.len()],
+        per_channel: vec![0; plan.channels.len()],
+        ..Outcome::default()
+    };
+    for o in outs {
+        all.sent += o.sent;
+        all.acknowledged += o.acknowledged;
+        for (a, b) in all.finals.iter_mut().zip(&o.finals) {
+            *a = (*a).max(*b);
+        }
+        for (a, b) in all.per_channel.iter_mut().zip(&o.per_channel) {
+            *a += *b;
+        }
+        for (k, v) in o.errors {
+            *all.errors.entry(k).or_default() += v;
+        }
+        if o.first_ns != 0 && (all.first_ns == 0 || o.first_ns < all.first_ns) {
+            all.first_ns = o.first_ns;
+        }
+        all.last_ns = all.last_ns.max(o.last_ns);
+        all.lag_max_ms = all.lag_max_ms.max(o.lag_max_ms);
+    }
+    all
+}
+
+/// Publisher `part` of `parts`: channels `part`, `part + parts`, ... of the
+/// publish range, at `rate / parts`.
+fn run_http(
+    plan: &Plan,
+    duration: Duration,
+    stop: &AtomicBool,
+    part: usize,
+    parts: usize,
+) -> Outcome {
     crate::sys::raise_thread_priority();
     let o = &plan.opts;
     let n = plan.channels.len();
@@ -187,8 +247,10 @@ fn run_http(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
     let mut stream: Option<TcpStream> = None;
     let mut seq = vec![0u64; n];
     let mut k = 0u64;
-    while pace(t0, k, o.rate, end, stop, &mut lag) {
-        let ch = range.start + (k % range.len().max(1) as u64) as usize;
+    let rate = o.rate / parts as f64;
+    while pace(t0, k, rate, end, stop, &mut lag) {
+        let slot = (k * parts as u64 + part as u64) % range.len().max(1) as u64;
+        let ch = range.start + slot as usize;
         k += 1;
         if !wait_window(&state, o.publish_window, stop) {
             break;
