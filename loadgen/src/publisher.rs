@@ -174,7 +174,7 @@ const HTTP_PUBLISHERS: usize = 4;
 /// channels do not split evenly) and add up what they did.
 fn run_http_parts(plan: &Plan, duration: Duration, stop: &AtomicBool) -> Outcome {
     let len = plan.publish_channels.len();
-    let parts = if len >= HTTP_PUBLISHERS && len % HTTP_PUBLISHERS == 0 {
+    let parts = if len >= HTTP_PUBLISHERS && len.is_multiple_of(HTTP_PUBLISHERS) {
         HTTP_PUBLISHERS
     } else {
         1

@@ -68,21 +68,34 @@ pub(crate) fn sweep_tick(clock: &mut BeatClock, now: Instant) -> Option<u64> {
     Some(t)
 }
 
-/// The deadlines of one connection at tick `t` (`now_unix` for token expiry).
-/// A stamp is the tick an event fell in, so a deadline counts from the end
-/// of that tick (`t > stamp + period`): never early, at most a tick late.
-/// `reads_behind`: the shard has received data it has not read yet.
-/// `may_ping`: false once the sweep has queued its pings for this tick (see
-/// [`pings_per_tick_max`]); a connection due then is pinged at a later tick.
-pub(crate) fn check(
-    conns: &mut Slab,
-    b: Beats,
-    key: ConnKey,
-    t: u64,
-    now_unix: u64,
-    reads_behind: bool,
-    may_ping: bool,
-) -> Beat {
+/// What a sweep knows of its shard while it checks each connection.
+#[derive(Clone, Copy)]
+pub(crate) struct Sweep {
+    /// The tick swept.
+    pub t: u64,
+    /// Unix seconds, for token expiry.
+    pub now_unix: u64,
+    /// The shard has received data it has not read yet.
+    pub reads_behind: bool,
+    /// False once the sweep has queued its pings for this tick (see
+    /// [`pings_per_tick_max`]); a connection due then is pinged at a later tick.
+    pub may_ping: bool,
+    /// The shard is draining: no pings and no heartbeat closes (the drain
+    /// closes every connection within its window); token expiry still.
+    pub draining: bool,
+}
+
+/// The deadlines of one connection at the sweep's tick. A stamp is the tick
+/// an event fell in, so a deadline counts from the end of that tick
+/// (`t > stamp + period`): never early, at most a tick late.
+pub(crate) fn check(conns: &mut Slab, b: Beats, key: ConnKey, sw: Sweep) -> Beat {
+    let Sweep {
+        t,
+        now_unix,
+        reads_behind,
+        may_ping,
+        draining,
+    } = sw;
     let Some(conn) = conns.get_mut(key) else {
         return Beat::Nothing;
     };
@@ -117,6 +130,13 @@ pub(crate) fn check(
     }
     if b.idle > 0 && ago(t, conn.last_msg_tick) > b.idle {
         return Beat::Close(close_code::IDLE_TIMEOUT, "idle timeout");
+    }
+    if draining {
+        // Every connection gets its 4001 within the drain window; a ping now
+        // is one more write for clients busy with their closes, and a 4009
+        // would replace the 4001 and its reconnect delay. At a million,
+        // 106,760 clients slow to answer during the drain were closed so.
+        return Beat::Nothing;
     }
     if conn.has(flag::PING_OUTSTANDING) {
         // `last_rx_tick` is when the ping went out: nothing came since.
@@ -245,6 +265,16 @@ mod tests {
         }
     }
 
+    fn sweep(t: u64, may_ping: bool, draining: bool) -> Sweep {
+        Sweep {
+            t,
+            now_unix: 0,
+            reads_behind: false,
+            may_ping,
+            draining,
+        }
+    }
+
     #[test]
     fn a_sweep_pings_twice_its_share_of_a_tick_at_most() {
         assert_eq!(pings_per_tick_max(1_000_000, 25), 80_000);
@@ -262,15 +292,24 @@ mod tests {
         };
         let t = 100;
         assert!(matches!(
-            check(&mut conns, b, key, t, 0, false, false),
+            check(&mut conns, b, key, sweep(t, false, false)),
             Beat::Nothing
         ));
         assert!(!conns.get(key).unwrap().has(flag::PING_OUTSTANDING));
         assert!(matches!(
-            check(&mut conns, b, key, t + 1, 0, false, true),
+            check(&mut conns, b, key, sweep(t + 1, true, false)),
             Beat::Ping
         ));
         assert!(conns.get(key).unwrap().has(flag::PING_OUTSTANDING));
+        // Draining: a pong long overdue closes nothing.
+        assert!(matches!(
+            check(&mut conns, b, key, sweep(t + 30, true, true)),
+            Beat::Nothing
+        ));
+        assert!(matches!(
+            check(&mut conns, b, key, sweep(t + 30, true, false)),
+            Beat::Close(..)
+        ));
     }
 
     #[test]

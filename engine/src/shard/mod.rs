@@ -464,17 +464,17 @@ impl Core {
         self.out.check_queued_gauge(&self.conns);
         let now_unix = unix_now();
         let pings_max = heartbeat::pings_per_tick_max(self.conns.len(), self.beats.ping);
+        let draining = self.drain.is_some();
         for key in 0..self.conns.key_end() {
             let may_ping = self.pings_queued < pings_max;
-            let beat = heartbeat::check(
-                &mut self.conns,
-                self.beats,
-                key,
+            let sweep = heartbeat::Sweep {
                 t,
                 now_unix,
                 reads_behind,
                 may_ping,
-            );
+                draining,
+            };
+            let beat = heartbeat::check(&mut self.conns, self.beats, key, sweep);
             match beat {
                 Beat::Nothing => {}
                 Beat::Ping => {
