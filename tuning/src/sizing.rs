@@ -405,8 +405,9 @@ mod tests {
         // 1M × (4096 + 4096) B / 4096 B per page.
         assert_eq!(r.tcp_mem_pages, [1_000_000, 1_333_333, 2_000_000]);
         assert_eq!(r.nf_conntrack_max, 2_000_000);
-        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5200);
-        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5200 + 1100));
+        // 4,900 B of kernel per socket + 130 B of engine per connection.
+        assert_eq!(r.memory_idle_bytes, 1_000_000 * 5030);
+        assert_eq!(r.memory_loaded_bytes, 1_000_000 * (5030 + 1100));
         assert_eq!(r.ip_local_port_range, None);
         assert_eq!(r.tcp_tw_reuse, None);
         assert_eq!(r.io_uring_disabled, Some(0));
