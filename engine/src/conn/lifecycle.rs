@@ -137,12 +137,10 @@ impl Core {
                 conn.set(flag::RELEASE_WHEN_DRAINED, true);
             }
         }
-        self.send_frame(key, PreparedFrame::text(json).into_bytes());
-        // A reply is awaited: it goes out this turn, not behind a fan-out.
-        if let Some(conn) = self.conns.get_mut(key) {
-            if conn.phase == Phase::Ws && !conn.out.is_empty() {
-                self.out.mark_urgent(conn, key);
-            }
+        // A reply is awaited: urgent, not behind a fan-out.
+        let frame = PreparedFrame::text(json).into_bytes();
+        if self.out.queue_reply(&mut self.conns, key, frame) == Enqueue::Backpressure {
+            self.slow_consumer(key);
         }
     }
 

@@ -132,6 +132,24 @@ impl Outbound {
     /// past its budget: the caller closes it (`Core::slow_consumer`).
     #[inline]
     pub(crate) fn queue_frame(&mut self, conns: &mut Slab, key: ConnKey, frame: Bytes) -> Enqueue {
+        self.queue_data(conns, key, frame, false)
+    }
+
+    /// Queue a reply to a command like a data frame (same framing and budget),
+    /// in the urgent class: the client waits for it, it must not wait behind
+    /// a fan-out.
+    pub(crate) fn queue_reply(&mut self, conns: &mut Slab, key: ConnKey, frame: Bytes) -> Enqueue {
+        self.queue_data(conns, key, frame, true)
+    }
+
+    #[inline]
+    fn queue_data(
+        &mut self,
+        conns: &mut Slab,
+        key: ConnKey,
+        frame: Bytes,
+        urgent: bool,
+    ) -> Enqueue {
         let Some(conn) = conns.get_mut(key) else {
             return Enqueue::Ok;
         };
@@ -159,7 +177,11 @@ impl Outbound {
         if r == Enqueue::Ok {
             ShardStats::inc(&self.stats.frames_out);
             ShardStats::add(&self.stats.queued_bytes, len);
-            self.mark_dirty(conn, key);
+            if urgent {
+                self.mark_urgent(conn, key);
+            } else {
+                self.mark_dirty(conn, key);
+            }
         }
         r
     }

@@ -194,10 +194,7 @@ pub(crate) fn pings_per_tick_max(conns: usize, ping_ticks: u64) -> usize {
 /// pong each connection keeps its own phase. Capped so that ping + delay stays
 /// within `PERIOD_TICKS_MAX` (the 16-bit stamps).
 fn first_ping_delay(key: ConnKey, ping: u64) -> u64 {
-    let max = (ping / 2).min(PERIOD_TICKS_MAX.saturating_sub(ping));
-    // Fibonacci hashing: consecutive keys (a ramp's) land far apart.
-    let h = u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-    h % (max + 1)
+    delay_within(u64::from(key), ping / 2, ping)
 }
 
 /// Extra ticks before a later ping: up to a fifth of the interval, drawn
@@ -212,8 +209,15 @@ fn first_ping_delay(key: ConnKey, ping: u64) -> u64 {
 /// as the run lasted. With it, each round spreads a bunch over a fifth of an
 /// interval more. Delayed, never advanced, like the first ping's delay.
 fn later_ping_delay(key: ConnKey, stamp: u16, ping: u64) -> u64 {
-    let max = (ping / 5).min(PERIOD_TICKS_MAX.saturating_sub(ping));
-    let h = (u64::from(key) << 16 | u64::from(stamp)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    delay_within(u64::from(key) << 16 | u64::from(stamp), ping / 5, ping)
+}
+
+/// A delay in `0..=max` ticks drawn from `seed`, capped so that the interval
+/// `ping` plus the delay stays within `PERIOD_TICKS_MAX` (the 16-bit stamps).
+/// Fibonacci hashing: consecutive seeds (a ramp's keys) land far apart.
+fn delay_within(seed: u64, max: u64, ping: u64) -> u64 {
+    let max = max.min(PERIOD_TICKS_MAX.saturating_sub(ping));
+    let h = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
     h % (max + 1)
 }
 

@@ -225,19 +225,21 @@ impl Shard {
             self.complete(c);
         }
         self.completions = completions;
-        self.turn_clock.lap(0, self.core.clock.now());
+        self.turn_clock
+            .lap(slow::COMPLETIONS, self.core.clock.now());
         self.core.drain_inbox();
-        self.turn_clock.lap(1, self.core.clock.now());
+        self.turn_clock.lap(slow::INBOX, self.core.clock.now());
         let reads_behind = self.driver.reads_behind();
         self.core.tick(reads_behind);
-        self.turn_clock.lap(2, self.core.clock.now());
+        self.turn_clock.lap(slow::TIMERS, self.core.clock.now());
         let mut batch = std::mem::take(&mut self.batch);
         self.flush(&mut batch);
         self.batch = batch;
-        self.turn_clock.lap(3, self.core.clock.now());
+        self.turn_clock.lap(slow::WRITES, self.core.clock.now());
         self.core.record_latency();
         self.core.router.flush();
-        self.turn_clock.lap(4, self.core.clock.now());
+        self.turn_clock
+            .lap(slow::BOOKKEEPING, self.core.clock.now());
         if self.core.now.duration_since(self.trimmed_at) >= TRIM_EVERY {
             self.trimmed_at = self.core.now;
             self.driver.trim();
@@ -252,7 +254,7 @@ impl Shard {
             );
             crate::alloc_trim::shrink_vec(&mut self.completions);
             crate::alloc_trim::trim();
-            self.turn_clock.lap(5, self.core.clock.now());
+            self.turn_clock.lap(slow::TRIM, self.core.clock.now());
         }
         let writes = self.core.out.last_flush();
         let pings = std::mem::take(&mut self.core.pings_queued);

@@ -11,21 +11,20 @@ const SLOW_TURN: Duration = Duration::from_millis(500);
 /// At most one report per shard this often.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// The steps of a turn after the driver's poll, in order.
-pub(crate) const STEPS: [&str; 6] = [
-    "completions",
-    "inbox",
-    "timers",
-    "writes",
-    "bookkeeping",
-    "trim",
-];
+/// The steps of a turn after the driver's poll, in order (indices for `lap`).
+pub(crate) const COMPLETIONS: usize = 0;
+pub(crate) const INBOX: usize = 1;
+pub(crate) const TIMERS: usize = 2;
+pub(crate) const WRITES: usize = 3;
+pub(crate) const BOOKKEEPING: usize = 4;
+pub(crate) const TRIM: usize = 5;
+const STEPS: usize = 6;
 
 /// Where the time of the current turn went.
 pub(crate) struct TurnClock {
     start: Instant,
     last: Instant,
-    spent: [Duration; STEPS.len()],
+    spent: [Duration; STEPS],
     reported_at: Option<Instant>,
 }
 
@@ -34,7 +33,7 @@ impl TurnClock {
         TurnClock {
             start: now,
             last: now,
-            spent: [Duration::ZERO; STEPS.len()],
+            spent: [Duration::ZERO; STEPS],
             reported_at: None,
         }
     }
@@ -43,10 +42,10 @@ impl TurnClock {
     pub(crate) fn begin(&mut self, now: Instant) {
         self.start = now;
         self.last = now;
-        self.spent = [Duration::ZERO; STEPS.len()];
+        self.spent = [Duration::ZERO; STEPS];
     }
 
-    /// Step `i` of [`STEPS`] ended at `now`.
+    /// Step `i` (`COMPLETIONS` .. `TRIM`) ended at `now`.
     pub(crate) fn lap(&mut self, i: usize, now: Instant) {
         self.spent[i] += now.saturating_duration_since(self.last);
         self.last = now;
@@ -76,15 +75,15 @@ impl TurnClock {
             shard,
             took_ms = ms(took),
             completions,
-            completions_ms = ms(self.spent[0]),
-            inbox_ms = ms(self.spent[1]),
-            timers_ms = ms(self.spent[2]),
-            writes_ms = ms(self.spent[3]),
+            completions_ms = ms(self.spent[COMPLETIONS]),
+            inbox_ms = ms(self.spent[INBOX]),
+            timers_ms = ms(self.spent[TIMERS]),
+            writes_ms = ms(self.spent[WRITES]),
             pings,
             urgent_writes = writes.0,
             bulk_writes = writes.1,
-            bookkeeping_ms = ms(self.spent[4]),
-            trim_ms = ms(self.spent[5]),
+            bookkeeping_ms = ms(self.spent[BOOKKEEPING]),
+            trim_ms = ms(self.spent[TRIM]),
             "slow loop turn: reads, pings and requests waited meanwhile"
         );
     }
