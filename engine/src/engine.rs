@@ -113,6 +113,8 @@ impl Engine {
                             Shard::new(id, cfg, d, peers, inbox, shared).run();
                         }
                         Err(e) => {
+                            // Never at work: the shards that started must not wait for it.
+                            shared.shards_at_work.fetch_sub(1, Ordering::AcqRel);
                             let _ = ready_tx.send(Err(e));
                         }
                     }

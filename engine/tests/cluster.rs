@@ -644,6 +644,97 @@ fn rolling_restart_every_client_recovers(d: DriverKind) {
     a2.shutdown();
 }
 
+/// One API publish over its own connection; None when the node is gone (refused).
+fn try_publish(addr: std::net::SocketAddr, body: &[u8]) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    if s.write_all(head.as_bytes())
+        .and_then(|_| s.write_all(body))
+        .is_err()
+    {
+        return Some((0, String::new()));
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Some((status, text))
+}
+
+/// A node stops while API publishes are in flight (each waits on Redis for its
+/// offset). Each one handed to Redis must be answered with its offset before
+/// its connection closes: a publisher that saw the connection close unanswered
+/// publishes again, and its subscribers get the message twice. So the offsets
+/// Redis assigned are exactly the 200s, and every other answer says why.
+fn a_stopping_node_answers_every_publish_in_flight(d: DriverKind) {
+    const PUBLISHERS: usize = 24;
+    let Some(redis) = Redis::start() else { return };
+    let prefix = unique("inflight");
+    let a = node_with_history(d, &redis, &prefix, 100_000);
+    let b = node_with_history(d, &redis, &prefix, 100_000);
+    let addr = a.local_addr();
+    let body = json!({"channel": "inflight", "data": {"pad": "x".repeat(1024)}}).to_string();
+    let body = Arc::new(body.into_bytes());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|_| {
+            let (body, stop, answered) = (body.clone(), stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut refused, mut unanswered) = (0u64, 0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match try_publish(addr, &body) {
+                        None => break,
+                        Some((200, _)) => {
+                            ok += 1;
+                            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Some((503, t)) => {
+                            assert!(t.contains("shutting down") || t.contains("draining"), "{t}");
+                            refused += 1;
+                        }
+                        Some((0, _)) => unanswered += 1,
+                        Some((st, t)) => panic!("unexpected {st}: {t}"),
+                    }
+                }
+                (ok, refused, unanswered)
+            })
+        })
+        .collect();
+    eventually("publishes flow", || {
+        answered.load(std::sync::atomic::Ordering::Relaxed) >= 200
+    });
+    a.shutdown();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut refused, mut unanswered) = (0, 0, 0);
+    for p in publishers {
+        let (o, r, u) = p.join().unwrap();
+        (ok, refused, unanswered) = (ok + o, refused + r, unanswered + u);
+    }
+    // The next offset Redis gives is one past every publication it took.
+    let one = json!({"channel": "inflight", "data": {"n": 1}}).to_string();
+    let (st, text) = http(b.local_addr(), "POST", "/api/publish", &[], one.as_bytes());
+    assert_eq!(st, 200, "{text}");
+    let v: Value = serde_json::from_str(body_of(&text)).unwrap();
+    let offset = v["offset"].as_u64().unwrap();
+    assert_eq!(
+        offset,
+        ok + 1,
+        "published {} but answered 200 to {ok} ({refused} refused, {unanswered} closed unanswered)",
+        offset - 1
+    );
+    b.shutdown();
+}
+
 both_drivers!(
     two_nodes_share_channels_with_redis_offsets,
     recovery_and_history_on_another_node,
@@ -652,4 +743,5 @@ both_drivers!(
     whole_history_recovers_from_redis,
     recovery_from_redis_under_traffic_and_a_stalled_reader,
     rolling_restart_every_client_recovers,
+    a_stopping_node_answers_every_publish_in_flight,
 );

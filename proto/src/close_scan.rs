@@ -46,8 +46,12 @@ impl CloseScan {
                 // A whole header fits in HEADER_BYTES_MAX: all of `data` was taken.
                 Ok(None) => {
                     self.have = (have + n) as u8;
-                    // Its first byte (checked by `parse`) already tells a close.
-                    if matches!(OpCode::from_u8(self.head[0] & 0x0F), Ok(OpCode::Close)) {
+                    // Its first two bytes (checked by `parse`: a masked client
+                    // frame) already tell a close. The first alone does not:
+                    // an unmasked frame is invalid whatever its opcode, and the
+                    // outcome must not depend on where a read ended.
+                    let close = matches!(OpCode::from_u8(self.head[0] & 0x0F), Ok(OpCode::Close));
+                    if close && self.have >= 2 {
                         return Scan::Closed;
                     }
                     return Scan::More;
@@ -93,8 +97,10 @@ mod tests {
             assert_eq!(s.feed(&wire[..cut]), Scan::More, "cut {cut}");
             assert_eq!(s.feed(&wire[cut..]), Scan::Closed, "cut {cut}");
         }
-        // The close frame's first byte is enough.
-        for cut in data_end + 1..wire.len() {
+        // The close frame's first two bytes are enough; its first alone is not.
+        let mut s = CloseScan::default();
+        assert_eq!(s.feed(&wire[..data_end + 1]), Scan::More);
+        for cut in data_end + 2..wire.len() {
             assert_eq!(
                 CloseScan::default().feed(&wire[..cut]),
                 Scan::Closed,
@@ -163,6 +169,16 @@ mod tests {
             }
             assert_eq!(got, whole);
         }
+    }
+
+    #[test]
+    fn an_unmasked_close_is_invalid_however_it_is_cut() {
+        // Found by the close_scan fuzz target: its first byte alone had said Closed.
+        let wire = [0x88, 0x0a];
+        assert_eq!(CloseScan::default().feed(&wire), Scan::Invalid);
+        let mut s = CloseScan::default();
+        assert_eq!(s.feed(&wire[..1]), Scan::More);
+        assert_eq!(s.feed(&wire[1..]), Scan::Invalid);
     }
 
     #[test]

@@ -117,6 +117,12 @@ impl Core {
                     return self.reject(key, e);
                 }
             };
+            if self.stopping {
+                // Handled now it could be published after its connection is
+                // gone: refused, said so, and the connection closes after it.
+                h.buf.clear();
+                return self.shutting_down(key);
+            }
             let takes_buffer = req.path == "/ws" || req.path == "/sse";
             if takes_buffer && !h.waiting.is_empty() {
                 break; // the 101 (or stream head) must not overtake earlier answers
@@ -549,10 +555,12 @@ impl Core {
         }
     }
 
-    /// Write one answer now; false when the connection closes after it.
+    /// Write one answer now; false when the connection closes after it. On a
+    /// stopping shard it closes after the last answer still to come.
     fn send_answer(&mut self, key: ConnKey, bytes: Vec<u8>, keep_alive: bool) -> bool {
         self.send_raw(key, bytes);
-        if keep_alive {
+        let last = self.stopping && !self.answers_to_come(key);
+        if keep_alive && !last {
             self.arm_http_deadline(key);
         } else {
             if let Some(h) = self.conns.get_mut(key).and_then(|c| c.http_mut()) {
@@ -560,7 +568,25 @@ impl Core {
             }
             self.close_after_response(key);
         }
-        keep_alive
+        keep_alive && !last
+    }
+
+    /// Whether an HTTP connection has requests handed to the owners (or
+    /// answered behind them) whose answers are not written yet.
+    pub(crate) fn answers_to_come(&self, key: ConnKey) -> bool {
+        self.conns
+            .get(key)
+            .filter(|c| c.phase == Phase::Http)
+            .and_then(|c| c.http())
+            .is_some_and(|h| !h.waiting.is_empty())
+    }
+
+    /// A request read after the shard began to stop: 503, and the connection
+    /// closes once it and the answers before it are written.
+    fn shutting_down(&mut self, key: ConnKey) {
+        let body = b"shutting down: not handled\n";
+        let answer = http::response(503, "text/plain", &[("Retry-After", "1")], body, false);
+        self.emit(key, answer, false);
     }
 
     /// Answer now, or behind the pipelined requests still waiting for owners.

@@ -93,6 +93,8 @@ pub(crate) struct Core {
     /// When the shard must stop even if some connection never reported
     /// `Closed` (set by `stop`): a shutdown is bounded, whatever the driver does.
     pub stop_by: Option<Instant>,
+    /// Counted out of `Shared::shards_at_work` (see `Core::may_exit`).
+    pub left_work: bool,
     pub snapshot_version: u64,
     pub snapshot_at: Instant,
     pub now: Instant,
@@ -174,6 +176,7 @@ impl Shard {
             next_req: 0,
             stopping: false,
             stop_by: None,
+            left_work: false,
             snapshot_version: u64::MAX,
             snapshot_at: now,
             now,
@@ -259,17 +262,19 @@ impl Shard {
         let writes = self.core.out.last_flush();
         let pings = std::mem::take(&mut self.core.pings_queued);
         self.turn_clock.end(self.core.id, completed, writes, pings);
-        if self.core.stopping && self.core.conns.is_empty() {
+        if self.core.may_exit() {
             return false;
         }
         if self.core.stop_by.is_some_and(|t| self.core.now >= t) {
             // Every close is bounded by close_linger_ms; a connection still
             // here well past that waits for a completion that is not coming.
-            tracing::error!(
-                shard = self.core.id,
-                open = self.core.conns.len(),
-                "connections still open past the shutdown bound; stopping anyway"
-            );
+            if !self.core.conns.is_empty() {
+                tracing::error!(
+                    shard = self.core.id,
+                    open = self.core.conns.len(),
+                    "connections still open past the shutdown bound; stopping anyway"
+                );
+            }
             return false;
         }
         true

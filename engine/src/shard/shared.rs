@@ -2,7 +2,7 @@
 //! the drain flag, the token verifier, the authority and the per-user
 //! connection counts. Read from any thread, never on the per-message path.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use crate::channel::authority::Authority;
@@ -19,6 +19,9 @@ pub struct Shared {
     pub channels: Vec<Mutex<ChannelSnapshot>>,
     /// Set while draining: `/ready` answers 503.
     pub draining: AtomicBool,
+    /// Shards not yet stopped with every connection gone (or that never
+    /// started); a stopped shard leaves its loop when this reaches 0.
+    pub shards_at_work: AtomicUsize,
     /// Token verifier; None: anonymous connections.
     pub verifier: Option<crate::policy::auth::Verifier>,
     /// Who orders each channel: the owner shard, or Redis in cluster mode.
@@ -40,6 +43,7 @@ impl Shared {
                 .collect(),
             channels: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
             draining: AtomicBool::new(false),
+            shards_at_work: AtomicUsize::new(shards),
             verifier,
             authority,
             users: Default::default(),

@@ -1,7 +1,12 @@
 //! How a shard stops: at once ([`Core::stop`]: every connection closed with
 //! 1001, bounded in time), or drained over a window (`begin_drain`, then
-//! `drain_step` each loop turn, following a [`DrainPlan`]); and how it closes
-//! every WebSocket when the cluster bus is lost (`bus_lost`, 4001).
+//! `drain_step` each loop turn, following a [`DrainPlan`]); when it may exit
+//! (`may_exit`); and how it closes every WebSocket when the cluster bus is
+//! lost (`bus_lost`, 4001).
+//!
+//! An API request already handed to the owners is answered before its
+//! connection closes: its publication may already be out, and a client that
+//! saw the connection close unanswered would publish it again.
 //!
 //! A drain: `/ready` turns 503 and new upgrades are refused (503 with
 //! Retry-After), while `/health`, `/ready` and `/metrics` keep answering so
@@ -21,19 +26,39 @@ use crate::policy::drain::DrainPlan;
 use crate::shard::Core;
 
 impl Core {
-    /// Begin a graceful stop: close every connection with 1001.
+    /// Begin a graceful stop: close every connection with 1001. An HTTP
+    /// connection with API requests in flight closes after their answers
+    /// (`http/api.rs`), within the same bound.
     pub fn stop(&mut self) {
         self.stopping = true;
         let bound = Duration::from_millis(2 * self.cfg.limits.close_linger_ms + 1_000);
         self.stop_by = Some(self.now + bound);
         let keys: Vec<ConnKey> = self.conns.keys().collect();
         for key in keys {
+            if self.answers_to_come(key) {
+                continue;
+            }
             self.close_ws(
                 key,
                 shardcast_proto::error::close_code::GOING_AWAY,
                 "server shutting down",
             );
         }
+    }
+
+    /// Whether a stopping shard may leave its loop: its connections are gone,
+    /// and so are every other shard's. Until then it keeps serving its inbox:
+    /// another shard may still forward it the publication of an API request
+    /// it is answering, and that request must get its offset.
+    pub(crate) fn may_exit(&mut self) -> bool {
+        if !self.stopping || !self.conns.is_empty() {
+            return false;
+        }
+        if !self.left_work {
+            self.left_work = true;
+            self.shared.shards_at_work.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.shared.shards_at_work.load(Ordering::Acquire) == 0
     }
 
     pub(crate) fn begin_drain(&mut self, window: Duration) {
