@@ -167,8 +167,9 @@ fn http_connect(addr: SocketAddr, state: &Arc<State>) -> std::io::Result<TcpStre
 /// stays on one connection, in order) and of the rate. The engine holds up
 /// to 256 publishes of one connection in flight, each about a loop turn; at a
 /// million connections, where a turn lasts tens of milliseconds, one
-/// connection carried 397-452 of 500 a second.
-const HTTP_PUBLISHERS: usize = 4;
+/// connection carried 397-452 of 500 a second, and four 357.7-500.1 (three
+/// runs); eight carried 500.3 (docs/benchmarks.md, "The million, run by run").
+const HTTP_PUBLISHERS: usize = 8;
 
 /// Run the steady publisher over `HTTP_PUBLISHERS` connections (one when the
 /// channels do not split evenly) and add up what they did.
