@@ -644,32 +644,6 @@ fn rolling_restart_every_client_recovers(d: DriverKind) {
     a2.shutdown();
 }
 
-/// One API publish over its own connection; None when the node is gone (refused).
-fn try_publish(addr: std::net::SocketAddr, body: &[u8]) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "POST /api/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    if s.write_all(head.as_bytes())
-        .and_then(|_| s.write_all(body))
-        .is_err()
-    {
-        return Some((0, String::new()));
-    }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Some((status, text))
-}
-
 /// A node stops while API publishes are in flight (each waits on Redis for its
 /// offset). Each one handed to Redis must be answered with its offset before
 /// its connection closes: a publisher that saw the connection close unanswered
@@ -692,7 +666,7 @@ fn a_stopping_node_answers_every_publish_in_flight(d: DriverKind) {
             std::thread::spawn(move || {
                 let (mut ok, mut refused, mut unanswered) = (0u64, 0u64, 0u64);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match try_publish(addr, &body) {
+                    match try_http(addr, "POST", "/api/publish", &[], &body) {
                         None => break,
                         Some((200, _)) => {
                             ok += 1;

@@ -122,7 +122,19 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    try_http(addr, method, path, headers, body).expect("connects")
+}
+
+/// As [`http`], but None when the connection is refused (the node is gone);
+/// status 0 when the connection closed before a response.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -132,8 +144,12 @@ pub fn http(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    if s.write_all(req.as_bytes())
+        .and_then(|_| s.write_all(body))
+        .is_err()
+    {
+        return Some((0, String::new()));
+    }
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -142,7 +158,7 @@ pub fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, text)
+    Some((status, text))
 }
 
 pub fn body_of(resp: &str) -> &str {
